@@ -1,0 +1,52 @@
+# Every target bootstraps .venv (redone only when pyproject.toml changes).
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# auto = quick on a CUDA machine, smoke on a CPU-only one
+PROFILE ?= auto
+# Real data: BENCH_DATA_DIR wins; else ../shared/data when it exists; else ./data
+DATA_DIR ?= $(or $(BENCH_DATA_DIR),$(wildcard ../shared/data),data)
+RESULTS_DIR ?= results
+ARGS    ?=
+BENCH   := $(PY) -m bench --results-dir $(RESULTS_DIR) --data-dir $(DATA_DIR)
+STUDIES  = $(shell $(PY) -m bench list --studies --names-only 2>/dev/null)
+
+.PHONY: install test bench perf report clean ablation-all help
+
+help:
+	@echo "make install | test | bench | perf | report | clean"
+	@echo "make ablation-<study> [PROFILE=full|quick|smoke] [ARGS='--set key=value ...']"
+	@echo "make ablation-all [PROFILE=...]"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	BENCH_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests --benchmark-disable-gc
+
+bench: $(STAMP)
+	mkdir -p $(RESULTS_DIR)/benchmarks
+	$(PY) -m pytest -q tests/benchmarks --benchmark-only \
+	  --benchmark-json=$(RESULTS_DIR)/benchmarks/bench-$$(date +%Y%m%d-%H%M%S).json
+
+perf: $(STAMP)
+	$(BENCH) perf $(ARGS)
+
+ablation-%: $(STAMP)
+	$(BENCH) run $* --profile $(PROFILE) $(ARGS)
+	$(BENCH) report $*
+
+ablation-all: $(STAMP)
+	@for s in $(STUDIES); do $(MAKE) --no-print-directory ablation-$$s PROFILE=$(PROFILE) || exit 1; done
+
+report: $(STAMP)
+	$(BENCH) report --all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks *.egg-info

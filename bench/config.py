@@ -1,0 +1,205 @@
+"""Run configuration: one frozen dataclass per training run, identified by the sha256 of its JSON.
+
+A study derives its cells from a base config with :func:`apply_overrides` (``dataclasses.replace``
+underneath), so a cell's id depends only on what it trains, and a rerun finds the cells already done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import UserError
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+LOADERS = ("gpu", "torch")
+ENGINES = ("auto", "eager", "graph")
+SCHEDULE_UNITS = ("epoch", "iter")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides what one training run computes.
+
+    Runtime choices that do not change the result's meaning (device, results folder, progress bars)
+    are not here. ``epochs`` or ``iterations`` sets the length; with ``iterations`` the last epoch
+    may be partial. Learning-rate milestones count in ``schedule_unit`` (epochs or iterations).
+    """
+
+    # model
+    model: str = "resnet20"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # data
+    dataset: str = "cifar10"
+    val_size: float = 5000  # images (>= 1) or a fraction of the training set (< 1); 0 = no validation
+    train_subset: int | None = None  # use only this many training images (stratified), None = all
+    test_subset: int | None = None
+    image_size: int | None = None  # resize inputs to this size first (e.g. 224 for an ImageNet stem)
+    crop_size: int | None = None  # random crop to this size after resize (e.g. 70 -> 64); None = image size
+    crop_padding: int = 4  # zero padding for the random crop; 0 = no padded crop
+    hflip: bool = True
+    augment: bool = True
+    loader: str = "gpu"
+    # optimisation
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "multistep"
+    schedule_unit: str = "epoch"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup: int = 0  # linear warm-up length in schedule_unit
+    epochs: int | None = 10
+    iterations: int | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    label_smoothing: float = 0.0
+    aux_loss_weight: float = 0.3  # weight of auxiliary classifier losses (GoogLeNet)
+    # numerics and engine
+    precision: str = "fp32"
+    channels_last: bool = False
+    engine: str = "auto"
+    seed: int = 0
+    # records
+    acc_thresholds: tuple[float, ...] = (0.5, 0.8, 0.9)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return json.loads(self.to_json())
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace; the input of :attr:`run_id`."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"), default=str)
+
+    @property
+    def run_id(self) -> str:
+        """First 16 hex digits of the sha256 of the canonical JSON."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`UserError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(d) - names)
+        if bad:
+            raise UserError(f"unknown config key(s) {', '.join(bad)} (accepted: {', '.join(sorted(names))})")
+        kw = {k: _coerce_field(k, v) for k, v in d.items()}
+        return cls(**kw)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise :class:`UserError` on a value no run could use."""
+    _choice("precision", cfg.precision, PRECISIONS)
+    _choice("loader", cfg.loader, LOADERS)
+    _choice("engine", cfg.engine, ENGINES)
+    _choice("schedule_unit", cfg.schedule_unit, SCHEDULE_UNITS)
+    if cfg.epochs is None and cfg.iterations is None:
+        raise UserError("set epochs or iterations (both are None)")
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0:
+        raise UserError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.val_size < 0:
+        raise UserError(f"val_size must be >= 0, got {cfg.val_size}")
+
+
+def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise UserError(f"bad {name} {value!r} (accepted: {', '.join(accepted)})")
+
+
+_TYPES = typing.get_type_hints(RunConfig)
+
+
+def _coerce_field(name: str, value: Any) -> Any:
+    """Turn JSON or command-line values into the field's type (lists -> tuples, '3' -> 3)."""
+    tp = _TYPES[name]
+    if isinstance(value, str):
+        value = parse_value(value)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise UserError(f"{name} cannot be None")
+    if origin is tuple:
+        seq = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_scalar(name, args[0], v) for v in seq)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)][0]
+        return _scalar(name, inner, value)
+    return _scalar(name, tp, value)
+
+
+def _scalar(name: str, tp: Any, value: Any) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{name} must be a number, got {value!r}")
+        if tp is int and float(value) != int(value):
+            raise UserError(f"{name} must be an integer, got {value!r}")
+        return tp(value)
+    if tp is str:
+        return str(value)
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line value: JSON if it parses (numbers, true/false, lists, null), else text."""
+    low = text.strip().lower()
+    if low in ("true", "false", "none", "null"):
+        return {"true": True, "false": False}.get(low)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """``dataclasses.replace`` with coercion; ``model_kwargs.<k>`` keys set one model argument."""
+    plain: dict[str, Any] = {}
+    mkw = dict(cfg.model_kwargs)
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    for key, value in overrides.items():
+        if key.startswith("model_kwargs."):
+            sub = key.split(".", 1)[1]
+            mkw[sub] = parse_value(value) if isinstance(value, str) else value
+        elif key in names:
+            plain[key] = _coerce_field(key, value)
+        else:
+            raise UserError(
+                f"unknown config key {key!r} (accepted: {', '.join(sorted(names))}, model_kwargs.<name>)"
+            )
+    if "model_kwargs" in plain:
+        mkw = {**plain.pop("model_kwargs")}
+        mkw.update({k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("model_kwargs.")})
+    return dataclasses.replace(cfg, **plain, model_kwargs=dict(sorted(mkw.items())))
+
+
+def parse_set_args(items: list[str]) -> dict[str, Any]:
+    """``['lr=0.05', 'model_kwargs.norm=gn']`` -> overrides dict; malformed items are a UserError."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"bad --set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
