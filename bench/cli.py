@@ -1,0 +1,238 @@
+"""Command line: ``python -m bench <command>`` (also installed as ``bench``).
+
+User mistakes (unknown study, model, data set, key, bad value) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from bench.errors import UserError
+
+
+def _common_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field for every cell (e.g. --set epochs=2 --set model_kwargs.norm=gn)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="Benchmarking and ablation harness for CNN classifiers.")
+    p.add_argument("--results-dir", default=os.environ.get("BENCH_RESULTS_DIR", "results"),
+                   help="where records and reports go (env BENCH_RESULTS_DIR; default ./results)")
+    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR"),
+                   help="where data sets are found (env BENCH_DATA_DIR; default ./data)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ls = sub.add_parser("list", help="studies, models and data sets")
+    ls.add_argument("--studies", action="store_true")
+    ls.add_argument("--models", action="store_true")
+    ls.add_argument("--datasets", action="store_true")
+    ls.add_argument("--names-only", action="store_true", help="one name per line, nothing else")
+
+    pl = sub.add_parser("plan", help="the runs of a study, their status and estimated cost")
+    pl.add_argument("study")
+    pl.add_argument("--profile", default="auto", help="full | quick | smoke | auto (quick on a GPU, else smoke)")
+    _common_set(pl)
+
+    rn = sub.add_parser("run", help="run a study's pending cells")
+    rn.add_argument("study")
+    rn.add_argument("--profile", default="auto", help="full | quick | smoke | auto (quick on a GPU, else smoke)")
+    rn.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    rn.add_argument("--retry-failed", action="store_true", help="run failed/oom cells again (old records kept)")
+    rn.add_argument("--executor", default="local", help="local | slurm | debug")
+    rn.add_argument("--parallel", default="auto",
+                    help="cells trained at once per GPU (local executor); auto picks from the model size")
+    rn.add_argument("--gpus", default=None, help="comma-separated GPU indices to use (default: all visible)")
+    rn.add_argument("--slurm-partition", default=None)
+    rn.add_argument("--gpus-per-task", type=int, default=1)
+    rn.add_argument("--timeout-min", type=int, default=240)
+    rn.add_argument("--max-parallel", type=int, default=None, help="Slurm: array tasks running at once")
+    rn.add_argument("--no-report", action="store_true", help="(make target) skip the report afterwards")
+    _common_set(rn)
+
+    sh = sub.add_parser("show", help="one run's config, summary and history")
+    sh.add_argument("run_id")
+    sh.add_argument("--study", default=None, help="limit the search to one study")
+
+    st = sub.add_parser("status", help="done / running / pending / failed cells of a study")
+    st.add_argument("study")
+    st.add_argument("--profile", default=None, help="default: the profile last run")
+    _common_set(st)
+
+    md = sub.add_parser("models", help="the model zoo with parameters and MACs")
+    md.add_argument("pattern", nargs="?", default="*")
+
+    ms = sub.add_parser("measure", help="one model's measurement table")
+    ms.add_argument("model")
+    ms.add_argument("--batch-size", type=int, default=128)
+    ms.add_argument("--image-size", type=int, default=None, help="default: the model's own input size")
+    ms.add_argument("--in-channels", type=int, default=None)
+    ms.add_argument("--num-classes", type=int, default=10)
+    ms.add_argument("--device", default="auto")
+    ms.add_argument("--precision", default="fp32")
+    ms.add_argument("--layers", action="store_true", help="add the per-layer view (output shape, params, MACs)")
+    ms.add_argument("--no-speed", action="store_true", help="skip the timed parts")
+    _common_set(ms)
+
+    rp = sub.add_parser("report", help="build the HTML report of a study (and results/index.html)")
+    rp.add_argument("study", nargs="?")
+    rp.add_argument("--all", action="store_true", help="every study that has results")
+
+    pf = sub.add_parser("perf", help="usual training loop vs the engine, side by side on one GPU")
+    pf.add_argument("--models", default="resnet20,resnet56,resnet18")
+    pf.add_argument("--batch-size", type=int, default=128)
+    pf.add_argument("--epochs", type=int, default=2, help="timed epochs per variant (after one warm-up epoch)")
+    pf.add_argument("--device", default="auto")
+    pf.add_argument("--dataset", default="cifar10")
+    pf.add_argument("--variants", default=None, help="comma-separated subset of variants")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except UserError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished runs are kept, a rerun resumes the rest", file=sys.stderr)
+        return 130
+
+
+def resolve_profile(profile: str) -> str:
+    """'auto' -> 'quick' on a CUDA machine, else 'smoke' (said on stderr)."""
+    if profile != "auto":
+        return profile
+    import torch
+
+    chosen = "quick" if torch.cuda.is_available() else "smoke"
+    print(f"bench: profile auto -> {chosen} ({'CUDA GPU found' if chosen == 'quick' else 'no CUDA GPU'})",
+          file=sys.stderr)
+    return chosen
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.config import parse_set_args
+
+    return parse_set_args(getattr(args, "sets", []))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.data import DATASETS
+    from bench.models import list_models
+    from bench.study import load_studies
+
+    everything = not (args.studies or args.models or args.datasets)
+    studies = load_studies()
+    if args.names_only:
+        names = (studies.names() if args.studies or everything else []) + (
+            list_models() if args.models else []) + (DATASETS.names() if args.datasets else [])
+        print("\n".join(names))
+        return 0
+    if args.studies or everything:
+        print("Studies (make ablation-<name>, bench run <name>):")
+        for n in studies.names():
+            print(f"  {n:<16} {studies.get(n).question}")
+    if args.models or everything:
+        print("Models (bench models for params and MACs):")
+        print("  " + ", ".join(list_models()))
+    if args.datasets or everything:
+        print("Data sets:")
+        print("  " + ", ".join(DATASETS.names()) + ", imagefolder:<path>, synthetic[:k=v,...]")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from bench.plan import plan_table
+    from bench.study import get_study
+
+    study = get_study(args.study)
+    profile = resolve_profile(args.profile)
+    df = plan_table(study, profile, args.results_dir, _overrides(args))
+    print(f"{study.name} [{profile}]: {study.question}")
+    print(df.to_string(index=False))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.executors import run_with_executor
+    from bench.study import get_study
+
+    study = get_study(args.study)
+    profile = resolve_profile(args.profile)
+    counts = run_with_executor(study, profile, args)
+    if counts is not None:
+        done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        print(f"{study.name} [{profile}]: {done} -> {args.results_dir}/{study.name}/")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from bench.show import show_run
+
+    print(show_run(args.results_dir, args.run_id, args.study))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.executors import status_table
+
+    print(status_table(args.study, args.results_dir, args.profile, _overrides(args)))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from bench.measure.zoo import zoo_table
+
+    df = zoo_table(args.pattern)
+    print(df.to_string(index=False))
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from bench.measure.zoo import measure_table
+
+    print(measure_table(args, _overrides(args)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import build_index, build_report
+    from bench.store import ResultsStore
+
+    if not args.study and not args.all:
+        raise UserError("name a study or pass --all")
+    names = ResultsStore(args.results_dir).studies() if args.all else [args.study]
+    if args.study:
+        from bench.study import get_study
+
+        get_study(args.study)  # a clear error for an unknown name
+    for name in names:
+        path = build_report(name, args.results_dir)
+        print(f"report: {path}")
+    print(f"index:  {build_index(args.results_dir)}")
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from bench.perf import run_perf
+
+    return run_perf(args)
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "plan": cmd_plan,
+    "run": cmd_run,
+    "show": cmd_show,
+    "status": cmd_status,
+    "models": cmd_models,
+    "measure": cmd_measure,
+    "report": cmd_report,
+    "perf": cmd_perf,
+}

@@ -1,0 +1,63 @@
+"""Peak device memory of one inference or training step (CUDA only)."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+from torch import nn
+
+from bench.measure._step import (
+    OptimizerFactory,
+    build_step,
+    check_choices,
+    make_input,
+    private_copy,
+    resolve_device,
+)
+
+
+def measure_memory(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    device: str | torch.device,
+    *,
+    mode: str = "infer",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    optimizer: OptimizerFactory | None = None,
+) -> dict[str, int | bool | None]:
+    """Peak CUDA memory (bytes) during one ``mode`` step, as the caching allocator reports it.
+
+    Keys: ``<mode>_peak_allocated_bytes`` (tensors), ``<mode>_peak_reserved_bytes`` (allocator
+    pool), ``memory_measured``. The peak is device-wide: it includes the weights of the private
+    model copy, the input batch, and anything else the process holds on that device. For ``train``
+    the step is the first one, so it includes creating gradients and optimizer state. On a CPU (or
+    other non-CUDA) device both values are None and ``memory_measured`` is False: no number is
+    better than a made-up one.
+    """
+    dev = resolve_device(device)
+    check_choices(mode, precision, dev)
+    keys = (f"{mode}_peak_allocated_bytes", f"{mode}_peak_reserved_bytes")
+    if dev.type != "cuda":
+        return {keys[0]: None, keys[1]: None, "memory_measured": False}
+    m = private_copy(model, dev, channels_last)
+    x = make_input(tuple(input_shape), batch_size, dev, channels_last)
+    step = build_step(m, x, mode, precision, dev, optimizer)
+    # The train probe forward (number of classes) ran above; drop what it left in the cache.
+    gc.collect()
+    torch.cuda.synchronize(dev)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(dev)
+    step()
+    torch.cuda.synchronize(dev)
+    out = {
+        keys[0]: int(torch.cuda.max_memory_allocated(dev)),
+        keys[1]: int(torch.cuda.max_memory_reserved(dev)),
+        "memory_measured": True,
+    }
+    del step, m, x
+    gc.collect()
+    torch.cuda.empty_cache()
+    return out

@@ -1,0 +1,316 @@
+"""The runner: expand a study, skip what is done, claim and run each cell in isolation.
+
+A cell that raises, runs out of memory or diverges is recorded with its status and error, and the
+study goes on. Measurements (params, MACs, speed, memory) are taken once per distinct model and input
+shape and cached under ``<study>/measurements/``. :func:`work` is the picklable worker loop that
+every executor (in-process, worker processes, Slurm) runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import RunConfig
+from bench.errors import UserError
+from bench.store import ResultsStore, read_json, write_atomic, write_json
+from bench.study import Cell, Study, get_study
+
+RETRYABLE = ("failed", "oom")
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' (or None) -> 'cuda' when a GPU is visible, else 'cpu'; anything else is checked."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but no CUDA GPU is visible (accepted here: cpu, auto)")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise UserError(f"bad device {device!r} (accepted: auto, cpu, cuda, cuda:<index>)")
+    return device
+
+
+_DATA: dict[tuple[str, str], Any] = {}
+
+
+def load_data(dataset: str, data_dir: str | None) -> Any:
+    """Load a data set once per process (studies reuse it across cells)."""
+    from bench.data import load_dataset
+
+    key = (dataset, str(data_dir))
+    if key not in _DATA:
+        _DATA[key] = load_dataset(dataset, data_dir)
+    return _DATA[key]
+
+
+def input_shape(cfg: RunConfig, data: Any) -> tuple[int, int, int]:
+    """The (C, H, W) the model sees: crop size, else resize size, else the data's own size."""
+    c, h, w = data.train.images.shape[1:]
+    side = cfg.crop_size or cfg.image_size
+    return (int(c), int(side or h), int(side or w))
+
+
+def measurement_key(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int, device_name: str) -> str:
+    """Measurements depend on the model, its input and how it runs, not on seeds or schedules."""
+    key = {
+        "model": cfg.model,
+        "model_kwargs": cfg.model_kwargs,
+        "shape": shape,
+        "num_classes": num_classes,
+        "batch_size": cfg.batch_size,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "device": device_name,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str, device: str) -> dict[str, Any]:
+    """Params, MACs/FLOPs, speed and memory for this model and input, measured once and cached."""
+    from bench.measure import environment, measure_model
+
+    shape = input_shape(cfg, data)
+    num_classes = len(data.train.classes)
+    key = measurement_key(cfg, shape, num_classes, str(environment().get("device_name")) + device)
+    path = store.study_dir(study) / "measurements" / f"{key}.json"
+    if path.exists():
+        return read_json(path)
+    m = measure_model(
+        cfg.model,
+        input_shape=shape,
+        batch_size=cfg.batch_size,
+        device=device,
+        num_classes=num_classes,
+        model_kwargs=dict(cfg.model_kwargs),
+        precision=cfg.precision,
+        channels_last=cfg.channels_last,
+    )
+    write_json(path, m)
+    return m
+
+
+def execute_cell(
+    cell: Cell,
+    store: ResultsStore,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    shared_gpu: bool = False,
+    progress: bool = False,
+    measure: bool = True,
+    worker: str | None = None,
+) -> dict[str, Any] | None:
+    """Claim and run one cell; returns its summary, or None if another worker holds it.
+
+    Every outcome is written to ``summary.json``: ok, diverged, oom (CUDA out of memory) or failed
+    (any other exception, with the traceback in ``log.txt``). Only an interrupt (Ctrl-C, a kill)
+    leaves the cell unfinished; its checkpoint lets the next run resume it.
+    """
+    import torch
+
+    from bench.measure import environment
+
+    claim = store.claim(cell.study, cell.run_id, worker=worker, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+    if claim is None:
+        return None
+    with claim:
+        claim.start_heartbeat()
+        done = store.summary(cell.study, cell.run_id)
+        if done is not None:
+            return done  # finished by another worker between our look and our claim
+        rd = store.run_dir(cell.study, cell.run_id)
+        write_json(rd / "config.json", cell.config.to_dict())
+        write_json(rd / "cell.json", cell_record(cell))
+        started = time.time()
+        history: list[dict[str, Any]] = []
+        metrics: dict[str, Any] = {}
+        measurements: dict[str, Any] = {}
+        status, error = "ok", None
+        try:
+            data = load_data(cell.config.dataset, data_dir)
+            if measure:
+                measurements = get_measurements(cell.config, data, store, cell.study, device)
+
+            def on_epoch(row: dict[str, Any]) -> None:
+                history.append(row)
+                store.write_history(cell.study, cell.run_id, history)
+
+            from bench.train import save_artifacts, train
+
+            result = train(cell.config, device=device, data_dir=data_dir, run_dir=rd, on_epoch=on_epoch,
+                           progress=progress, data=data)
+            history = result.history or history
+            store.write_history(cell.study, cell.run_id, history)
+            status, metrics = result.status, dict(result.summary)
+            error = metrics.pop("error", None)
+            if result.artifacts:
+                save_artifacts(rd / "artifacts.npz", result.artifacts)
+        except torch.cuda.OutOfMemoryError as exc:
+            status, error = "oom", f"CUDA out of memory: {str(exc).splitlines()[0]}"
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded for this cell only
+            status, error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+            write_atomic(rd / "log.txt", traceback.format_exc())
+        finally:
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        summary = {
+            **cell_record(cell),
+            "status": status,
+            "error": error,
+            "complete": True,
+            "started_at": started,
+            "finished_at": time.time(),
+            "wall_time_s": time.time() - started,
+            "host": socket.gethostname(),
+            "device": device,
+            "shared_gpu": shared_gpu,
+            "worker": worker,
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "config": cell.config.to_dict(),
+            "environment": environment(),
+            "metrics": metrics,
+            "measurements": measurements,
+        }
+        write_json(rd / "summary.json", summary)
+        return summary
+
+
+def cell_record(cell: Cell) -> dict[str, Any]:
+    """What identifies a cell within its study (stored as ``cell.json`` and in the summary)."""
+    return {
+        "run_id": cell.run_id,
+        "study": cell.study,
+        "profile": cell.profile,
+        "arm": cell.arm,
+        "arm_label": cell.label,
+        "tags": cell.tags,
+        "seed": cell.seed,
+        "model": cell.config.model,
+        "dataset": cell.config.dataset,
+    }
+
+
+def pending_cells(cells: Sequence[Cell], store: ResultsStore, retry_failed: bool = False) -> list[Cell]:
+    """Cells without a finished record (or, with ``retry_failed``, whose record failed or OOMed)."""
+    out = []
+    for c in cells:
+        s = store.summary(c.study, c.run_id)
+        if s is None or (retry_failed and s.get("status") in RETRYABLE):
+            out.append(c)
+    return out
+
+
+@dataclass
+class WorkSpec:
+    """Everything a worker process needs to re-create its cells (picklable, for submitit too)."""
+
+    study: str
+    profile: str
+    run_ids: list[str]
+    results_dir: str
+    data_dir: str | None
+    device: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    shared_gpu: bool = False
+    progress: bool = False
+    worker: str | None = None
+
+
+def work(spec: WorkSpec) -> list[dict[str, Any]]:
+    """Worker loop: run every listed cell this worker can claim; returns the summaries it wrote."""
+    study = get_study(spec.study)
+    store = ResultsStore(spec.results_dir)
+    wanted = set(spec.run_ids)
+    cells = [c for c in study.cells(spec.profile, spec.overrides) if c.run_id in wanted]
+    out = []
+    for c in cells:
+        if store.summary(c.study, c.run_id) is not None:
+            continue
+        s = execute_cell(c, store, device=spec.device, data_dir=spec.data_dir, shared_gpu=spec.shared_gpu,
+                         progress=spec.progress, worker=spec.worker)
+        if s is not None:
+            out.append(s)
+    return out
+
+
+def run_cells_inline(
+    cells: Sequence[Cell],
+    store: ResultsStore,
+    *,
+    device: str,
+    data_dir: str | None,
+    progress: bool,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run cells one after another in this process (the default on one device)."""
+    from tqdm.auto import tqdm
+
+    out = []
+    bar = tqdm(cells, desc="cells", unit="run", disable=not (progress and sys.stderr.isatty()))
+    for c in bar:
+        bar.set_postfix_str(c.label[:60])
+        s = execute_cell(c, store, device=device, data_dir=data_dir, progress=progress, worker="inline")
+        if s is not None:
+            out.append(s)
+            if on_done:
+                on_done(s)
+    return out
+
+
+def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str, Any] | None,
+            retry_failed: bool = False) -> tuple[list[Cell], list[Cell]]:
+    """Expand the study, record its description, archive failed attempts that will be retried."""
+    cells = study.cells(profile, overrides)
+    store.write_study(study.name, {**study.describe(), "profile": profile, "overrides": overrides or {},
+                                   "run_ids": [c.run_id for c in cells]})
+    todo = pending_cells(cells, store, retry_failed)
+    for c in todo:
+        if store.summary(c.study, c.run_id) is not None:
+            store.archive_attempt(c.study, c.run_id)
+    return cells, todo
+
+
+def check_data(cells: Sequence[Cell], data_dir: str | None) -> None:
+    """Load each data set the cells need before starting, so missing data is one clear error."""
+    for name in sorted({c.config.dataset for c in cells}):
+        load_data(name, data_dir)
+
+
+def run_study(
+    study: Study | str,
+    profile: str,
+    *,
+    results_dir: str | Path = "results",
+    device: str = "auto",
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    retry_failed: bool = False,
+    progress: bool = False,
+) -> dict[str, int]:
+    """Run a study's pending cells in this process; returns counts by status."""
+    study = get_study(study) if isinstance(study, str) else study
+    store = ResultsStore(results_dir)
+    device = resolve_device(device)
+    cells, todo = prepare(study, profile, store, overrides, retry_failed)
+    check_data(todo, data_dir)
+    run_cells_inline(todo, store, device=device, data_dir=data_dir, progress=progress)
+    return status_counts(study.name, cells, store)
+
+
+def status_counts(study: str, cells: Sequence[Cell], store: ResultsStore) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in cells:
+        st = store.state(study, c.run_id)
+        counts[st] = counts.get(st, 0) + 1
+    return counts

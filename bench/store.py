@@ -1,0 +1,334 @@
+"""The results store: one folder per run, atomic writes, claims, and pandas views.
+
+Layout::
+
+    <root>/<study>/study.json                  the study's description (question, axes, published)
+    <root>/<study>/runs/<run_id>/config.json   the RunConfig
+    <root>/<study>/runs/<run_id>/cell.json     arm labels, tags, seed, profile
+    <root>/<study>/runs/<run_id>/history.csv   one row per epoch, rewritten after each epoch
+    <root>/<study>/runs/<run_id>/summary.json  written once, last: the run is done only when it exists
+    <root>/<study>/runs/<run_id>/claim.lock    held while a worker runs the cell (heartbeat = mtime)
+    <root>/<study>/measurements/<key>.json     params/MACs/speed/memory per model and input shape
+
+A summary is never overwritten: rerunning a failed cell moves the old record to ``attempts/<n>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DONE_STATUSES = ("ok", "diverged", "oom", "failed")
+STALE_AFTER_S = 120.0  # a claim whose heartbeat is older than this is taken to be dead
+HEARTBEAT_EVERY_S = 15.0
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and ``os.replace`` (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write (sorted keys, NaN written as null)."""
+    write_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean(obj: Any) -> Any:
+    """Replace NaN/inf floats (invalid JSON) by None, recursively."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return _clean(obj.item())  # numpy / torch scalars
+    return obj
+
+
+@dataclass
+class Claim:
+    """A held claim on a run folder; keeps its lock file's mtime fresh from a thread."""
+
+    path: Path
+    token: str
+    _stop: threading.Event
+    _thread: threading.Thread | None = None
+
+    def start_heartbeat(self, every_s: float = HEARTBEAT_EVERY_S) -> None:
+        def beat() -> None:
+            while not self._stop.wait(every_s):
+                if not self.held():
+                    return
+                try:
+                    os.utime(self.path)
+                except FileNotFoundError:
+                    return
+
+        self._thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{self.path.parent.name}")
+        self._thread.start()
+
+    def held(self) -> bool:
+        """True while the lock file still carries this claim's token."""
+        try:
+            return read_json(self.path).get("token") == self.token
+        except (FileNotFoundError, ValueError):
+            return False
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock file if it is still ours."""
+        self._stop.set()
+        if self.held():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class ResultsStore:
+    """Reads and writes ``results/``; safe for several runners on one (shared) file system."""
+
+    def __init__(self, root: str | Path, stale_after_s: float = STALE_AFTER_S) -> None:
+        self.root = Path(root)
+        self.stale_after_s = stale_after_s
+
+    # -- paths -------------------------------------------------------------------------------
+    def study_dir(self, study: str) -> Path:
+        return self.root / study
+
+    def run_dir(self, study: str, run_id: str) -> Path:
+        return self.root / study / "runs" / run_id
+
+    def run_dirs(self, study: str) -> Iterator[Path]:
+        runs = self.study_dir(study) / "runs"
+        if runs.is_dir():
+            yield from sorted(p for p in runs.iterdir() if p.is_dir())
+
+    def studies(self) -> list[str]:
+        """Study folders present under the root."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "runs").is_dir() or (p / "study.json").exists())
+
+    # -- state ---------------------------------------------------------------------------------
+    def summary(self, study: str, run_id: str) -> dict[str, Any] | None:
+        """The run's summary if it has finished (whatever its status), else None."""
+        path = self.run_dir(study, run_id) / "summary.json"
+        try:
+            s = read_json(path)
+        except (FileNotFoundError, ValueError):
+            return None
+        return s if s.get("complete") else None
+
+    def state(self, study: str, run_id: str) -> str:
+        """'ok' | 'diverged' | 'oom' | 'failed' (finished), 'running' (fresh claim), 'stale', 'pending'."""
+        s = self.summary(study, run_id)
+        if s is not None:
+            return str(s.get("status", "failed"))
+        lock = self.run_dir(study, run_id) / "claim.lock"
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return "pending"
+        return "running" if age < self.stale_after_s else "stale"
+
+    def claim_info(self, study: str, run_id: str) -> dict[str, Any] | None:
+        try:
+            return read_json(self.run_dir(study, run_id) / "claim.lock")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    # -- claims --------------------------------------------------------------------------------
+    def claim(self, study: str, run_id: str, **info: Any) -> Claim | None:
+        """Take the cell's lock (O_EXCL create); retake it if its heartbeat is stale. None if held."""
+        rd = self.run_dir(study, run_id)
+        rd.mkdir(parents=True, exist_ok=True)
+        lock = rd / "claim.lock"
+        token = uuid.uuid4().hex
+        body = json.dumps(
+            {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(), **info},
+            default=str,
+        )
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._break_stale(lock):
+                    return None
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+            return Claim(lock, token, threading.Event())
+        return None
+
+    def _break_stale(self, lock: Path) -> bool:
+        """Remove ``lock`` if its owner is gone; True if removed (or already gone).
+
+        The owner is gone when its heartbeat (the file's mtime) is older than the stale limit, or
+        when it ran on this host and its process no longer exists. Two runners may find the same
+        stale lock: the rename to a unique name succeeds for only one of them.
+        """
+        try:
+            if not self._is_stale(lock):
+                return False
+            grave = lock.with_name(f"claim.stale.{uuid.uuid4().hex}")
+            os.rename(lock, grave)
+        except FileNotFoundError:
+            return True  # released meanwhile: try to create it again
+        if not self._is_stale(grave):
+            # A fresh claim was made between our look and the rename: give it back.
+            try:
+                os.link(grave, lock)
+            except FileExistsError:
+                pass
+            grave.unlink(missing_ok=True)
+            return False
+        grave.unlink(missing_ok=True)
+        return True
+
+    def _is_stale(self, lock: Path) -> bool:
+        if time.time() - lock.stat().st_mtime >= self.stale_after_s:
+            return True
+        try:
+            info = read_json(lock)
+        except ValueError:
+            return False  # being written right now
+        return info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1)))
+
+    # -- records -------------------------------------------------------------------------------
+    def write_study(self, study: str, description: dict[str, Any]) -> None:
+        write_json(self.study_dir(study) / "study.json", description)
+
+    def read_study(self, study: str) -> dict[str, Any] | None:
+        try:
+            return read_json(self.study_dir(study) / "study.json")
+        except FileNotFoundError:
+            return None
+
+    def archive_attempt(self, study: str, run_id: str) -> Path | None:
+        """Move a finished record into ``attempts/<n>/`` before the cell is run again."""
+        rd = self.run_dir(study, run_id)
+        if not (rd / "summary.json").exists():
+            return None
+        n = 1 + sum(1 for _ in (rd / "attempts").glob("*")) if (rd / "attempts").is_dir() else 1
+        dest = rd / "attempts" / str(n)
+        dest.mkdir(parents=True)
+        for name in ("summary.json", "history.csv", "artifacts.npz", "log.txt"):
+            if (rd / name).exists():
+                shutil.move(str(rd / name), str(dest / name))
+        return dest
+
+    def write_history(self, study: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        write_atomic(self.run_dir(study, run_id) / "history.csv", pd.DataFrame(rows).to_csv(index=False))
+
+    def load_summaries(self, study: str) -> list[dict[str, Any]]:
+        out = []
+        for rd in self.run_dirs(study):
+            s = self.summary(study, rd.name)
+            if s is not None:
+                out.append(s)
+        return out
+
+    def load_runs(self, study: str, include_pending: bool = False) -> pd.DataFrame:
+        """One row per finished run: ids, arm labels and tags, config (``cfg_*``), metrics, env (``env_*``)."""
+        rows = [flatten_summary(s) for s in self.load_summaries(study)]
+        if include_pending:
+            done = {r["run_id"] for r in rows}
+            for rd in self.run_dirs(study):
+                if rd.name in done or not (rd / "cell.json").exists():
+                    continue
+                cell = read_json(rd / "cell.json")
+                rows.append(flatten_summary({**cell, "status": self.state(study, rd.name), "complete": False}))
+        return pd.DataFrame(rows)
+
+    def load_history(self, study: str) -> pd.DataFrame:
+        """All epochs of all runs (finished or in progress), with run id, arm labels and seed."""
+        frames = []
+        for rd in self.run_dirs(study):
+            hist = rd / "history.csv"
+            if not hist.exists() or not (rd / "cell.json").exists():
+                continue
+            try:
+                df = pd.read_csv(hist)
+            except (pd.errors.EmptyDataError, ValueError):
+                continue
+            cell = read_json(rd / "cell.json")
+            df.insert(0, "run_id", rd.name)
+            df.insert(1, "arm", cell.get("arm_label", ""))
+            df.insert(2, "seed", cell.get("seed"))
+            for k, v in cell.get("arm", {}).items():
+                df[f"arm_{k}"] = v
+            for k, v in cell.get("tags", {}).items():
+                df[f"tag_{k}"] = v
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def flatten_summary(s: dict[str, Any]) -> dict[str, Any]:
+    """Flat row: top-level scalars, ``arm_<axis>``, ``tag_<name>``, ``cfg_<field>``, ``env_<key>``,
+    metrics and measurements as they are (their names carry units)."""
+    row: dict[str, Any] = {}
+    for k, v in s.items():
+        if k in ("arm", "tags", "config", "environment", "metrics", "measurements", "class_names"):
+            continue
+        row[k] = v
+    for k, v in (s.get("arm") or {}).items():
+        row[f"arm_{k}"] = v
+    for k, v in (s.get("tags") or {}).items():
+        row[f"tag_{k}"] = v
+    for k, v in (s.get("config") or {}).items():
+        row[f"cfg_{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+    for k, v in (s.get("environment") or {}).items():
+        row[f"env_{k}"] = v
+    row.update(s.get("metrics") or {})
+    row.update(s.get("measurements") or {})
+    for k in ("test_acc", "val_acc", "train_acc"):
+        for prefix in ("final_", "best_"):
+            key = f"{prefix}{k}"
+            if key in row and row[key] is not None and not isinstance(row[key], str):
+                row[f"{prefix}{k.replace('_acc', '_error')}_pct"] = 100.0 * (1.0 - float(row[key]))
+    if row.get("test_acc_at_best_val") is not None:
+        row["test_error_at_best_val_pct"] = 100.0 * (1.0 - float(row["test_acc_at_best_val"]))
+    return row
