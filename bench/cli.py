@@ -187,7 +187,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from bench.measure.zoo import zoo_table
+    from bench.zoo import zoo_table
 
     df = zoo_table(args.pattern)
     print(df.to_string(index=False))
@@ -195,7 +195,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from bench.measure.zoo import measure_table
+    from bench.zoo import measure_table
 
     print(measure_table(args, _overrides(args)))
     return 0

@@ -12,6 +12,7 @@ import importlib
 import itertools
 import pkgutil
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from bench.config import RunConfig, apply_overrides
@@ -90,6 +91,11 @@ class Study:
     published: tuple[Published, ...] = ()
     figures: tuple[str, ...] = ()  # report figure kinds, see bench.report
     notes: str = ""
+    # Timing is a result of this study (e.g. epoch time vs batch size): never pack its cells.
+    timing_critical: bool = False
+    # Overrides that depend on several axes at once (e.g. lr from batch size and scaling rule):
+    # called with the cell's merged config and its arm labels, returns more overrides.
+    derive: Callable[[RunConfig, dict[str, str]], dict[str, Any]] | None = None
 
     def profile(self, name: str) -> Profile:
         """The named profile; unknown names are a UserError listing the accepted ones."""
@@ -115,9 +121,12 @@ class Study:
             for arm in combo:
                 merged.update(arm.overrides)
                 tags.update(arm.tags)
+            arm_labels = {n: a.label for n, a in zip(names, combo)}
+            cfg0 = apply_overrides(base, merged)
+            if self.derive is not None:
+                merged.update(self.derive(cfg0, arm_labels))
             for seed in prof.seeds:
                 cfg = apply_overrides(base, {**merged, "seed": seed, **(overrides or {})})
-                arm_labels = {n: a.label for n, a in zip(names, combo)}
                 out.append(Cell(self.name, profile, arm_labels, tags, seed, cfg))
         return out
 
@@ -146,6 +155,7 @@ class Study:
             },
             "published": [dataclasses.asdict(p) for p in self.published],
             "figures": list(self.figures),
+            "timing_critical": self.timing_critical,
         }
 
 

@@ -1,0 +1,85 @@
+"""``bench plan``: the cells of a study, their status and an estimated cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.config import RunConfig
+from bench.store import ResultsStore
+from bench.study import Study
+
+# Training-set sizes of the named data sets (before the validation split), for estimates only.
+KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000}
+KNOWN_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
+
+
+def _synthetic_opts(name: str) -> dict[str, int]:
+    opts = {"channels": 3, "size": 32, "train": 2000}
+    if ":" in name:
+        for part in name.split(":", 1)[1].split(","):
+            if "=" in part:
+                k, v = part.split("=", 1)
+                try:
+                    opts[k.strip()] = int(float(v))
+                except ValueError:
+                    pass
+    return opts
+
+
+def estimate_samples(cfg: RunConfig) -> int | None:
+    """Training samples the run processes (epochs x train size, or iterations x batch)."""
+    if cfg.iterations:
+        return cfg.iterations * cfg.batch_size
+    n = KNOWN_TRAIN_SIZES.get(cfg.dataset)
+    if cfg.dataset.startswith("synthetic"):
+        n = _synthetic_opts(cfg.dataset)["train"]
+    if n is None:
+        return None
+    n = cfg.train_subset or n - (int(cfg.val_size) if cfg.val_size >= 1 else int(n * cfg.val_size))
+    return int(n * (cfg.epochs or 0))
+
+
+def estimate_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
+    if cfg.dataset.startswith("synthetic"):
+        o = _synthetic_opts(cfg.dataset)
+        shape = (o["channels"], o["size"], o["size"])
+    else:
+        shape = KNOWN_SHAPES.get(cfg.dataset, (3, 32, 32))
+    side = cfg.crop_size or cfg.image_size
+    return (shape[0], side, side) if side else shape
+
+
+def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: dict[str, Any] | None) -> pd.DataFrame:
+    """One row per cell: run id, arm, seed, status, length and estimated training compute (MACs)."""
+    from bench.measure import count_compute
+    from bench.models import create_model
+
+    store = ResultsStore(results_dir)
+    macs_cache: dict[str, float] = {}
+    rows = []
+    for c in study.cells(profile, overrides):
+        cfg = c.config
+        shape = estimate_shape(cfg)
+        key = f"{cfg.model}{sorted(cfg.model_kwargs.items())}{shape}"
+        if key not in macs_cache and shape is not None:
+            model = create_model(cfg.model, in_channels=shape[0], **cfg.model_kwargs)
+            macs_cache[key] = count_compute(model, shape)["macs_conv_linear"]
+        samples = estimate_samples(cfg)
+        # forward + backward ~ 3x the forward multiply-adds
+        train_macs = 3 * macs_cache.get(key, float("nan")) * samples if samples else float("nan")
+        rows.append({
+            "run_id": c.run_id,
+            "arm": c.label,
+            "seed": c.seed,
+            "status": store.state(study.name, c.run_id),
+            "length": f"{cfg.iterations} it" if cfg.iterations else f"{cfg.epochs} ep",
+            "train_samples": samples,
+            "est_train_TMACs": round(train_macs / 1e12, 2),
+        })
+    df = pd.DataFrame(rows)
+    total = df["est_train_TMACs"].sum()
+    df.attrs["total_TMACs"] = total
+    return df

@@ -1,0 +1,53 @@
+"""``bench show <run_id>``: one run's config, summary and history as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import UserError
+from bench.store import ResultsStore, read_json
+
+_KEY_METRICS = (
+    "status", "error", "arm_label", "seed", "final_test_acc", "test_acc_at_best_val", "best_val_acc",
+    "best_val_epoch", "epochs_done", "iterations_done", "train_time_s", "median_epoch_time_s",
+    "train_samples_per_s", "peak_allocated_bytes", "params_total", "macs_conv_linear", "flops_torch",
+    "shared_gpu", "device",
+)
+
+
+def find_run(results_dir: str | Path, run_id: str, study: str | None = None) -> Path:
+    """The folder of a run (a unique id prefix is enough); UserError if none or ambiguous."""
+    store = ResultsStore(results_dir)
+    studies = [study] if study else store.studies()
+    hits = [rd for s in studies for rd in store.run_dirs(s) if rd.name.startswith(run_id)]
+    if not hits:
+        raise UserError(f"no run {run_id!r} under {results_dir} (bench status <study> lists run ids)")
+    if len(hits) > 1:
+        raise UserError(f"run id prefix {run_id!r} is ambiguous: {', '.join(h.name for h in hits[:5])}")
+    return hits[0]
+
+
+def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> str:
+    """Text view of a run: where it is, key results, config and per-epoch history."""
+    from bench.store import flatten_summary
+
+    rd = find_run(results_dir, run_id, study)
+    lines = [f"run {rd.name}  ({rd})"]
+    if (rd / "summary.json").exists():
+        row = flatten_summary(read_json(rd / "summary.json"))
+        lines += [f"  {k:<24} {row[k]}" for k in _KEY_METRICS if k in row]
+    else:
+        lines.append("  not finished (no summary.json yet)")
+    if (rd / "config.json").exists():
+        cfg = read_json(rd / "config.json")
+        lines.append("config:")
+        lines += [f"  {k:<18} {v}" for k, v in sorted(cfg.items())]
+    if (rd / "history.csv").exists():
+        hist = pd.read_csv(rd / "history.csv")
+        cols = [c for c in ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_acc", "test_acc",
+                            "epoch_time_s", "train_samples_per_s") if c in hist]
+        lines.append("history:")
+        lines.append(hist[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Shared protocol pieces for the studies (not a study itself: modules starting with _ are skipped)."""
+
+from __future__ import annotations
+
+from bench.config import RunConfig
+from bench.study import Profile
+
+# He et al. 2016, Sec. 4.2: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 45k/5k split,
+# lr / 10 at 32k and 48k iterations, stop at 64k, 4-pixel padded random crop + horizontal flip.
+HE2016_CIFAR = RunConfig(
+    model="resnet20",
+    dataset="cifar10",
+    val_size=5000,
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    batch_size=128,
+    schedule="multistep",
+    schedule_unit="iter",
+    milestones=(32_000, 48_000),
+    gamma=0.1,
+    iterations=64_000,
+    epochs=None,
+    crop_padding=4,
+    hflip=True,
+)
+
+# The same schedule shape scaled to 20 epochs (about 7k iterations at batch 128): lr / 10 at 50%
+# and 75% of training, as in the full protocol.
+QUICK_20_EPOCHS = {
+    "iterations": None,
+    "epochs": 20,
+    "schedule_unit": "epoch",
+    "milestones": (10, 15),
+}
+
+# CPU-sized synthetic data: 16x16 images, 10 classes, a few hundred samples.
+SMOKE_DATA = "synthetic:size=16,train=384,test=128"
+SMOKE_MNIST_DATA = "synthetic:channels=1,size=28,train=384,test=128"
+
+
+def smoke_overrides(**extra: object) -> dict[str, object]:
+    """A run of seconds on a CPU: tiny synthetic data, 2 epochs, small batches."""
+    base = {
+        "dataset": SMOKE_DATA,
+        "val_size": 64,
+        "iterations": None,
+        "epochs": 2,
+        "schedule_unit": "epoch",
+        "milestones": (1,),
+        "batch_size": 64,
+        "eval_batch_size": 256,
+        "warmup": 0,
+    }
+    base.update(extra)
+    return base
+
+
+def smoke_profile(description: str = "seconds on a CPU: synthetic 16x16 data, 2 epochs, 1 seed", **extra: object) -> Profile:
+    axes = extra.pop("axes", None)
+    return Profile("smoke", smoke_overrides(**extra), axes=axes, seeds=(0,), description=description)  # type: ignore[arg-type]

@@ -1,0 +1,62 @@
+"""Batch size vs. epoch time and accuracy, with a fixed lr and with linear scaling + warm-up (Goyal et al. 2017)."""
+
+from __future__ import annotations
+
+from bench.config import RunConfig
+from bench.study import Arm, Profile, Study, register_study
+from experiments._common import smoke_profile
+
+BASE_LR, BASE_BATCH = 0.1, 128
+
+
+def batch_arms(sizes: tuple[int, ...]) -> tuple[Arm, ...]:
+    return tuple(Arm(str(b), {"batch_size": b}, {"batch_size": b}) for b in sizes)
+
+
+def rule_arms(warmup_epochs: int) -> tuple[Arm, ...]:
+    return (
+        Arm("fixed lr", {}, {"rule": "fixed lr"}),
+        Arm("linear scaling", {"warmup": warmup_epochs}, {"rule": "linear scaling + warm-up"}),
+    )
+
+
+def scale_lr(cfg: RunConfig, arm: dict[str, str]) -> dict[str, object]:
+    """Goyal et al.: lr = base_lr * B / 256 on ImageNet; here 0.1 * B / 128 (ResNet-20's own base)."""
+    if arm.get("rule") == "linear scaling":
+        return {"lr": BASE_LR * cfg.batch_size / BASE_BATCH}
+    return {}
+
+
+batch_size = register_study(Study(
+    name="batch-size",
+    question="How much faster are epochs at larger batches, and what does it cost in accuracy?",
+    base=RunConfig(
+        model="resnet20",
+        dataset="cifar10",
+        val_size=5000,
+        optimizer="sgd",
+        lr=BASE_LR,
+        momentum=0.9,
+        weight_decay=1e-4,
+        batch_size=BASE_BATCH,
+        eval_batch_size=2000,
+        schedule="multistep",
+        schedule_unit="epoch",
+        epochs=160,
+        milestones=(80, 120),
+        crop_padding=4,
+        hflip=True,
+        acc_thresholds=(0.5, 0.8, 0.9),
+    ),
+    axes={"batch": batch_arms((32, 64, 128, 256, 512, 1024, 2048)), "rule": rule_arms(5)},
+    profiles={
+        "full": Profile("full", {}, seeds=(0, 1, 2), description="ResNet-20, 160 epochs, batch 32..2048, 3 seeds"),
+        "quick": Profile("quick", {"epochs": 15, "milestones": (8, 12)}, seeds=(0, 1, 2),
+                         description="ResNet-20, 15 epochs, batch 32..2048, 3 seeds"),
+        "smoke": smoke_profile(axes={"batch": batch_arms((32, 128)), "rule": rule_arms(1)}),
+    },
+    figures=("batch_time", "batch_accuracy", "curves_time"),
+    timing_critical=True,
+    derive=scale_lr,
+    notes="Epoch time and samples/s are timings: these cells are never packed on a shared GPU.",
+))

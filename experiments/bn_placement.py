@@ -1,0 +1,54 @@
+"""Where BatchNorm and ReLU go in a residual unit (He et al. 2016b, "Identity Mappings", Table 2)."""
+
+from __future__ import annotations
+
+from bench.study import Arm, Profile, Published, Study, register_study
+from experiments._common import HE2016_CIFAR, QUICK_20_EPOCHS, smoke_profile
+
+HE2016B = "He et al. 2016b, Identity Mappings in Deep Residual Networks, Table 2 (ResNet-110, CIFAR-10 test error)"
+
+UNITS = (
+    ("original", "original"),
+    ("bn_after_add", "BN after addition"),
+    ("relu_before_add", "ReLU before addition"),
+    ("relu_preact", "ReLU-only pre-activation"),
+    ("full_preact", "full pre-activation"),
+)
+
+
+def unit_arms(model: str) -> tuple[Arm, ...]:
+    """The five residual units of Table 2 in ``model``, plus BN before/after ReLU in a plain conv net."""
+    arms = [Arm(unit, {"model": model, "model_kwargs.unit": unit}, {"family": "residual", "unit": name})
+            for unit, name in UNITS]
+    # BN before vs. after the activation in a plain (no shortcut) conv net of the same width.
+    arms += [
+        Arm("plain_bn_relu", {"model": "convnet", "model_kwargs.unit": "bn_relu"},
+            {"family": "plain", "unit": "conv-BN-ReLU"}),
+        Arm("plain_relu_bn", {"model": "convnet", "model_kwargs.unit": "relu_bn"},
+            {"family": "plain", "unit": "conv-ReLU-BN"}),
+    ]
+    return tuple(arms)
+
+
+bn_placement = register_study(Study(
+    name="bn-placement",
+    question="Where should BatchNorm and ReLU sit relative to the residual addition?",
+    base=HE2016_CIFAR,
+    axes={"unit": unit_arms("resnet110")},
+    profiles={
+        # He et al. 2016b warm ResNet-110 up at lr 0.01 for the first 400 iterations.
+        "full": Profile("full", {"warmup": 400}, seeds=(0, 1, 2),
+                        description="ResNet-110, He et al. protocol (64k iterations), 3 seeds"),
+        "quick": Profile("quick", QUICK_20_EPOCHS, axes={"unit": unit_arms("resnet32")}, seeds=(0, 1, 2),
+                         description="ResNet-32, 20 epochs, 3 seeds"),
+        "smoke": smoke_profile(axes={"unit": unit_arms("resnet20")}),
+    },
+    published=tuple(
+        Published({"unit": unit}, "final_test_error_pct", err, HE2016B)
+        for unit, err in (("original", 6.61), ("bn_after_add", 8.17), ("relu_before_add", 7.84),
+                          ("relu_preact", 6.71), ("full_preact", 6.37))
+    ),
+    figures=("curves_epoch", "error_by_arm"),
+    notes="Published figures are for ResNet-110; the quick profile uses ResNet-32, so expect higher "
+          "errors and smaller gaps there.",
+))

@@ -1,0 +1,85 @@
+"""Plain vs. residual networks as depth grows (He et al. 2016, Sec. 4.2, Fig. 6 and Table 6)."""
+
+from __future__ import annotations
+
+from bench.config import RunConfig
+from bench.study import Arm, Profile, Published, Study, register_study
+from experiments._common import HE2016_CIFAR, QUICK_20_EPOCHS, smoke_profile
+
+HE2016 = "He et al. 2016, Deep Residual Learning, Table 6 (CIFAR-10 test error, best of 5 runs)"
+HE2016_FIG6 = "He et al. 2016, Fig. 6 left (plain nets, read off the plot, approximate)"
+
+
+def depth_arms(depths: tuple[int, ...], *, warmup_110: bool = True) -> tuple[Arm, ...]:
+    """plain<d> and resnet<d> for each depth; tags give the report a numeric depth axis."""
+    out = []
+    for d in depths:
+        for net, prefix in (("plain", "plain"), ("residual", "resnet")):
+            over: dict[str, object] = {"model": f"{prefix}{d}"}
+            if d >= 110 and warmup_110:
+                # He et al. warm up ResNet-110 at lr 0.01 for ~400 iterations; a linear warm-up of
+                # 400 iterations stands in for it (applied to both twins to keep them comparable).
+                over["warmup"] = 400
+            out.append(Arm(f"{prefix}{d}", over, {"depth": d, "net": net}))
+    return tuple(out)
+
+
+residual = register_study(Study(
+    name="residual",
+    question="Do deeper plain CNNs train worse than shallow ones, and do residual connections fix it?",
+    base=HE2016_CIFAR,
+    axes={"model": depth_arms((20, 32, 44, 56, 110))},
+    profiles={
+        "full": Profile("full", {}, seeds=(0, 1, 2),
+                        description="He et al. 2016 protocol: 64k iterations, depths 20-110, 3 seeds"),
+        "quick": Profile("quick", QUICK_20_EPOCHS, axes={"model": depth_arms((20, 32, 44, 56))}, seeds=(0, 1, 2),
+                         description="20 epochs (lr /10 at 10 and 15), depths 20-56, 3 seeds"),
+        "smoke": smoke_profile(axes={"model": depth_arms((20, 32))}),
+    },
+    published=(
+        Published({"model": "resnet20"}, "final_test_error_pct", 8.75, HE2016),
+        Published({"model": "resnet32"}, "final_test_error_pct", 7.51, HE2016),
+        Published({"model": "resnet44"}, "final_test_error_pct", 7.17, HE2016),
+        Published({"model": "resnet56"}, "final_test_error_pct", 6.97, HE2016),
+        Published({"model": "resnet110"}, "final_test_error_pct", 6.43, HE2016, spread=0.16,
+                  note="best of 5; mean 6.61 +/- 0.16"),
+        Published({"model": "plain20"}, "final_test_error_pct", 9.0, HE2016_FIG6, note="approximate"),
+        Published({"model": "plain56"}, "final_test_error_pct", 13.0, HE2016_FIG6, note="approximate"),
+    ),
+    figures=("curves_iter", "error_vs_depth"),
+    notes="Option A shortcuts (identity, zero-padded), so each plain net and its residual twin have "
+          "exactly the same parameters and multiply-adds. Test error is reported at the end of "
+          "training (as the paper does); the best-validation epoch is shown beside it.",
+))
+
+residual_mnist = register_study(Study(
+    name="residual-mnist",
+    question="Do the two naive residual nets of the classic MNIST lecture beat a plain CNN of similar size?",
+    base=RunConfig(
+        model="mnist_cnn",
+        dataset="mnist",
+        val_size=5000,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        schedule="constant",
+        epochs=10,
+        batch_size=128,
+        crop_padding=0,
+        hflip=False,
+        augment=False,
+    ),
+    axes={"model": (
+        Arm("mnist_cnn", {"model": "mnist_cnn"}, {"net": "plain"}),
+        Arm("mnist_resnet_identity", {"model": "mnist_resnet_identity"}, {"net": "residual (identity)"}),
+        Arm("mnist_resnet_resize", {"model": "mnist_resnet_resize"}, {"net": "residual (resizing)"}),
+    )},
+    profiles={
+        "full": Profile("full", {}, seeds=(0, 1, 2), description="10 epochs of Adam 1e-3, 3 seeds"),
+        "quick": Profile("quick", {"epochs": 3}, seeds=(0, 1, 2), description="3 epochs, 3 seeds"),
+        "smoke": smoke_profile(dataset="synthetic:channels=1,size=28,train=384,test=128", crop_padding=0,
+                               hflip=False, augment=False, milestones=()),
+    },
+    figures=("curves_epoch",),
+    notes="No augmentation (digits must not be flipped).",
+))
