@@ -71,6 +71,13 @@ class RunConfig:
     acc_thresholds: tuple[float, ...] = (0.5, 0.8, 0.9)
 
     def __post_init__(self) -> None:
+        # Normalise types so equal configs have equal JSON (5000 vs 5000.0, [1] vs (1,)).
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or isinstance(value, str):
+                continue
+            object.__setattr__(self, f.name, _coerce_field(f.name, value))
+        object.__setattr__(self, "model_kwargs", dict(sorted(self.model_kwargs.items())))
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:

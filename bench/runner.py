@@ -86,16 +86,26 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
     path = store.study_dir(study) / "measurements" / f"{key}.json"
     if path.exists():
         return read_json(path)
-    m = measure_model(
-        cfg.model,
-        input_shape=shape,
-        batch_size=cfg.batch_size,
-        device=device,
-        num_classes=num_classes,
-        model_kwargs=dict(cfg.model_kwargs),
-        precision=cfg.precision,
-        channels_last=cfg.channels_last,
-    )
+    precision = cfg.precision
+    if not device.startswith("cuda"):
+        precision = {"fp16": "bf16", "tf32": "fp32"}.get(precision, precision)  # as the trainer does
+    on_gpu = device.startswith("cuda")
+    try:
+        m = measure_model(
+            cfg.model,
+            input_shape=shape,
+            batch_size=cfg.batch_size,
+            device=device,
+            num_classes=num_classes,
+            model_kwargs=dict(cfg.model_kwargs),
+            precision=precision,
+            channels_last=cfg.channels_last,
+            # CPU timings are indicative only; keep them cheap
+            warmup=5 if on_gpu else 1,
+            repeats=20 if on_gpu else 3,
+        )
+    except Exception as exc:  # noqa: BLE001 - a measurement problem must not cost the training run
+        return {"measure_error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
     write_json(path, m)
     return m
 
@@ -225,6 +235,7 @@ class WorkSpec:
     shared_gpu: bool = False
     progress: bool = False
     worker: str | None = None
+    measure: bool = True
 
 
 def work(spec: WorkSpec) -> list[dict[str, Any]]:
@@ -238,7 +249,7 @@ def work(spec: WorkSpec) -> list[dict[str, Any]]:
         if store.summary(c.study, c.run_id) is not None:
             continue
         s = execute_cell(c, store, device=spec.device, data_dir=spec.data_dir, shared_gpu=spec.shared_gpu,
-                         progress=spec.progress, worker=spec.worker)
+                         progress=spec.progress, worker=spec.worker, measure=spec.measure)
         if s is not None:
             out.append(s)
     return out
@@ -252,6 +263,7 @@ def run_cells_inline(
     data_dir: str | None,
     progress: bool,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    measure: bool = True,
 ) -> list[dict[str, Any]]:
     """Run cells one after another in this process (the default on one device)."""
     from tqdm.auto import tqdm
@@ -260,7 +272,8 @@ def run_cells_inline(
     bar = tqdm(cells, desc="cells", unit="run", disable=not (progress and sys.stderr.isatty()))
     for c in bar:
         bar.set_postfix_str(c.label[:60])
-        s = execute_cell(c, store, device=device, data_dir=data_dir, progress=progress, worker="inline")
+        s = execute_cell(c, store, device=device, data_dir=data_dir, progress=progress, worker="inline",
+                         measure=measure)
         if s is not None:
             out.append(s)
             if on_done:

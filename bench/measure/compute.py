@@ -22,10 +22,14 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    from fvcore.nn import FlopCountAnalysis
 
 # fvcore's by_operator names for matrix-product work (see fvcore.nn.jit_handles / _DEFAULT_SUPPORTED_OPS)
 CONV_LINEAR_OPS = frozenset({"conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm", "baddbmm"})
@@ -68,7 +72,7 @@ def sample_input(model: nn.Module, input_shape: tuple[int, int, int]) -> torch.T
     return torch.zeros(1, *input_shape, device=device, dtype=dtype)
 
 
-def fvcore_analysis(model: nn.Module, x: torch.Tensor):  # -> fvcore.nn.FlopCountAnalysis
+def fvcore_analysis(model: nn.Module, x: torch.Tensor) -> FlopCountAnalysis:
     """A FlopCountAnalysis with its own warnings off; call its methods inside ``quiet_fvcore``."""
     from fvcore.nn import FlopCountAnalysis  # imported late: pulls in iopath, yacs, tabulate
 
@@ -85,7 +89,7 @@ def count_compute(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[s
     Keys: ``macs_fvcore_total`` (MACs, everything fvcore knows), ``macs_conv_linear`` (MACs,
     convolutions and matrix products only; residual additions are not counted), ``flops_torch``
     (FLOPs, 2 per multiply-add), ``fvcore_skipped_ops`` (``"aten::op:count,..."`` sorted by name,
-    empty string if none).
+    the count after the last colon; empty string if none).
     """
     x = sample_input(model, tuple(input_shape))
     # nn.MultiheadAttention's eval fast path is one fused op neither counter sees into.

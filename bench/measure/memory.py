@@ -32,8 +32,9 @@ def measure_memory(
 
     Keys: ``<mode>_peak_allocated_bytes`` (tensors), ``<mode>_peak_reserved_bytes`` (allocator
     pool), ``memory_measured``. The peak is device-wide: it includes the weights of the private
-    model copy, the input batch, and anything else the process holds on that device. For ``train``
-    the step is the first one, so it includes creating gradients and optimizer state. On a CPU (or
+    model copy, the input batch, and anything else the process holds on that device. One step runs
+    before the measured one, so a training figure is a steady-state step's, with the optimizer
+    state (momentum) already in place. On a CPU (or
     other non-CUDA) device both values are None and ``memory_measured`` is False: no number is
     better than a made-up one.
     """
@@ -45,13 +46,16 @@ def measure_memory(
     m = private_copy(model, dev, channels_last)
     x = make_input(tuple(input_shape), batch_size, dev, channels_last)
     step = build_step(m, x, mode, precision, dev, optimizer)
-    # The train probe forward (number of classes) ran above; drop what it left in the cache.
-    gc.collect()
-    torch.cuda.synchronize(dev)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(dev)
-    step()
-    torch.cuda.synchronize(dev)
+    with torch.cuda.device(dev):
+        # One untimed step first: a training step's steady state holds the optimizer state (SGD
+        # momentum, Adam moments) that the first step creates, and cuDNN picks its algorithms.
+        step()
+        gc.collect()
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()  # so the reserved peak is what this step needs, not leftovers
+        torch.cuda.reset_peak_memory_stats(dev)
+        step()
+        torch.cuda.synchronize(dev)
     out = {
         keys[0]: int(torch.cuda.max_memory_allocated(dev)),
         keys[1]: int(torch.cuda.max_memory_reserved(dev)),

@@ -6,6 +6,7 @@ host-to-device copies are not in the figures.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -46,12 +47,13 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, repe
     times: list[float] = []
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # warm-up work must not leak into the first repeat
+        stream = torch.cuda.current_stream(device)  # the device's stream, even if not the current device
         for _ in range(repeats):
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(stream)
             step()
-            end.record()
+            end.record(stream)
             end.synchronize()  # after the region; each repeat starts with an empty queue
             times.append(start.elapsed_time(end))
     else:
@@ -60,6 +62,12 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, repe
             step()
             times.append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def _on(device: torch.device):
+    """Make ``device`` the current CUDA device (kernels of ops on it go there anyway; this keeps
+    library calls that use the current device, e.g. cuBLAS handles, on the same one)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def measure_speed(
@@ -92,7 +100,8 @@ def measure_speed(
     m = private_copy(model, dev, channels_last)
     x = make_input(tuple(input_shape), batch_size, dev, channels_last)
     step = build_step(m, x, mode, precision, dev, optimizer)
-    times = time_steps(step, dev, warmup, repeats)
+    with _on(dev):
+        times = time_steps(step, dev, warmup, repeats)
     q1, med, q3 = _quartiles(times)
     return {
         f"{mode}_samples_per_s": batch_size / (med / 1e3) if med > 0 else float("inf"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -148,7 +148,6 @@ class Schedule:
     gamma: float = 0.1
     _best: float = math.inf
     _bad_epochs: int = 0
-    history: list[float] = field(default_factory=list)
 
     def __call__(self, i: int) -> float:
         w = min(1.0, (i + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
@@ -169,19 +168,16 @@ class Schedule:
             if self._bad_epochs > PLATEAU_PATIENCE:
                 self.plateau_factor *= self.gamma
                 self._bad_epochs = 0
-        self.history.append(metric)
 
     def state_dict(self) -> dict[str, Any]:
         """The mutable (plateau) state, for checkpoints."""
-        return {"plateau_factor": self.plateau_factor, "best": self._best, "bad_epochs": self._bad_epochs,
-                "history": list(self.history)}
+        return {"plateau_factor": self.plateau_factor, "best": self._best, "bad_epochs": self._bad_epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`."""
         self.plateau_factor = float(state["plateau_factor"])
         self._best = float(state["best"])
         self._bad_epochs = int(state["bad_epochs"])
-        self.history = list(state.get("history", []))
 
 
 def build_schedule(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Schedule:

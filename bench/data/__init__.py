@@ -1,0 +1,32 @@
+"""Data layer: sources (``load_dataset``), stratified splits and the two loaders.
+
+See ``docs/architecture.md`` (Data contract): sources give uint8 NCHW :class:`ArrayDataset` pairs
+with their mean/std; loaders yield normalised float batches on the device.
+"""
+
+from bench.data.dataset import ArrayDataset, LoadedData, channel_stats, default_cache_dir, default_data_dir
+from bench.data.gpu_loader import GpuLoader, Loader, crop_windows, make_loader
+from bench.data.imagefolder import load_imagefolder
+from bench.data.sources import DATASETS, load_dataset
+from bench.data.split import split_train_val, stratified_subset
+from bench.data.synthetic import make_synthetic
+from bench.data.torch_loader import TorchLoader
+
+__all__ = [
+    "DATASETS",
+    "ArrayDataset",
+    "GpuLoader",
+    "LoadedData",
+    "Loader",
+    "TorchLoader",
+    "channel_stats",
+    "crop_windows",
+    "default_cache_dir",
+    "default_data_dir",
+    "load_dataset",
+    "load_imagefolder",
+    "make_loader",
+    "make_synthetic",
+    "split_train_val",
+    "stratified_subset",
+]

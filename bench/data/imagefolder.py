@@ -1,0 +1,264 @@
+"""Image-folder data sets (``train/<class>/*``, ``test/<class>/*``), from a folder or a tar archive.
+
+Images are decoded once with PIL in a process pool and the uint8 arrays are cached as one ``.npz``
+in the cache folder, keyed by the source's content (sha256 of the archive bytes, or of a folder's
+file list with sizes and mtimes), so later loads are a single file read.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import logging
+import multiprocessing
+import os
+import sys
+import tarfile
+import time
+import warnings
+import zipfile
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.data.dataset import ArrayDataset, LoadedData, atomic_write, channel_stats, sha256_files
+from bench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+CACHE_VERSION = "imagefolder-v1"  # bump when the cached arrays' meaning changes
+_CHUNK = 1000  # images per decode task: large enough that pickling overhead is negligible
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+# (split, class, file name) -> bytes (from an archive) or a path (from a folder)
+_Key = tuple[str, str, str]
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` names a tar archive this module reads."""
+    return path.name.lower().endswith(_TAR_SUFFIXES)
+
+
+def content_key(path: Path) -> str:
+    """sha256 identifying the source's content: archive bytes, or a folder's (path, size, mtime) list."""
+    if path.is_file():
+        return sha256_files([path])
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in sorted(files):
+            p = Path(root) / f
+            st = p.stat()
+            h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def load_imagefolder(path: Path, cache_dir: Path, *, name: str | None = None, note: str = "") -> LoadedData:
+    """Load an image folder or tar archive of one, decoding at most once per content (cached)."""
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise UserError(f"image folder {str(path)!r} does not exist (expected a folder or .tar/.tar.gz archive)")
+    if path.is_file() and not is_archive(path):
+        raise UserError(f"{str(path)!r} is neither a folder nor a tar archive ({', '.join(_TAR_SUFFIXES)})")
+    key = content_key(path)
+    stem = path.name.split(".")[0] or "data"
+    cache_file = Path(cache_dir) / "imagefolder" / f"{stem}-{key[:16]}.npz"
+    arrays = _read_cache(cache_file, key)
+    how = "cached"
+    if arrays is None:
+        how = "decoded"
+        arrays = _decode(path)
+        arrays["key"] = np.array(key)
+        try:
+            atomic_write(cache_file, lambda f: np.savez(f, **arrays))
+        except OSError as e:  # an unwritable cache only costs time on the next load
+            warnings.warn(f"could not write the decoded-image cache {cache_file}: {e}", stacklevel=2)
+    classes = [str(c) for c in arrays["classes"]]
+    train = ArrayDataset(torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"]), classes)
+    test = ArrayDataset(torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"]), classes)
+    extra = str(arrays["note"])
+    source = f"image folder {path} (sha256 {key[:16]}, {how}: {cache_file}){'; ' + extra if extra else ''}"
+    return LoadedData(
+        name=name or f"imagefolder:{path}",
+        train=train,
+        test=test,
+        mean=tuple(float(v) for v in arrays["mean"]),
+        std=tuple(float(v) for v in arrays["std"]),
+        source=source + (f"; {note}" if note else ""),
+    )
+
+
+def _read_cache(cache_file: Path, key: str) -> dict[str, np.ndarray] | None:
+    if not cache_file.exists():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if str(arrays["key"]) != key:
+            raise ValueError("content key mismatch")
+        return arrays
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        warnings.warn(f"ignoring unreadable image cache {cache_file} ({e}); decoding again", stacklevel=3)
+        return None
+
+
+def _decode(path: Path) -> dict[str, np.ndarray]:
+    """Decode every image of the layout into uint8 NCHW arrays plus labels, classes and stats."""
+    t0 = time.perf_counter()
+    log.info("decoding images from %s (once; cached afterwards)", path)
+    keys: list[_Key] = []
+    prefixes: list[str] = []
+    futures: list[Future[list[np.ndarray | str]]] = []
+    pending: list[bytes | str] = []
+    with _pool() as pool:
+
+        def submit() -> None:
+            futures.append(pool.submit(_decode_chunk, list(pending)))
+            pending.clear()
+
+        # Decoding runs in the pool while the archive is still being read (reading is ~1/3 of the time).
+        for prefix, k, item in _entries(path):
+            keys.append(k)
+            prefixes.append(prefix)
+            pending.append(item)
+            if len(pending) >= _CHUNK:
+                submit()
+        if pending:
+            submit()
+        decoded = [a for fut in futures for a in fut.result()]
+    keep = _choose_layout(path, prefixes)
+    records = [(k, a) for k, a, p in zip(keys, decoded, prefixes) if p == keep]
+    for (split, cls, fname), a in records:
+        if isinstance(a, str):
+            raise UserError(f"cannot decode image {split}/{cls}/{fname} in {path}: {a}")
+    out = _assemble(path, records)
+    log.info("decoded %d images in %.1f s", sum(len(out[f"{s}_labels"]) for s in SPLITS), time.perf_counter() - t0)
+    return out
+
+
+def _entries(path: Path):
+    """Yield ``(prefix, (split, class, file), bytes | path)`` for every image-like entry."""
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for f in sorted(files):
+                p = Path(root) / f
+                parsed = _parse(p.relative_to(path).as_posix())
+                if parsed:
+                    yield parsed[0], parsed[1], str(p)
+        return
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                parsed = _parse(m.name) if m.isfile() else None
+                if parsed:
+                    f = tf.extractfile(m)
+                    assert f is not None
+                    yield parsed[0], parsed[1], f.read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise UserError(f"cannot read archive {path}: {e}") from None
+
+
+def _parse(rel: str) -> tuple[str, _Key] | None:
+    """``[top/]split/class/file.ext`` -> ``(top, (split, class, file))``; anything else -> None."""
+    parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
+    if len(parts) not in (3, 4):
+        return None
+    prefix = parts[0] if len(parts) == 4 else ""
+    split, cls, fname = parts[-3:]
+    if split not in SPLITS or fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_EXTS:
+        return None
+    return prefix, (split, cls, fname)
+
+
+def _choose_layout(path: Path, prefixes: list[str]) -> str:
+    """The one top folder holding ``train/`` and ``test/`` (``''`` when they are at the root)."""
+    found = collections.Counter(prefixes)
+    if "" in found:
+        return ""
+    if len(found) == 1:
+        return next(iter(found))
+    if not found:
+        raise UserError(
+            f"no images found in {path}: expected train/<class>/<image> and test/<class>/<image>, "
+            "optionally inside one top folder"
+        )
+    raise UserError(f"{path} holds several top folders with train/ and test/ ({', '.join(sorted(found))}); keep one")
+
+
+def _assemble(path: Path, records: list[tuple[_Key, np.ndarray]]) -> dict[str, np.ndarray]:
+    by_split = {s: sorted((k for k in records if k[0][0] == s), key=lambda r: r[0]) for s in SPLITS}
+    for s in SPLITS:
+        if not by_split[s]:
+            raise UserError(f"no {s}/<class>/<image> files found in {path}")
+    classes = sorted({k[1] for k, _ in by_split["train"]})
+    unknown = sorted({k[1] for k, _ in by_split["test"]} - set(classes))
+    if unknown:
+        raise UserError(f"test classes not in train in {path}: {', '.join(unknown)}")
+    # One array needs one shape: the most common size wins, colour wins over grey.
+    all_arrays = [a for s in SPLITS for _, a in by_split[s]]
+    color = any(a.ndim == 3 for a in all_arrays)
+    size = collections.Counter(a.shape[:2] for a in all_arrays).most_common(1)[0][0]
+    resized = 0
+    out: dict[str, np.ndarray] = {}
+    index = {c: i for i, c in enumerate(classes)}
+    for s in SPLITS:
+        imgs = []
+        for _, a in by_split[s]:
+            if a.shape[:2] != size:
+                a = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.BILINEAR))
+                resized += 1
+            if color and a.ndim == 2:
+                a = np.repeat(a[:, :, None], 3, axis=2)
+            imgs.append(a if a.ndim == 3 else a[:, :, None])
+        out[f"{s}_images"] = np.ascontiguousarray(np.stack(imgs).transpose(0, 3, 1, 2))
+        out[f"{s}_labels"] = np.array([index[k[1]] for k, _ in by_split[s]], dtype=np.int64)
+    mean, std = channel_stats(torch.from_numpy(out["train_images"]))
+    out["classes"] = np.array(classes)
+    out["mean"] = np.array(mean, dtype=np.float64)
+    out["std"] = np.array(std, dtype=np.float64)
+    out["note"] = np.array(f"resized {resized} images to {size[0]}x{size[1]}" if resized else "")
+    return out
+
+
+def _decode_chunk(items: list[bytes | str]) -> list[np.ndarray | str]:
+    """Decode images (bytes or paths) to uint8 HxW (grey) or HxWx3 arrays; an error becomes its message."""
+    out: list[np.ndarray | str] = []
+    for item in items:
+        try:
+            with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as im:
+                if im.mode in ("1", "I", "I;16", "F"):
+                    im = im.convert("L")
+                elif im.mode not in ("L", "RGB"):
+                    im = im.convert("RGB")
+                out.append(np.array(im, dtype=np.uint8))
+        except Exception as e:  # noqa: BLE001 - reported with the file's name by the caller
+            out.append(f"{type(e).__name__}: {e}")
+    return out
+
+
+class _InlineExecutor(Executor):
+    """Runs tasks at submission; used when a pool would not pay for itself."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        fut: Future = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def _pool() -> Executor:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    if n < 2:
+        return _InlineExecutor()
+    # fork starts workers in milliseconds and they only need PIL/numpy; elsewhere spawn is the safe default.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context(method))

@@ -1,0 +1,243 @@
+"""The local backend: this process, or worker processes spread over this machine's GPUs.
+
+Several cells train at once only in separate processes (``multiprocessing`` 'spawn' context, safe
+with CUDA): packing runs into one process with CUDA streams corrupted memory in a probe. Each worker
+is a :func:`bench.runner.work` loop over the same pending list; the store's claims decide who runs
+what, so workers need no scheduler, and a worker that dies leaves a claim whose dead pid the next
+claimant detects.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from bench.errors import UserError
+from bench.runner import (
+    WorkSpec,
+    input_shape,
+    load_data,
+    resolve_device,
+    run_cells_inline,
+    status_counts,
+    work,
+)
+from bench.store import ResultsStore
+from bench.study import Cell, Study
+
+# The --parallel auto rule on a GPU (per GPU, from the largest model of the pending cells):
+# fewer than SMALL_PARAMS parameters and inputs of at most SMALL_SIDE pixels -> 4 workers; fewer than
+# MEDIUM_PARAMS -> 2; else 1. Small CIFAR/MNIST nets leave a big GPU mostly idle (kernel launches
+# dominate), so several of them share it well; big ones already fill it. Always 1 on a CPU and for
+# timing-critical studies, whose timings are results.
+SMALL_PARAMS, SMALL_SIDE, MEDIUM_PARAMS = 2_000_000, 64, 30_000_000
+POLL_S = 0.5
+
+
+def parse_gpus(value: str | None, count: int) -> list[int] | None:
+    """'0,2' -> [0, 2] (indices among the ``count`` visible GPUs); None -> None (all of them)."""
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        gpus = [int(v) for v in str(value).split(",") if v.strip() != ""]
+    except ValueError:
+        gpus = []
+    if not gpus or len(set(gpus)) != len(gpus):
+        raise UserError(f"bad --gpus {value!r} (accepted: comma-separated GPU indices, e.g. 0,2)")
+    if count == 0:
+        raise UserError(f"--gpus {value} asked for, but no CUDA GPU is visible")
+    bad = [g for g in gpus if not 0 <= g < count]
+    if bad:
+        raise UserError(f"bad --gpus {value!r}: no GPU {bad[0]} (accepted: {', '.join(map(str, range(count)))})")
+    return gpus
+
+
+def _largest_model(cells: Sequence[Cell], data_dir: str | None) -> tuple[int, int]:
+    """(parameters, input side in pixels) of the largest model among ``cells``."""
+    import torch
+
+    from bench.measure import count_params
+    from bench.models import create_model
+
+    seen: dict[str, tuple[int, int]] = {}
+    for c in cells:
+        cfg = c.config
+        data = load_data(cfg.dataset, data_dir)  # already loaded by check_data: cached
+        ch, h, w = input_shape(cfg, data)
+        key = repr((cfg.model, cfg.model_kwargs, ch, len(data.train.classes)))
+        if key not in seen:
+            # The meta device builds the model without allocating its weights.
+            with torch.device("meta"):
+                model = create_model(cfg.model, num_classes=len(data.train.classes), in_channels=ch,
+                                     **cfg.model_kwargs)
+            seen[key] = (count_params(model)["params_total"], max(h, w))
+        else:
+            seen[key] = (seen[key][0], max(seen[key][1], h, w))
+    if not seen:
+        return 0, 0
+    return max(p for p, _ in seen.values()), max(s for _, s in seen.values())
+
+
+def auto_parallel(study: Study, cells: Sequence[Cell], data_dir: str | None, on_gpu: bool) -> tuple[int, str]:
+    """Cells trained at once per GPU for ``--parallel auto``, and why (see the rule above)."""
+    if not on_gpu:
+        return 1, "CPU"
+    if study.timing_critical:
+        return 1, "timing-critical study"
+    params, side = _largest_model(cells, data_dir)
+    if params < SMALL_PARAMS and side <= SMALL_SIDE:
+        n = 4
+    elif params < MEDIUM_PARAMS:
+        n = 2
+    else:
+        n = 1
+    return n, f"largest model {params / 1e6:.1f}M params, {side}px inputs"
+
+
+def _physical_gpu(index: int) -> str:
+    """The id to put in a worker's CUDA_VISIBLE_DEVICES for visible GPU ``index`` (respects ours)."""
+    ours = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if ours:
+        ids = [v.strip() for v in ours.split(",") if v.strip()]
+        if index < len(ids):
+            return ids[index]
+    return str(index)
+
+
+def _worker_main(spec: WorkSpec, cuda_visible: str | None, threads: int | None) -> None:
+    """Entry point of a worker process (module-level so that 'spawn' can import it)."""
+    if cuda_visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible  # before CUDA starts in this process
+    try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)  # N workers on one CPU: do not oversubscribe its cores
+        work(spec)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)
+
+
+def run_local(
+    study: Study,
+    profile: str,
+    cells: Sequence[Cell],
+    todo: Sequence[Cell],
+    store: ResultsStore,
+    *,
+    overrides: dict[str, Any],
+    parallel: int | None,
+    gpus: str | None,
+    device: str,
+    data_dir: str | None,
+    measure: bool = True,
+) -> dict[str, int]:
+    """Run ``todo`` on this machine; returns counts by state over all ``cells``."""
+    import torch
+
+    device = resolve_device(device)
+    count = torch.cuda.device_count() if device.startswith("cuda") else 0
+    if device == "cpu":
+        if gpus:
+            raise UserError(f"--gpus {gpus} asked for with --device cpu (drop one of them)")
+        slots: list[int | None] = [None]
+    elif device.startswith("cuda:"):
+        slots = [int(device.split(":", 1)[1])]
+        if gpus and parse_gpus(gpus, count) != slots:
+            raise UserError(f"--gpus {gpus} and --device {device} disagree (drop one of them)")
+    else:
+        slots = list(parse_gpus(gpus, count) or range(count))
+    per_slot = parallel
+    if per_slot is None:
+        per_slot, why = auto_parallel(study, todo, data_dir, on_gpu=slots != [None])
+        if per_slot > 1:
+            print(f"bench: --parallel auto -> {per_slot} per GPU ({why})", file=sys.stderr)
+    if not todo:
+        return status_counts(study.name, cells, store)
+    if len(slots) * per_slot == 1:
+        # One CPU or one GPU, one cell at a time: in this process (plain tracebacks, one progress bar).
+        one = device if slots == [None] or device != "cuda" or not gpus else f"cuda:{slots[0]}"
+        run_cells_inline(todo, store, device=one, data_dir=data_dir, progress=True, measure=measure)
+        return status_counts(study.name, cells, store)
+    spec = WorkSpec(study=study.name, profile=profile, run_ids=[c.run_id for c in todo],
+                    results_dir=str(store.root), data_dir=data_dir, device="cpu", overrides=dict(overrides),
+                    measure=measure)
+    crashed = _run_workers(spec, slots, per_slot, todo, store)
+    left = [c for c in todo if store.summary(c.study, c.run_id) is None]
+    if crashed and left:
+        # A worker died (segfault, OOM kill): its cell's claim names a dead pid, so one more round
+        # retakes it. Only one: a cell that kills its worker every time is left for the next run.
+        print(f"bench: {crashed} worker(s) died; retrying the {len(left)} unfinished cell(s) once",
+              file=sys.stderr)
+        spec.run_ids = [c.run_id for c in left]
+        _run_workers(spec, slots, per_slot, left, store)
+    return status_counts(study.name, cells, store)
+
+
+def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, todo: Sequence[Cell],
+                 store: ResultsStore) -> int:
+    """Start ``per_slot`` workers per slot (a GPU index, or None for the CPU), show a progress bar
+    over finished cells until all workers exit; returns how many exited abnormally."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    ctx = mp.get_context("spawn")
+    host = socket.gethostname()
+    n_workers = len(slots) * per_slot
+    threads = None
+    procs: list[tuple[str, mp.process.BaseProcess]] = []
+    for slot in slots:
+        for k in range(per_slot):
+            name = f"{host}/{'cpu' if slot is None else f'gpu{slot}'}/w{k}"
+            wspec = replace(spec, worker=name, device="cpu" if slot is None else "cuda",
+                            shared_gpu=slot is not None and per_slot > 1)
+            visible = None if slot is None else _physical_gpu(slot)
+            p = ctx.Process(target=_worker_main, args=(wspec, visible, threads), name=name, daemon=False)
+            old = os.environ.get("CUDA_VISIBLE_DEVICES")
+            try:
+                # The child's environment is ours at spawn time: pin its GPU before it starts.
+                if visible is not None:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = visible
+                p.start()
+            finally:
+                if visible is not None:
+                    if old is None:
+                        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                    else:
+                        os.environ["CUDA_VISIBLE_DEVICES"] = old
+            procs.append((name, p))
+    print(f"bench: {len(todo)} cells on {n_workers} worker processes "
+          f"({per_slot} per {'CPU' if slots == [None] else 'GPU'})", file=sys.stderr)
+    bar = tqdm(total=len(todo), desc="cells", unit="run", disable=not sys.stderr.isatty())
+    try:
+        while any(p.is_alive() for _, p in procs):
+            done = sum(store.summary(c.study, c.run_id) is not None for c in todo)
+            bar.update(done - bar.n)
+            time.sleep(POLL_S)
+        bar.update(sum(store.summary(c.study, c.run_id) is not None for c in todo) - bar.n)
+    except KeyboardInterrupt:
+        # The workers got the same Ctrl-C (one process group); let them release their claims.
+        for _, p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        raise
+    finally:
+        bar.close()
+    crashed = 0
+    for name, p in procs:
+        p.join()
+        if p.exitcode != 0:
+            crashed += 1
+            print(f"bench: worker {name} exited with code {p.exitcode}", file=sys.stderr)
+    return crashed

@@ -1,0 +1,91 @@
+"""``bench status``: where each cell of a study stands, whatever ran it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import UserError
+from bench.store import ResultsStore
+from bench.study import get_study
+
+# Order of the counts line; 'done' is a finished ok run.
+STATES = ("done", "running", "pending", "failed", "stale", "diverged", "oom")
+
+
+def _resolve(study: str, store: ResultsStore, profile: str | None,
+             overrides: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The profile and overrides to show: as given, else those of the last ``bench run``."""
+    recorded = store.read_study(study) or {}
+    if profile is None:
+        profile = recorded.get("profile")
+        if profile is None:
+            raise UserError(f"no run of study {study!r} recorded under {store.root}/ "
+                            f"(run `bench run {study}` first, or pass --profile)")
+    if not overrides and recorded.get("profile") == profile:
+        overrides = recorded.get("overrides") or {}
+    return profile, dict(overrides or {})
+
+
+def status_frame(study: str, results_dir: str, profile: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One row per cell (run_id, arm, seed, state, worker, host, heartbeat_age_s, slurm_job) and a
+    header dict (study, profile, counts by state, submitted Slurm arrays)."""
+    from bench.executors.slurm import load_jobs
+
+    st = get_study(study)  # unknown study -> UserError with close matches
+    store = ResultsStore(results_dir)
+    profile, overrides = _resolve(st.name, store, profile, overrides)
+    jobs = load_jobs(store, st.name)
+    task_of: dict[str, str] = {}
+    for entry in jobs:  # the latest submission of a cell wins
+        task_of.update(entry.get("tasks") or {})
+    rows = []
+    now = time.time()
+    for cell in st.cells(profile, overrides):
+        rid = cell.run_id
+        state = store.state(st.name, rid)
+        info: dict[str, Any] = store.summary(st.name, rid) or store.claim_info(st.name, rid) or {}
+        age = None
+        if state in ("running", "stale"):
+            try:
+                age = round(now - (store.run_dir(st.name, rid) / "claim.lock").stat().st_mtime, 1)
+            except FileNotFoundError:
+                pass
+        rows.append({
+            "run_id": rid,
+            "arm": cell.label,
+            "seed": cell.seed,
+            "state": "done" if state == "ok" else state,
+            "worker": info.get("worker"),
+            "host": info.get("host"),
+            "heartbeat_age_s": age,
+            "slurm_job": task_of.get(rid) or info.get("slurm_job_id"),
+        })
+    df = pd.DataFrame(rows, columns=["run_id", "arm", "seed", "state", "worker", "host", "heartbeat_age_s",
+                                     "slurm_job"])
+    counts = {s: int((df["state"] == s).sum()) if len(df) else 0 for s in STATES}
+    arrays = [e for e in jobs if e.get("cluster") == "slurm"]
+    header = {"study": st.name, "profile": profile, "overrides": overrides, "cells": len(df), "counts": counts,
+              "slurm_arrays": [e.get("array_id") for e in arrays]}
+    return df, header
+
+
+def status_table(study: str, results_dir: str, profile: str | None, overrides: dict[str, Any]) -> str:
+    """Text for ``bench status``: a counts line, the per-cell table, and the Slurm job ids if any."""
+    df, h = status_frame(study, results_dir, profile, overrides)
+    counts = ", ".join(f"{n} {s}" for s, n in h["counts"].items())
+    lines = [f"{h['study']} [{h['profile']}]: {h['cells']} cells: {counts}"]
+    if h["overrides"]:
+        lines.append("  overrides: " + ", ".join(f"{k}={v}" for k, v in h["overrides"].items()))
+    show = df.copy()
+    for col in ("worker", "host", "heartbeat_age_s", "slurm_job"):
+        if show[col].isna().all():
+            show = show.drop(columns=col)  # keep the table narrow when nothing is known
+    lines.append(show.fillna("").to_string(index=False) if len(show) else "(no cells)")
+    if h["slurm_arrays"]:
+        ids = ",".join(str(a) for a in h["slurm_arrays"])
+        lines.append(f"Slurm job arrays: {ids}   (squeue -j {ids}; logs under {results_dir}/{h['study']}/slurm/)")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Measurements of a model: parameters, compute, speed, memory, environment, per-layer table.
+
+Every function returns a flat dict (or a DataFrame) with the unit in each key, so results from
+many models stack into one table. :func:`measure_model` does all of them for a model name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.measure.compute import count_compute
+from bench.measure.env import environment
+from bench.measure.layers import layer_table
+from bench.measure.memory import measure_memory
+from bench.measure.params import count_params
+from bench.measure.speed import DEFAULT_REPEATS, DEFAULT_WARMUP, measure_speed
+
+__all__ = [
+    "count_compute",
+    "count_params",
+    "environment",
+    "layer_table",
+    "measure_memory",
+    "measure_model",
+    "measure_speed",
+    "shape_str",
+]
+
+
+def shape_str(shape: tuple[int, ...]) -> str:
+    """``(3, 32, 32)`` -> ``"3x32x32"``."""
+    return "x".join(str(int(s)) for s in shape)
+
+
+def measure_model(
+    model_name: str,
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    num_classes: int = 10,
+    model_kwargs: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    speed: bool = True,
+    warmup: int = DEFAULT_WARMUP,
+    repeats: int = DEFAULT_REPEATS,
+) -> dict[str, Any]:
+    """Everything about one model in one flat dict.
+
+    Builds ``model_name`` with ``in_channels = input_shape[0]`` (``input_shape`` defaults to the
+    model's ``model_info(...)['input_size']``), then records: ``model``, ``input_shape``
+    (``"3x32x32"``), ``device``, ``batch_size``, ``precision``, ``channels_last``, the
+    :func:`count_params` and :func:`count_compute` keys (per sample), and, if ``speed``, the
+    :func:`measure_speed` and :func:`measure_memory` keys for ``infer`` and ``train`` (memory is
+    None on CPU), plus the :func:`environment` keys.
+    """
+    from bench.models import create_model, model_info  # late: the zoo imports many modules
+
+    shape = tuple(int(s) for s in (input_shape or model_info(model_name)["input_size"]))
+    model = create_model(model_name, num_classes=num_classes, in_channels=shape[0], **(model_kwargs or {}))
+    out: dict[str, Any] = {
+        "model": model_name,
+        "input_shape": shape_str(shape),
+        "device": str(device),
+        "batch_size": int(batch_size),
+        "precision": precision,
+        "channels_last": bool(channels_last),
+    }
+    out.update(count_params(model))
+    out.update(count_compute(model, shape))
+    if speed:
+        for mode in ("infer", "train"):
+            out.update(measure_speed(model, shape, batch_size, device, mode=mode, warmup=warmup,
+                                     repeats=repeats, precision=precision, channels_last=channels_last))
+            out.update(measure_memory(model, shape, batch_size, device, mode=mode, precision=precision,
+                                      channels_last=channels_last))
+    out.update(environment())
+    return out

@@ -1,0 +1,104 @@
+"""The software and hardware a measurement ran on, for the records.
+
+Every probe is best effort: a missing tool (nvidia-smi, git) or file gives None, never an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding the bench package
+
+
+def _run(cmd: list[str], cwd: Path | None = None, timeout: float = 10.0) -> str | None:
+    """stdout of ``cmd`` stripped, or None if it is missing, fails, or hangs."""
+    try:
+        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        brand = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
+        if brand:
+            return brand
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def driver_version() -> str | None:
+    """NVIDIA driver version from nvidia-smi (first GPU), None where there is no nvidia-smi."""
+    out = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return out.splitlines()[0].strip() if out else None
+
+
+def git_state(root: Path = _PACKAGE_PARENT) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout the bench package lives in; (None, None) if it is not one.
+
+    Only a repository whose top level is the package's parent folder counts, so an installed copy
+    inside some other repository (e.g. site-packages in a venv under a checkout) reports None.
+    ``dirty`` means tracked files differ from the commit; untracked files (results, scratch) don't.
+    """
+    top = _run(["git", "rev-parse", "--show-toplevel"], cwd=root)
+    if top is None or Path(top).resolve() != root.resolve():
+        return None, None
+    commit = _run(["git", "rev-parse", "HEAD"], cwd=root)
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root)
+    return commit, (None if status is None else bool(status))
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:  # noqa: BLE001 - an import failing for any reason means "not available"
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> dict[str, Any]:
+    cuda = torch.cuda.is_available()
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    cpu = cpu_model()
+    commit, dirty = git_state()
+    return {
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "torchvision_version": _version("torchvision"),
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": cudnn,
+        "device_name": torch.cuda.get_device_name(0) if cuda else cpu,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "driver_version": driver_version() if cuda else None,
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Versions (python, torch, torchvision, CUDA, cuDNN, driver), hardware (device_name = GPU 0 or
+    the CPU model, gpu_count, cpu_model, cpu_count), hostname, platform, git_commit and git_dirty.
+
+    Probed once per process (the answer is cached); each call returns a fresh copy.
+    """
+    return dict(_environment())

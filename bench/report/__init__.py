@@ -1,0 +1,105 @@
+"""HTML reports: ``build_report(study, results_dir)`` writes ``results/<study>/report.html`` (one
+self-contained page: figures inline as PNG, no network) plus its tables as CSV; ``build_index``
+writes ``results/index.html`` linking every study with its progress.
+
+Figure kinds a study may declare in ``Study.figures`` are the keys of
+:data:`bench.report.figures.FIGURES`; unknown kinds are skipped with a note on the page.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from bench.report import html as _html
+from bench.report.analysis import main_metric, metric_label
+from bench.report.data import config_difference, load
+from bench.report.detail import details
+from bench.report.figures import FIGURES, render_figures
+from bench.report.tables import (config_tables, cost_table, failures_table, progress_table, results_table,
+                                 selection_table)
+from bench.store import ResultsStore, write_atomic
+
+__all__ = ["FIGURES", "build_index", "build_report"]
+
+
+def build_report(study: str, results_dir: str | Path = "results") -> Path:
+    """Write ``<results_dir>/<study>/report.html`` and its CSV tables; returns the HTML path."""
+    d = load(study, results_dir)
+    out_dir = Path(results_dir) / study
+    out_dir.mkdir(parents=True, exist_ok=True)
+    varied, fixed = config_difference(d)
+    varied_html, fixed_html = config_tables(varied, fixed)
+    tables = [results_table(d), cost_table(d), failures_table(d), progress_table(d)]
+    sel = selection_table(d)
+    if sel is not None:
+        tables.append(sel)
+    by_name = {t.name: t for t in tables}
+    csv_files = [t.write_csv(out_dir).name for t in tables]
+    counts = _html.state_counts(d.cells)
+    n_open = counts["running"] + counts["pending"]
+    total = int(len(d.cells))
+    prof = (d.desc.get("profiles") or {}).get(d.profile or "", {}) or {}
+    seeds = sorted({int(s) for s in d.cells["seed"].dropna()}) if "seed" in d.cells else []
+    page = _html.render(
+        "report.html.j2",
+        study=study,
+        question=d.desc.get("question", ""),
+        notes=d.desc.get("notes", ""),
+        profile=d.profile,
+        profile_description=prof.get("description", ""),
+        overrides=d.desc.get("overrides") or "",
+        seeds=", ".join(map(str, seeds)),
+        dataset=_html.dataset_line(d),
+        environment=_html.environment_rows(d),
+        last_update=_html.when(_html.last_update(d)),
+        generated=_html.when(time.time()),
+        counts=counts,
+        varied_html=varied_html,
+        fixed_html=fixed_html,
+        n_fixed=len(fixed),
+        figures=render_figures(d, list(d.desc.get("figures") or [])),
+        main_metric_label=metric_label(main_metric(d)),
+        results_html=by_name["results"].html,
+        selection_html=sel.html if sel is not None else "",
+        cost_html=by_name["cost"].html,
+        details=details(d),
+        n_failures=len(by_name["failures"].csv),
+        failures_html=by_name["failures"].html,
+        n_open=n_open,
+        progress_line=(f"{counts['ok'] + counts['failed']} of {total} cells finished"
+                       + (f"; {counts['running']} running, {counts['pending']} pending." if n_open else ".")),
+        progress_html=by_name["cells"].html,
+        csv_files=csv_files,
+    )
+    path = out_dir / "report.html"
+    _write_page(path, page)
+    return path
+
+
+def build_index(results_dir: str | Path = "results") -> Path:
+    """Write ``<results_dir>/index.html``: every study with its counts, profile and last update."""
+    root = Path(results_dir)
+    store = ResultsStore(root)
+    rows = []
+    for name in store.studies():
+        d = load(name, root)
+        counts = _html.state_counts(d.cells)
+        report = root / name / "report.html"
+        rows.append({"name": name, "question": d.desc.get("question", ""), "profile": d.profile,
+                     **counts, "total": int(len(d.cells)), "last_update": _html.when(_html.last_update(d)),
+                     "report": f"{name}/report.html" if report.exists() else None})
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "index.html"
+    _write_page(path, _html.render("index.html.j2", rows=rows, root=str(root), generated=_html.when(time.time())))
+    return path
+
+
+def _write_page(path: Path, text: str) -> None:
+    """Atomic write, then the permissions of an ordinary file: write_atomic's temp files are 0600,
+    and a report on a shared file system is meant to be read by others."""
+    write_atomic(path, text)
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)

@@ -1,0 +1,131 @@
+"""Arm-level numbers shared by tables and figures: the headline metric, per-arm spreads, the
+learning-rate selection (on validation only) and the best run of each arm."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from bench.report.data import ReportData
+from bench.report.stats import Spread, spread
+
+METRIC_LABELS = {
+    "final_test_error_pct": "final test error (%)",
+    "test_error_at_best_val_pct": "test error at best-val epoch (%)",
+    "best_val_error_pct": "best validation error (%)",
+    "final_val_error_pct": "final validation error (%)",
+}
+
+
+def main_metric(d: ReportData) -> str:
+    """The error the study is judged on: the published entries' metric when they agree (so ours and
+    theirs compare like with like), else the final test error."""
+    metrics = {p.get("metric") for p in d.published if p.get("metric")}
+    if len(metrics) == 1:
+        return str(metrics.pop())
+    return "final_test_error_pct"
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.replace("_pct", " (%)").replace("_", " "))
+
+
+def arm_spreads(d: ReportData, metric: str) -> dict[str, Spread]:
+    """Spread over seeds of ``metric`` for every arm (ok runs only; arms without any get n=0)."""
+    ok = d.ok
+    out: dict[str, Spread] = {}
+    for arm in d.arm_order:
+        vals = d.col(ok, metric)[ok["arm_label"] == arm].tolist() if not ok.empty else []
+        out[arm] = spread(vals)
+    return out
+
+
+def arm_values(d: ReportData, metric: str) -> pd.DataFrame:
+    """Long frame arm_label, seed, value for the ok runs (value NaN when missing)."""
+    ok = d.ok
+    if ok.empty:
+        return pd.DataFrame(columns=["arm_label", "seed", "value"])
+    return pd.DataFrame({"arm_label": ok["arm_label"], "seed": ok["seed"], "value": d.col(ok, metric)})
+
+
+def tag_of(d: ReportData, arm: str, tag: str) -> Any:
+    return d.arm_tags(arm).get(tag)
+
+
+def select_lr(d: ReportData) -> pd.DataFrame:
+    """Per optimiser: the lr whose mean best validation accuracy over seeds is highest, and the test
+    error of that arm. Test numbers never enter the choice."""
+    ok = d.ok
+    if ok.empty or "tag_optimizer" not in ok or "tag_lr" not in ok:
+        return pd.DataFrame()
+    val = "best_val_acc" if d.has(ok, "best_val_acc") else "final_val_acc"
+    rows = []
+    for opt in dict.fromkeys(ok["tag_optimizer"].tolist()):
+        sub = ok[ok["tag_optimizer"] == opt]
+        per_lr = []
+        for lr, g in sub.groupby("tag_lr", sort=True):
+            v = spread(d.col(g, val))
+            per_lr.append((lr, v, g))
+        scored = [p for p in per_lr if p[1].n > 0]
+        if not scored:
+            continue
+        lr, v, g = max(scored, key=lambda p: p[1].mean)
+        test = spread(d.col(g, "test_error_at_best_val_pct"))
+        final = spread(d.col(g, "final_test_error_pct"))
+        arm = str(g["arm_label"].iloc[0])
+        rows.append({"optimizer": opt, "chosen lr": float(lr), "arm": arm, "n seeds": v.n,
+                     "grid": ", ".join(f"{p[0]:g}" for p in per_lr),
+                     "val acc (%)": 100 * v.mean, "val acc std": 100 * v.std if v.n > 1 else math.nan,
+                     "test error at best val (%)": test.mean, "test error std": test.std,
+                     "test error 95% CI": test.fmt_ci(), "final test error (%)": final.mean,
+                     "selected on": val})
+    return pd.DataFrame(rows)
+
+
+def best_runs(d: ReportData) -> dict[str, pd.Series]:
+    """The best finished run of each arm by validation accuracy (best, else final; ties to the
+    lower seed). Falls back to final test accuracy only when a run has no validation split."""
+    ok = d.ok
+    out: dict[str, pd.Series] = {}
+    if ok.empty:
+        return out
+    score = d.col(ok, "best_val_acc").fillna(d.col(ok, "final_val_acc"))
+    for arm in d.arm_order:
+        mask = ok["arm_label"] == arm
+        if not mask.any():
+            continue
+        s = score[mask]
+        if s.notna().any():
+            out[arm] = ok.loc[s.idxmax()]
+        else:
+            out[arm] = ok[mask].sort_values("seed").iloc[0]
+    return out
+
+
+def other_tag(d: ReportData, df: pd.DataFrame, exclude: str) -> str | None:
+    """The first tag (or arm axis) column besides ``exclude`` that varies: the hue of x-vs-y plots."""
+    cands = [c for c in df.columns if c.startswith("tag_") and c != exclude]
+    cands += [f"arm_{a}" for a in d.axes if f"arm_{a}" in df and f"arm_{a}" != exclude]
+    for c in cands:
+        if df[c].nunique(dropna=True) > 1:
+            return c
+    return None
+
+
+def hue_colour(d: ReportData, col: str | None, value: Any, arm: str | None = None) -> str:
+    if col and col in d.palette.tags:
+        return d.palette.tag(col, value)
+    if arm is not None:
+        return d.palette.arm(arm)
+    return d.palette.tag(col or "", value)
+
+
+def hue_groups(d: ReportData, df: pd.DataFrame, hue: str | None) -> list[Any]:
+    """Values of the hue column present in ``df``, in the palette's (report-wide) order."""
+    if hue is None:
+        return [None]
+    present = list(dict.fromkeys(df[hue].dropna().tolist()))
+    ordered = [v for v in d.palette.tags.get(hue, {}) if v in present]
+    return ordered + [v for v in present if v not in ordered]

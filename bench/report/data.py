@@ -1,0 +1,230 @@
+"""Everything a report needs, loaded once: the study's description, every cell with its state,
+finished runs as a flat frame, per-epoch history, and the colour mapping shared by all figures."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.store import ResultsStore, flatten_summary, read_json
+from bench.report.palette import Palette
+
+FAILED = ("failed", "diverged", "oom")
+# States that produce curves worth drawing (a diverged run would swamp the axis).
+CURVE_STATES = ("ok", "running", "stale")
+
+
+@dataclass
+class ReportData:
+    """The loaded records of one study."""
+
+    study: str
+    root: Path
+    desc: dict[str, Any]
+    profile: str | None
+    axes: list[str]
+    arm_order: list[str]
+    cells: pd.DataFrame  # every expected or present cell: run_id, arm_label, seed, state, error, arm_*, tag_*
+    runs: pd.DataFrame  # finished runs (any status), flattened, plus the explicit columns below
+    history: pd.DataFrame  # all epochs, with a 'state' column from ``cells``
+    summaries: dict[str, dict[str, Any]]
+    palette: Palette
+    published: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """Finished runs with status ok (the only ones that enter statistics)."""
+        if self.runs.empty:
+            return self.runs
+        return self.runs[self.runs["status"] == "ok"]
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / self.study / "runs" / run_id
+
+    def col(self, df: pd.DataFrame, name: str) -> pd.Series:
+        """Numeric column or an all-NaN one when absent (so callers can degrade with one test)."""
+        if name in df:
+            return pd.to_numeric(df[name], errors="coerce")
+        return pd.Series(math.nan, index=df.index, dtype=float)
+
+    def has(self, df: pd.DataFrame, name: str) -> bool:
+        """True when the column exists and has at least one finite value."""
+        return bool(self.col(df, name).notna().any())
+
+    def published_for(self, arm: dict[str, str]) -> dict[str, Any] | None:
+        """The first published entry whose ``match`` patterns all fit the arm's axis labels."""
+        for p in self.published:
+            match = p.get("match") or {}
+            if match and all(k in arm and fnmatch.fnmatchcase(str(arm[k]), str(v)) for k, v in match.items()):
+                return p
+        return None
+
+    def arm_dict(self, label: str) -> dict[str, str]:
+        rows = self.cells[self.cells["arm_label"] == label]
+        if rows.empty:
+            return {}
+        r = rows.iloc[0]
+        return {a: str(r[f"arm_{a}"]) for a in self.axes if f"arm_{a}" in r and pd.notna(r[f"arm_{a}"])}
+
+    def arm_tags(self, label: str) -> dict[str, Any]:
+        rows = self.cells[self.cells["arm_label"] == label]
+        if rows.empty:
+            return {}
+        r = rows.iloc[0]
+        return {c[4:]: r[c] for c in rows.columns if c.startswith("tag_") and pd.notna(r[c])}
+
+
+def _expected_cells(study: str, desc: dict[str, Any], profile: str | None) -> list[dict[str, Any]]:
+    """The cells the runner means to run (from the registry), as cell records; [] if unknown."""
+    if profile is None:
+        return []
+    try:
+        from bench.runner import cell_record
+        from bench.study import get_study
+
+        cells = get_study(study).cells(profile, desc.get("overrides") or None)
+    except Exception:  # noqa: BLE001 - a report of an unregistered or changed study still works
+        return []
+    wanted = set(desc.get("run_ids") or [c.run_id for c in cells])
+    return [cell_record(c) for c in cells if c.run_id in wanted]
+
+
+def _cell_row(rec: dict[str, Any], state: str, error: Any) -> dict[str, Any]:
+    row = {"run_id": rec.get("run_id"), "arm_label": rec.get("arm_label", "?"), "seed": rec.get("seed"),
+           "model": rec.get("model"), "state": state, "error": error}
+    for k, v in (rec.get("arm") or {}).items():
+        row[f"arm_{k}"] = v
+    for k, v in (rec.get("tags") or {}).items():
+        row[f"tag_{k}"] = v
+    return row
+
+
+def trainer_and_measured_speed(summary: dict[str, Any]) -> dict[str, Any]:
+    """Both ``train_samples_per_s``: the trainer's (metrics, whole epochs with data loading) and the
+    measured one (measurements, synthetic steps). flatten_summary keeps only the latter."""
+    m = summary.get("metrics") or {}
+    ms = summary.get("measurements") or {}
+    return {
+        "epoch_train_samples_per_s": m.get("train_samples_per_s", m.get("epoch_train_samples_per_s")),
+        "step_train_samples_per_s": ms.get("train_samples_per_s"),
+        "metrics_peak_allocated_bytes": m.get("peak_allocated_bytes"),
+    }
+
+
+def load(study: str, results_dir: str | Path) -> ReportData:
+    """Read a study's records from ``results_dir`` (study.json, summaries, cells, histories)."""
+    store = ResultsStore(results_dir)
+    desc = store.read_study(study)
+    if desc is None:
+        try:
+            from bench.study import get_study
+
+            desc = get_study(study).describe()
+        except Exception:  # noqa: BLE001
+            desc = {"name": study, "question": "", "notes": "", "axes": {}, "published": [], "figures": []}
+    summaries: dict[str, dict[str, Any]] = {}
+    present: dict[str, dict[str, Any]] = {}
+    for rd in store.run_dirs(study):
+        s = store.summary(study, rd.name)
+        if s is not None:
+            summaries[rd.name] = s
+            present[rd.name] = s
+        elif (rd / "cell.json").exists():
+            try:
+                present[rd.name] = read_json(rd / "cell.json")
+            except ValueError:
+                pass
+    profile = desc.get("profile") or next((s.get("profile") for s in present.values() if s.get("profile")), None)
+    expected = _expected_cells(study, desc, profile)
+    order = [c["run_id"] for c in expected] + sorted(set(present) - {c["run_id"] for c in expected})
+    by_id = {c["run_id"]: c for c in expected}
+    rows = []
+    for rid in order:
+        rec = present.get(rid) or by_id.get(rid) or {"run_id": rid}
+        state = store.state(study, rid)
+        error = summaries[rid].get("error") if rid in summaries else None
+        rows.append(_cell_row({**by_id.get(rid, {}), **rec}, state, error))
+    for rid in desc.get("run_ids") or []:  # listed in study.json but not expandable: still pending
+        if rid not in by_id and rid not in present:
+            rows.append(_cell_row({"run_id": rid}, store.state(study, rid), None))
+    cells = pd.DataFrame(rows)
+    if cells.empty:
+        cells = pd.DataFrame(columns=["run_id", "arm_label", "seed", "model", "state", "error"])
+
+    axes = list(desc.get("axes") or {})
+    prof_axes = ((desc.get("profiles") or {}).get(profile or "", {}) or {}).get("axes")
+    if prof_axes:
+        axes = list(prof_axes)
+    axes = [a for a in axes if f"arm_{a}" in cells] or [c[4:] for c in cells.columns if c.startswith("arm_")
+                                                          and c != "arm_label"]
+    arm_order = list(dict.fromkeys(cells["arm_label"].tolist()))
+
+    flat = []
+    for rid, s in summaries.items():
+        row = flatten_summary(s)
+        row.update(trainer_and_measured_speed(s))
+        flat.append(row)
+    runs = pd.DataFrame(flat)
+    history = store.load_history(study)
+    if not history.empty:
+        history = history.merge(cells[["run_id", "state"]], on="run_id", how="left")
+    # Tag and axis values get their own colours (depth, norm, optimizer...), fixed for the report.
+    tag_cols = {c: cells[c].dropna().unique().tolist() for c in cells.columns
+                if c.startswith("tag_") or (c.startswith("arm_") and c != "arm_label")}
+    return ReportData(study=study, root=Path(results_dir), desc=desc, profile=profile, axes=axes,
+                      arm_order=arm_order, cells=cells, runs=runs, history=history, summaries=summaries,
+                      palette=Palette(arm_order, tag_cols), published=list(desc.get("published") or []))
+
+
+def config_difference(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(varied keys per arm, fixed keys with values), comparing the configs of all present cells.
+
+    Configs come from summaries, else config.json; seeds are left out (they are listed apart).
+    """
+    configs: dict[str, dict[str, Any]] = {}
+    for rid in data.cells["run_id"]:
+        s = data.summaries.get(rid)
+        if s and s.get("config"):
+            configs[rid] = s["config"]
+        elif (data.run_dir(rid) / "config.json").exists():
+            try:
+                configs[rid] = read_json(data.run_dir(rid) / "config.json")
+            except ValueError:
+                pass
+    if not configs:
+        return pd.DataFrame(), {}
+    configs = {rid: _flat(c) for rid, c in configs.items()}
+    keys = sorted({k for c in configs.values() for k in c} - {"seed"})
+    varied = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
+    first = next(iter(configs.values()))
+    fixed = {k: first.get(k) for k in keys if k not in varied}
+    label_of = dict(zip(data.cells["run_id"], data.cells["arm_label"]))
+    rows: dict[str, dict[str, Any]] = {}
+    for rid, c in configs.items():
+        rows.setdefault(label_of.get(rid, rid), {k: _short(c.get(k)) for k in varied})
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = table.reindex([a for a in data.arm_order if a in rows])
+    table.index.name = "arm"
+    return table, fixed
+
+
+def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys (``model_kwargs.norm``), the spelling overrides use."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "—" if v is None else str(v)

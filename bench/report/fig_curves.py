@@ -1,0 +1,110 @@
+"""Training curves: error against iterations (He et al. Fig. 6 style), epochs and training time."""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from bench.report.data import CURVE_STATES, ReportData
+from bench.report.plotting import Figure, mean_band, panels, short, style, to_png
+
+NET_ORDER = ("plain", "residual")
+
+
+def curve_history(d: ReportData) -> pd.DataFrame:
+    """Epoch rows of runs that ended ok or are still going, with error columns in percent."""
+    h = d.history
+    if h.empty:
+        return h
+    h = h[h["state"].isin(CURVE_STATES)].copy()
+    for split in ("train", "val", "test"):
+        col = f"{split}_acc"
+        if col in h:
+            h[f"{split}_err"] = 100.0 * (1.0 - pd.to_numeric(h[col], errors="coerce"))
+    return h
+
+
+def _has(h: pd.DataFrame, col: str) -> bool:
+    return col in h and pd.to_numeric(h[col], errors="coerce").notna().any()
+
+
+def curves_iter(d: ReportData) -> Figure:
+    """Training error (thin) and test error (bold) against iterations; plain | residual panels,
+    one colour per depth."""
+    fig_ = Figure("curves_iter", "Error against iterations (thin: training, bold: test)")
+    h = curve_history(d)
+    if h.empty or not _has(h, "iteration") or not _has(h, "test_err"):
+        fig_.note = "no per-epoch history with iterations and test accuracy yet"
+        return fig_
+    if "tag_net" in h:
+        nets = [n for n in NET_ORDER if n in set(h["tag_net"])] + sorted(set(h["tag_net"].dropna()) - set(NET_ORDER))
+    else:
+        nets = [None]
+    hue = "tag_depth" if "tag_depth" in h else "arm"
+    with style():
+        fig, axes = panels(len(nets), sharey=True)
+        for ax, net in zip(axes, nets):
+            sub = h if net is None else h[h["tag_net"] == net]
+            for v in sorted(sub[hue].dropna().unique(), key=lambda x: (str(type(x)), x)):
+                s = sub[sub[hue] == v]
+                colour = d.palette.tag(hue, v) if hue.startswith("tag_") else d.palette.arm(v)
+                name = f"{v}-layer" if hue == "tag_depth" else short(str(v))
+                if _has(s, "train_err"):
+                    mean_band(ax, s, "epoch", "iteration", "train_err", color=colour, label=None, lw=0.8,
+                              band=False)
+                mean_band(ax, s, "epoch", "iteration", "test_err", color=colour, label=name, lw=2.2)
+            ax.set_title(f"{net} nets" if net else "all arms")
+            ax.set_xlabel("iteration")
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+            ax.set_ylabel("error (%)")
+            handles, labels = ax.get_legend_handles_labels()
+            handles += [Line2D([], [], color="k", lw=0.8), Line2D([], [], color="k", lw=2.2)]
+            labels += ["training", "test"]
+            ax.legend(handles, labels, loc="upper right", ncols=2)
+        fig_.png = to_png(fig)
+    fig_.caption = "Mean over seeds; band: min-max over seeds."
+    return fig_
+
+
+def _curves(d: ReportData, kind: str, x: str, xlabel: str, title: str) -> Figure:
+    fig_ = Figure(kind, title)
+    h = curve_history(d)
+    if h.empty or not _has(h, x):
+        fig_.note = f"no per-epoch history with {x} yet"
+        return fig_
+    splits = [s for s in ("val", "test") if _has(h, f"{s}_err")]
+    if not splits:
+        fig_.note = "no validation or test accuracy in the history"
+        return fig_
+    scale = 1.0
+    if x == "elapsed_train_time_s" and pd.to_numeric(h[x], errors="coerce").max() > 600:
+        scale, xlabel = 60.0, "training time (min)"
+    h = h.assign(_x=pd.to_numeric(h[x], errors="coerce") / scale)
+    arms = [a for a in d.arm_order if a in set(h["arm"])]
+    with style():
+        fig, axes = panels(len(splits), sharey=True)
+        for ax, split in zip(axes, splits):
+            for arm in arms:
+                mean_band(ax, h[h["arm"] == arm], "epoch", "_x", f"{split}_err", color=d.palette.arm(arm),
+                          label=short(arm))
+            ax.set_title("validation error" if split == "val" else "test error")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("error (%)")
+        if len(arms) > 6:
+            axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 if len(arms) <= 16 else 2)
+        else:
+            axes[-1].legend(loc="upper right")
+        fig_.png = to_png(fig)
+    fig_.caption = "Mean over seeds per arm; band: min-max over seeds."
+    return fig_
+
+
+def curves_epoch(d: ReportData) -> Figure:
+    """Validation and test error against epoch, per arm."""
+    return _curves(d, "curves_epoch", "epoch", "epoch", "Error against epochs")
+
+
+def curves_time(d: ReportData) -> Figure:
+    """Validation and test error against cumulative training time, per arm."""
+    return _curves(d, "curves_time", "elapsed_train_time_s", "training time (s)", "Error against training time")
+

@@ -1,0 +1,162 @@
+"""Matplotlib plumbing shared by the figure modules: Agg backend, style, PNG as base64, and the few
+plot shapes (mean line with a seed band, mean with error bars, points with seed dots) they reuse."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are built headless (CI, Slurm nodes): never a display backend
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+DPI = 110
+PANEL = (4.6, 3.2)  # inches per panel: small enough that a report of 40 figures stays a few MB
+RC = {"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+      "legend.fontsize": 7.5, "legend.title_fontsize": 8, "figure.dpi": DPI}
+
+
+@dataclass
+class Figure:
+    """One rendered figure (``png`` base64) or the reason it was not drawn (``note``)."""
+
+    kind: str
+    title: str
+    png: str | None = None
+    note: str = ""
+    caption: str = ""
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """Seaborn's whitegrid look with small fonts, scoped so the caller's rcParams stay untouched."""
+    with sns.axes_style("whitegrid"), plt.rc_context(RC):
+        yield
+
+
+def panels(n: int, *, width: float = PANEL[0], height: float = PANEL[1], sharey: bool = False
+           ) -> tuple[plt.Figure, list[plt.Axes]]:
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), sharey=sharey, squeeze=False)
+    return fig, list(axes[0])
+
+
+def to_png(fig: plt.Figure) -> str:
+    """Encode as base64 PNG (tight layout, moderate DPI) and free the figure."""
+    buf = io.BytesIO()
+    try:
+        fig.tight_layout()
+    except Exception:  # noqa: BLE001 - tight_layout can fail on odd text; the figure is still fine
+        pass
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def array_png(img: np.ndarray, scale: int = 1) -> str:
+    """An image array (H, W) gray or (H, W, 3) in [0, 1] or uint8 as base64 PNG, no axes."""
+    if scale > 1:
+        img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+    buf = io.BytesIO()
+    kw: dict[str, Any] = {"cmap": "gray", "vmin": 0, "vmax": 1 if img.dtype != np.uint8 else 255} if img.ndim == 2 else {}
+    plt.imsave(buf, img, format="png", **kw)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def not_measured(ax: plt.Axes, what: str = "not measured") -> None:
+    """Mark an empty panel instead of drawing nothing (e.g. memory on a CPU run)."""
+    ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, fontsize=10, color="#666")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def mean_band(ax: plt.Axes, df: pd.DataFrame, by: str, x: str, y: str, *, color: str, label: str | None,
+              lw: float = 1.6, alpha: float = 0.18, ls: str = "-", band: bool = True) -> None:
+    """Mean of ``y`` over seeds per value of ``by`` (epoch), plotted at the mean ``x`` (which may be
+    elapsed time, different per seed), with a min-max band over seeds."""
+    cols = list(dict.fromkeys([by, x, y]))
+    d = df[cols].apply(pd.to_numeric, errors="coerce").dropna()
+    if d.empty:
+        return
+    g = d.groupby(by, sort=True).agg(x=(x, "mean"), m=(y, "mean"), lo=(y, "min"), hi=(y, "max"))
+    ax.plot(g["x"], g["m"], color=color, lw=lw, ls=ls, label=label)
+    if band and len(g) > 1 and (g["hi"] - g["lo"]).abs().max() > 0:
+        ax.fill_between(g["x"], g["lo"], g["hi"], color=color, alpha=alpha, lw=0)
+
+
+def mean_errorbar(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, *, color: str, label: str,
+                  marker: str = "o") -> None:
+    """Mean +/- std over seeds at each x, joined by a line; seeds as faint dots."""
+    d = df[[x, y]].dropna()
+    if d.empty:
+        return
+    g = d.groupby(x, sort=True)[y].agg(["mean", "std", "count"]).reset_index()
+    ax.errorbar(g[x], g["mean"], yerr=g["std"].fillna(0), color=color, marker=marker, ms=5, lw=1.5,
+                capsize=3, label=label)
+    ax.scatter(d[x], d[y], color=color, s=9, alpha=0.45, lw=0, zorder=3)
+
+
+def published_marker(ax: plt.Axes, x: Any, value: float, spread: float | None, *, color: str,
+                     label: str | None, horizontal: bool = False) -> None:
+    """A published figure: hollow star (with its spread as an error bar when given)."""
+    kw = dict(marker="*", ms=11, mfc="none", mec=color, mew=1.3, ls="none", label=label, zorder=4,
+              ecolor=color, capsize=2)
+    err = spread if spread and not math.isnan(spread) else None
+    if horizontal:
+        ax.errorbar([value], [x], xerr=err, **kw)
+    else:
+        ax.errorbar([x], [value], yerr=err, **kw)
+
+
+def dedupe_legend(ax: plt.Axes, **kw: Any) -> None:
+    """Legend with each label once (several calls may use the same label)."""
+    handles, labels = ax.get_legend_handles_labels()
+    seen: dict[str, Any] = {}
+    for h, lab in zip(handles, labels):
+        if lab and not lab.startswith("_") and lab not in seen:
+            seen[lab] = h
+    if seen:
+        ax.legend(seen.values(), seen.keys(), **kw)
+
+
+def legend_above(ax: plt.Axes) -> None:
+    """Legend in a row above the axes: bar charts fill their whole width, so inside it would hide bars."""
+    dedupe_legend(ax, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncols=2, frameon=False, borderaxespad=0.2)
+
+
+def plain_log_axis(ax: plt.Axes) -> None:
+    """Log x axis labelled 40, 60, 100 rather than 4x10^1 (MACs in millions read better plain)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_xscale("log")
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
+    ax.xaxis.set_minor_formatter(fmt)
+
+
+def log2_axis(ax: plt.Axes, values: list[float]) -> None:
+    """Log-2 x axis with the actual values as tick labels (batch sizes read better as 32, 64, ...)."""
+    ax.set_xscale("log", base=2)
+    vals = sorted({float(v) for v in values if v and v > 0})
+    if vals:
+        ax.set_xticks(vals)
+        ax.set_xticklabels([f"{v:g}" for v in vals])
+        ax.minorticks_off()
+
+
+def short(label: str, width: int = 30) -> str:
+    """Arm label without axis names ('batch=32, rule=fixed lr' -> '32 · fixed lr'), truncated."""
+    parts = [p.split("=", 1)[1] if "=" in p else p for p in str(label).split(", ")]
+    out = " · ".join(parts)
+    return out if len(out) <= width else out[: width - 1] + "…"

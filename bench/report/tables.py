@@ -1,0 +1,212 @@
+"""Report tables: results per arm (with published figures), lr selection, cost, failures, progress.
+
+Each builder returns a :class:`Table`: the raw numbers (written as CSV) and the HTML of a pandas
+Styler over a formatted copy (missing values shown as '—', never 'nan')."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.report.analysis import arm_spreads, main_metric, metric_label, select_lr
+from bench.report.data import FAILED, ReportData
+
+MIB = 2.0**20
+RESULT_METRICS = ("final_test_error_pct", "test_error_at_best_val_pct", "best_val_error_pct")
+SHARED_MARK = "†"
+
+
+@dataclass
+class Table:
+    """A named table: raw frame for CSV, rendered HTML for the page."""
+
+    name: str
+    csv: pd.DataFrame
+    html: str
+
+    def write_csv(self, folder: Path) -> Path:
+        path = folder / f"{self.name}.csv"
+        self.csv.to_csv(path, index=False)
+        return path
+
+
+def num(v: Any, digits: int = 2) -> str:
+    """A number for display: fixed digits, '—' for missing / non-finite."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "—" if v is None else str(v)
+    return "—" if not math.isfinite(f) else f"{f:.{digits}f}"
+
+
+def styled(df: pd.DataFrame, *, bold_rows: list[int] | None = None, table_id: str = "") -> str:
+    """Styler HTML for a display frame (all cells already strings), index hidden."""
+    if df.empty:
+        return '<p class="empty">nothing to show</p>'
+    df = df.reset_index(drop=True).fillna("—").astype(str)
+    sty = df.style.hide(axis="index").set_table_attributes(f'class="tbl" id="{table_id}"')
+    if bold_rows:
+        rows = set(bold_rows)
+        sty = sty.apply(lambda r: ["font-weight:bold" if r.name in rows else "" for _ in r], axis=1)
+    return sty.to_html()
+
+
+def results_table(d: ReportData) -> Table:
+    """Per arm: seeds, failures, mean ± std and 95% CI of the errors, published figure and difference."""
+    main = main_metric(d)
+    metrics = list(dict.fromkeys([*RESULT_METRICS, main]))
+    spreads = {m: arm_spreads(d, m) for m in metrics}
+    raw, shown = [], []
+    sources: list[str] = []  # numbered below the table: the full citation per row made it unreadable
+    for arm in d.arm_order:
+        cells = d.cells[d.cells["arm_label"] == arm]
+        r: dict[str, Any] = {"arm": arm, **{f"arm_{k}": v for k, v in d.arm_dict(arm).items()},
+                             "n_ok": int((cells["state"] == "ok").sum()),
+                             "n_not_ok": int(cells["state"].isin(FAILED).sum()),
+                             "n_unfinished": int((~cells["state"].isin(FAILED + ("ok",))).sum())}
+        s: dict[str, Any] = {"arm": arm, "seeds ok": str(r["n_ok"]),
+                             "failed": str(r["n_not_ok"]) if r["n_not_ok"] else "",
+                             "unfinished": str(r["n_unfinished"]) if r["n_unfinished"] else ""}
+        for m in metrics:
+            sp = spreads[m][arm]
+            r.update({f"{m}_mean": sp.mean, f"{m}_std": sp.std, f"{m}_ci95_lo": sp.lo, f"{m}_ci95_hi": sp.hi})
+            # One cell per metric (mean ± std, 95% CI below it) keeps the table narrow enough to read.
+            s[f"{metric_label(m)}: mean ± std [95% CI]"] = sp.fmt() + (
+                f'<br><span class="ci">{sp.fmt_ci()}</span>' if sp.lo is not None else "")
+        p = d.published_for(d.arm_dict(arm))
+        if p is not None:
+            pm = str(p.get("metric"))
+            ours = spreads[pm][arm].mean if pm in spreads else float(d.col(d.ok[d.ok["arm_label"] == arm], pm).mean())
+            diff = ours - float(p["value"]) if ours == ours else math.nan
+            r.update({"published_value": p["value"], "published_spread": p.get("spread"), "published_metric": pm,
+                      "published_source": p.get("source"), "published_note": p.get("note"), "ours_minus_published": diff})
+            spread_txt = f" ± {p['spread']:g}" if p.get("spread") else ""
+            s["published (%)"] = f"{float(p['value']):.2f}{spread_txt}" + ("" if pm == main else f" ({metric_label(pm)})")
+            s["ours − published"] = "—" if diff != diff else f"{diff:+.2f}"
+            src = str(p.get("source", ""))
+            if src not in sources:
+                sources.append(src)
+            s["source"] = f"[{sources.index(src) + 1}]" + (f" {html.escape(str(p['note']))}" if p.get("note") else "")
+        raw.append(r)
+        shown.append(s)
+    means = [r.get(f"{main}_mean", math.nan) for r in raw]
+    finite = [(v, i) for i, v in enumerate(means) if v == v]
+    best = [min(finite)[1]] if finite else []
+    notes = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
+    page = styled(pd.DataFrame(shown), bold_rows=best, table_id="results-table")
+    if notes:
+        page += f'<ol class="sources">{notes}</ol>'
+    return Table("results", pd.DataFrame(raw), page)
+
+
+def selection_table(d: ReportData) -> Table | None:
+    """For lr-grid studies: per optimiser the lr chosen on mean validation accuracy, and its test error."""
+    sel = select_lr(d)
+    if sel.empty:
+        return None
+    shown = pd.DataFrame({
+        "optimizer": sel["optimizer"], "lr grid": sel["grid"], "chosen lr": [f"{v:g}" for v in sel["chosen lr"]],
+        "seeds": sel["n seeds"].astype(str),
+        "validation accuracy (%)": [num(m) + ("" if s != s else f" ± {s:.2f}") for m, s in
+                                    zip(sel["val acc (%)"], sel["val acc std"])],
+        "test error at best-val epoch (%)": [num(m) + ("" if s != s else f" ± {s:.2f}") for m, s in
+                                             zip(sel["test error at best val (%)"], sel["test error std"])],
+        "95% CI": sel["test error 95% CI"], "final test error (%)": [num(v) for v in sel["final test error (%)"]],
+    })
+    return Table("selection", sel, styled(shown, table_id="selection-table"))
+
+
+def cost_table(d: ReportData) -> Table:
+    """Per arm: size, compute, speed, memory and time; timings from shared GPUs flagged."""
+    runs = d.runs
+    raw, shown = [], []
+    for arm in d.arm_order:
+        sub = runs[runs["arm_label"] == arm] if not runs.empty else runs
+        if sub.empty:
+            continue
+        med = {c: float(d.col(sub, c).median()) for c in (
+            "params_total", "macs_fvcore_total", "macs_conv_linear", "flops_torch", "step_train_samples_per_s",
+            "infer_samples_per_s", "epoch_train_samples_per_s", "train_peak_allocated_bytes",
+            "metrics_peak_allocated_bytes", "median_epoch_time_s")}
+        total_min = float(d.col(sub, "train_time_s").sum()) / 60.0
+        n_shared = int(sub["shared_gpu"].fillna(False).astype(bool).sum()) if "shared_gpu" in sub else 0
+        mem = med["train_peak_allocated_bytes"]
+        mem = med["metrics_peak_allocated_bytes"] if mem != mem else mem
+        dev = sub["env_device_name"].dropna().iloc[0] if "env_device_name" in sub and sub["env_device_name"].notna().any() else ""
+        raw.append({"arm": arm, "model": sub["model"].iloc[0] if "model" in sub else "", **med,
+                    "peak_memory_mib": mem / MIB, "total_train_time_min": total_min, "runs": len(sub),
+                    "shared_gpu_runs": n_shared, "device_name": dev})
+        t = SHARED_MARK if n_shared else ""
+        shown.append({
+            "arm": arm, "params (M)": num(med["params_total"] / 1e6, 3),
+            "MACs (M, fvcore total)": num(med["macs_fvcore_total"] / 1e6, 1),
+            "MACs (M, conv+linear)": num(med["macs_conv_linear"] / 1e6, 1),
+            "FLOPs (M, torch)": num(med["flops_torch"] / 1e6, 1),
+            "train samples/s (steps)": num(med["step_train_samples_per_s"], 0) + t,
+            "train samples/s (epochs)": num(med["epoch_train_samples_per_s"], 0) + t,
+            "inference samples/s": num(med["infer_samples_per_s"], 0) + t,
+            "peak memory (MiB)": "not measured" if mem != mem else num(mem / MIB, 1),
+            "median epoch time (s)": num(med["median_epoch_time_s"], 2) + t,
+            "total train time (min)": num(total_min, 2),
+            "shared GPU": f"yes ({n_shared}/{len(sub)} runs) {SHARED_MARK}" if n_shared else "no",
+            "device": dev or "—",
+        })
+    shown_df = pd.DataFrame(shown)
+    if not shown_df.empty and shown_df["device"].nunique() <= 1:
+        shown_df = shown_df.drop(columns=["device"])  # one device: already in the page header
+    return Table("cost", pd.DataFrame(raw), styled(shown_df, table_id="cost-table"))
+
+
+def failures_table(d: ReportData) -> Table:
+    """Every failed, diverged or out-of-memory cell with its error."""
+    rows = []
+    for _, c in d.cells[d.cells["state"].isin(FAILED)].iterrows():
+        s = d.summaries.get(c["run_id"], {})
+        log = d.run_dir(c["run_id"]) / "log.txt"
+        rows.append({"arm": c["arm_label"], "seed": c["seed"], "status": c["state"],
+                     "error": s.get("error") or ("diverged (loss not finite)" if c["state"] == "diverged" else "—"),
+                     "epochs done": (s.get("metrics") or {}).get("epochs_done"), "host": s.get("host"),
+                     "run_id": c["run_id"], "log": f"runs/{c['run_id']}/log.txt" if log.exists() else ""})
+    raw = pd.DataFrame(rows, columns=["arm", "seed", "status", "error", "epochs done", "host", "run_id", "log"])
+    shown = raw.copy()
+    shown["epochs done"] = [num(v, 0) for v in shown["epochs done"]]
+    shown["error"] = [html.escape(str(e)) for e in shown["error"]]
+    shown["log"] = [f'<a href="{html.escape(p)}">log.txt</a>' if p else "" for p in shown["log"]]
+    return Table("failures", raw, styled(shown, table_id="failures-table"))
+
+
+def progress_table(d: ReportData) -> Table:
+    """Every cell with its state; unfinished ones show how far their history got."""
+    cells = d.cells.copy()
+    epochs = d.history.groupby("run_id")["epoch"].max() if not d.history.empty and "epoch" in d.history else {}
+    cells["epochs_recorded"] = [epochs.get(r) if hasattr(epochs, "get") else None for r in cells["run_id"]]
+    keep = [c for c in ("arm_label", "seed", "state", "epochs_recorded", "run_id", "error") if c in cells]
+    raw = cells[keep]
+    open_ = raw[~raw["state"].isin(FAILED + ("ok",))]
+    shown = open_.rename(columns={"arm_label": "arm", "epochs_recorded": "epochs so far"}).drop(columns=["error"],
+                                                                                                  errors="ignore")
+    if "epochs so far" in shown:
+        shown["epochs so far"] = [num(v, 0) for v in shown["epochs so far"]]
+    return Table("cells", raw, styled(shown, table_id="progress-table"))
+
+
+def config_tables(varied: pd.DataFrame, fixed: dict[str, Any]) -> tuple[str, str]:
+    """HTML of the varied-keys-per-arm table and the fixed keys table."""
+    v = styled(varied.reset_index(), table_id="varied-table") if not varied.empty else \
+        '<p class="empty">no config key differs between the runs</p>'
+    items = [{"key": k, "value": _fmt_value(val)} for k, val in fixed.items()]
+    f = styled(pd.DataFrame(items), table_id="fixed-table")
+    return v, f
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_fmt_value(x) for x in v) + ")"
+    return "—" if v is None else str(v)

@@ -1,0 +1,33 @@
+"""Shared fixtures: where the real data lives, and a quiet matplotlib."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path | None:
+    """BENCH_DATA_DIR if set, else ../shared/data beside the repository, else None."""
+    for cand in (os.environ.get("BENCH_DATA_DIR"), REPO.parent / "shared" / "data"):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    return None
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One decoded-data cache per test session, never the user's own cache.
+    if "BENCH_CACHE_DIR" not in os.environ:
+        monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "bench-cache"))

@@ -1,0 +1,116 @@
+"""RunConfig identity and overrides; study expansion; the study registry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bench.config import RunConfig, apply_overrides, parse_set_args
+from bench.errors import UserError
+from bench.registry import Registry
+from bench.study import PROFILES, Arm, Profile, Study, load_studies
+
+
+def test_run_id_is_sha256_of_canonical_json() -> None:
+    import hashlib
+
+    cfg = RunConfig()
+    assert cfg.run_id == hashlib.sha256(cfg.to_json().encode()).hexdigest()[:16]
+    assert RunConfig().run_id == cfg.run_id
+    assert dataclasses.replace(cfg, lr=0.05).run_id != cfg.run_id
+    # key order of model kwargs does not matter
+    a = RunConfig(model_kwargs={"norm": "gn", "groups": 8})
+    b = RunConfig(model_kwargs={"groups": 8, "norm": "gn"})
+    assert a.run_id == b.run_id
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = RunConfig(milestones=(3, 5), betas=(0.8, 0.99), model_kwargs={"norm": "gn"})
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert RunConfig.from_dict(cfg.to_dict()).run_id == cfg.run_id
+
+
+def test_overrides_coerce_types() -> None:
+    cfg = apply_overrides(RunConfig(), parse_set_args(["lr=0.05", "epochs=3", "milestones=[1,2]",
+                                                       "model_kwargs.norm=gn", "channels_last=true"]))
+    assert cfg.lr == 0.05 and cfg.epochs == 3 and cfg.milestones == (1, 2)
+    assert cfg.model_kwargs == {"norm": "gn"} and cfg.channels_last is True
+
+
+@pytest.mark.parametrize(
+    "items, fragment",
+    [
+        (["lrr=0.1"], "unknown config key 'lrr'"),
+        (["epochs=abc"], "epochs must be a number"),
+        (["epochs=2.5"], "epochs must be an integer"),
+        (["precision=fp8"], "bad precision 'fp8' (accepted: fp32, tf32, bf16, fp16)"),
+        (["lr"], "expected key=value"),
+        (["batch_size=0"], "batch_size must be >= 1"),
+    ],
+)
+def test_bad_overrides_are_user_errors(items: list[str], fragment: str) -> None:
+    with pytest.raises(UserError, match=None) as exc:
+        apply_overrides(RunConfig(), parse_set_args(items))
+    assert fragment in str(exc.value)
+
+
+def test_registry_rejects_duplicates_and_suggests() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.add("alpha", 1)
+    with pytest.raises(ValueError, match="duplicate thing name 'alpha'"):
+        reg.add("alpha", 2)
+    with pytest.raises(UserError, match="did you mean alpha"):
+        reg.get("alpah")
+    assert reg.names("al*") == ["alpha"]
+
+
+def _toy_study() -> Study:
+    return Study(
+        name="toy",
+        question="?",
+        base=RunConfig(epochs=1),
+        axes={"a": (Arm("x", {"lr": 0.1}), Arm("y", {"lr": 0.2})), "b": (Arm("1", {"batch_size": 8}),)},
+        profiles={p: Profile(p, seeds=(0, 1)) for p in PROFILES},
+        derive=lambda cfg, arm: {"weight_decay": 0.0} if arm["a"] == "y" else {},
+    )
+
+
+def test_cells_are_the_grid_times_seeds() -> None:
+    cells = _toy_study().cells("smoke")
+    assert len(cells) == 2 * 1 * 2
+    assert len({c.run_id for c in cells}) == 4
+    y = [c for c in cells if c.arm["a"] == "y"]
+    assert all(c.config.lr == 0.2 and c.config.weight_decay == 0.0 and c.config.batch_size == 8 for c in y)
+    assert {c.seed for c in cells} == {0, 1}
+    fixed, varied = _toy_study().fixed_and_varied("smoke")
+    assert varied == ["lr", "weight_decay"] and fixed["batch_size"] == 8
+
+
+def test_unknown_profile_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="accepted: full, quick, smoke"):
+        _toy_study().cells("fast")
+
+
+STUDIES = load_studies()
+
+
+@pytest.mark.parametrize("name", STUDIES.names())
+def test_registered_studies_expand_in_every_profile(name: str) -> None:
+    from bench.models import list_models
+
+    study = STUDIES.get(name)
+    models = set(list_models())
+    for profile in PROFILES:
+        cells = study.cells(profile)
+        assert cells, profile
+        assert len({c.run_id for c in cells}) == len(cells), "two cells share a run id"
+        assert all(c.config.model in models for c in cells)
+        seeds = {c.seed for c in cells}
+        assert len(seeds) >= (1 if profile == "smoke" else 3)
+    # every published figure matches at least one arm of the full profile
+    from fnmatch import fnmatchcase
+
+    labels = [c.arm for c in study.cells("full")]
+    for pub in study.published:
+        assert any(all(fnmatchcase(arm.get(k, ""), v) for k, v in pub.match.items()) for arm in labels), pub

@@ -1,0 +1,206 @@
+"""Tests of bench.measure: counts against published oracles, and sanity (never thresholds) for speed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from bench.errors import UserError
+from bench.measure import (
+    count_compute,
+    count_params,
+    environment,
+    layer_table,
+    measure_memory,
+    measure_model,
+    measure_speed,
+)
+from bench.models import create_model
+
+
+def tiny_net(in_ch: int = 3, classes: int = 10) -> nn.Module:
+    """Conv(3->4, 3x3, bias) -> ReLU -> pool -> Flatten -> Linear(4*4*4 -> 10): counts by hand."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, classes),
+    )
+
+
+def test_count_params_tiny() -> None:
+    m = tiny_net()
+    m[0].weight.requires_grad_(False)
+    got = count_params(m)
+    conv_w, conv_b, fc = 4 * 3 * 3 * 3, 4, 64 * 10 + 10
+    assert got == {"params_total": conv_w + conv_b + fc, "params_trainable": conv_b + fc}
+
+
+def test_count_params_tied_weights_count_once() -> None:
+    a = nn.Linear(5, 5, bias=False)
+    m = nn.Sequential(a, a)
+    assert count_params(m)["params_total"] == 25
+
+
+def test_macs_oracle_torchvision_resnet18() -> None:
+    # torchvision publishes resnet18 '_ops' = 1.814 GFLOPS, counted as multiply-adds.
+    published = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["_ops"]
+    got = count_compute(torchvision.models.resnet18(), (3, 224, 224))
+    assert round(got["macs_conv_linear"] / 1e9, 3) == published == 1.814
+    assert got["macs_fvcore_total"] > got["macs_conv_linear"]  # plus batch norm and pooling
+    assert got["flops_torch"] == 2 * got["macs_conv_linear"]
+    assert "aten::add_" in got["fvcore_skipped_ops"]  # residual additions are skipped
+
+
+def test_macs_oracle_cifar_resnet20() -> None:
+    # He et al. 2016 CIFAR ResNet-20 at 32x32: 40.55 M multiply-adds (conv + linear).
+    got = count_compute(create_model("resnet20", num_classes=10), (3, 32, 32))
+    assert abs(got["macs_conv_linear"] / 1e6 - 40.55) <= 0.01
+
+
+def test_flops_torch_is_twice_macs_for_conv_linear_net() -> None:
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, stride=2), nn.Flatten(),
+                      nn.Linear(8 * 7 * 7, 10))
+    got = count_compute(m, (3, 16, 16))
+    expected = 8 * 3 * 9 * 16 * 16 + 8 * 8 * 9 * 7 * 7 + 8 * 7 * 7 * 10
+    assert got["macs_conv_linear"] == expected
+    assert got["flops_torch"] == 2 * expected
+
+
+def test_plain_and_residual_twins_have_same_macs() -> None:
+    res = count_compute(create_model("resnet20"), (3, 32, 32))
+    plain = count_compute(create_model("plain20"), (3, 32, 32))
+    assert res["macs_conv_linear"] == plain["macs_conv_linear"]
+
+
+def test_count_compute_restores_training_mode() -> None:
+    m = tiny_net().train()
+    m[0].eval()
+    count_compute(m, (3, 8, 8))
+    assert m.training and not m[0].training
+
+
+def test_speed_sanity_and_caller_model_unchanged() -> None:
+    m = tiny_net()
+    before = [p.detach().clone() for p in m.parameters()]
+    runs = [measure_speed(m, (3, 8, 8), 4, "cpu", mode="train", warmup=1, repeats=5) for _ in range(2)]
+    for r in runs:
+        assert set(r) == {"train_samples_per_s", "train_step_time_ms", "train_step_time_ms_iqr",
+                          "train_repeats", "train_batch_size"}
+        assert r["train_repeats"] == 5 and r["train_batch_size"] == 4
+        assert math.isfinite(r["train_samples_per_s"]) and r["train_samples_per_s"] > 0
+        assert r["train_step_time_ms"] > 0 and r["train_step_time_ms_iqr"] >= 0
+        assert r["train_samples_per_s"] == pytest.approx(4 / (r["train_step_time_ms"] / 1e3))
+    a, b = (r["train_step_time_ms"] for r in runs)
+    assert max(a, b) / min(a, b) < 10  # same order of magnitude, not a speed threshold
+    assert all(torch.equal(p, q) for p, q in zip(before, m.parameters()))
+    assert m.training  # the caller's mode is untouched
+
+
+def test_speed_infer_bf16_and_tuple_outputs() -> None:
+    r = measure_speed(tiny_net(), (3, 8, 8), 2, "cpu", mode="infer", warmup=0, repeats=2,
+                      precision="bf16", channels_last=True)
+    assert r["infer_step_time_ms"] > 0
+    r = measure_speed(WithAux(), (3, 8, 8), 2, "cpu", mode="train", warmup=0, repeats=1)
+    assert r["train_step_time_ms"] > 0 and r["train_step_time_ms_iqr"] == 0
+
+
+class WithAux(nn.Module):
+    """Returns (logits, aux_logits) in training, like GoogLeNet's auxiliary classifiers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = tiny_net()
+        self.aux = nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor):
+        out = self.body(x)
+        return (out, self.aux(x.flatten(1))) if self.training else out
+
+
+@pytest.mark.parametrize("kw", [{"mode": "eval"}, {"precision": "fp8"}, {"precision": "fp16"}, {"repeats": 0}])
+def test_speed_bad_arguments_are_user_errors(kw: dict) -> None:
+    with pytest.raises(UserError):
+        measure_speed(tiny_net(), (3, 8, 8), 2, "cpu", **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA answer")
+def test_cuda_requested_without_cuda_is_user_error() -> None:
+    with pytest.raises(UserError, match="CUDA"):
+        measure_speed(tiny_net(), (3, 8, 8), 2, "cuda")
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_memory_on_cpu_is_not_measured(mode: str) -> None:
+    got = measure_memory(tiny_net(), (3, 8, 8), 4, "cpu", mode=mode)
+    assert got == {f"{mode}_peak_allocated_bytes": None, f"{mode}_peak_reserved_bytes": None,
+                   "memory_measured": False}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_memory_on_cuda_train_exceeds_infer() -> None:
+    m = create_model("resnet20")
+    inf = measure_memory(m, (3, 32, 32), 64, "cuda", mode="infer")
+    tr = measure_memory(m, (3, 32, 32), 64, "cuda", mode="train")
+    assert inf["memory_measured"] and tr["memory_measured"]
+    assert 0 < inf["infer_peak_allocated_bytes"] < tr["train_peak_allocated_bytes"]
+    assert tr["train_peak_reserved_bytes"] >= tr["train_peak_allocated_bytes"]
+
+
+def test_environment_keys() -> None:
+    env = environment()
+    keys = {"python_version", "torch_version", "torchvision_version", "cuda_version", "cudnn_version",
+            "device_name", "gpu_count", "driver_version", "cpu_model", "cpu_count", "hostname",
+            "platform", "git_commit", "git_dirty"}
+    assert keys <= set(env)
+    assert env["torch_version"] == torch.__version__
+    assert env["git_commit"] is None or len(env["git_commit"]) == 40
+    assert env["git_dirty"] in (None, True, False)
+    env["torch_version"] = "changed"
+    assert environment()["torch_version"] == torch.__version__  # the cache hands out copies
+
+
+def test_git_state_outside_a_checkout(tmp_path) -> None:
+    from bench.measure.env import git_state
+
+    assert git_state(tmp_path) == (None, None)
+
+
+def test_layer_table_gives_first_linear_in_features() -> None:
+    m = torchvision.models.alexnet(num_classes=10)
+    df = layer_table(m, (3, 224, 224))
+    assert list(df.columns[:4]) == ["name", "type", "output_shape", "output_features"]
+    i = df.index[df["type"] == "Linear"][0]
+    first_linear = m.get_submodule(df.loc[i, "name"])
+    assert df.loc[i - 1, "output_features"] == first_linear.in_features == 256 * 6 * 6
+    assert df.set_index("name").loc["avgpool", "output_shape"] == (1, 256, 6, 6)
+    assert df["params"].sum() == count_params(m)["params_total"]  # leaves partition the params
+    convs = df[df["type"].isin(["Conv2d", "Linear"])]["macs"].sum()
+    assert convs == count_compute(m, (3, 224, 224))["macs_conv_linear"]
+
+
+def test_layer_table_reused_module_and_containers() -> None:
+    df = layer_table(torchvision.models.resnet18(), (3, 64, 64), containers=True)
+    relu = df.set_index("name").loc["layer1.0.relu"]
+    assert relu["calls"] == 2  # torchvision's BasicBlock calls one ReLU twice
+    assert df.iloc[-1]["name"] == "(model)" and not df.iloc[-1]["leaf"]
+
+
+def test_measure_model_flat_dict() -> None:
+    got = measure_model("resnet20", batch_size=2, warmup=0, repeats=1)
+    assert got["model"] == "resnet20" and got["input_shape"] == "3x32x32" and got["device"] == "cpu"
+    assert abs(got["macs_conv_linear"] / 1e6 - 40.55) <= 0.01
+    assert got["infer_samples_per_s"] > 0 and got["train_samples_per_s"] > 0
+    assert got["memory_measured"] is False and "torch_version" in got
+    assert all(not isinstance(v, (dict, list)) for v in got.values())  # flat
+
+
+def test_measure_model_in_channels_from_input_shape() -> None:
+    got = measure_model("resnet20", input_shape=(1, 28, 28), speed=False)
+    assert got["input_shape"] == "1x28x28" and "infer_step_time_ms" not in got
+    assert got["macs_conv_linear"] > 0

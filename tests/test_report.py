@@ -1,0 +1,207 @@
+"""The HTML report, built from synthetic records written in the store's format (no training)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.report import FIGURES, build_index, build_report
+from bench.report.stats import spread, t975
+from bench.report.synthetic import write_synthetic_study
+from bench.study import load_studies
+
+STUDIES = load_studies().names()
+SECTION_IDS = ("overview", "design", "figures", "results", "cost", "details", "failures", "progress", "files")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class Page(HTMLParser):
+    """Collects ids, images (with their enclosing figure id), links and the text of each section."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.imgs: list[tuple[str | None, str]] = []
+        self.hrefs: list[str] = []
+        self.figure: str | None = None
+        self.section: str | None = None
+        self.text: dict[str, list[str]] = {}
+        self.svgs: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(str(a["id"]))
+        if tag == "section":
+            self.section = a.get("id")
+        if tag == "figure" and a.get("id"):
+            self.figure = a.get("id")
+        if tag == "img":
+            self.imgs.append((self.figure, a.get("src") or ""))
+        if tag == "svg":
+            self.svgs.append(self.figure)
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(str(a["href"]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "figure":
+            self.figure = None
+
+    def handle_data(self, data: str) -> None:
+        if self.section:
+            self.text.setdefault(self.section, []).append(data)
+
+
+def parse(path: Path) -> Page:
+    p = Page()
+    p.feed(path.read_text())
+    return p
+
+
+def decode_png(src: str) -> bytes:
+    assert src.startswith("data:image/png;base64,"), src[:40]
+    data = base64.b64decode(src.split(",", 1)[1], validate=True)
+    assert data.startswith(PNG) and len(data) > 200
+    return data
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every registered study with finished records (two seeds, one failed and one diverged cell),
+    and the residual study's quick profile half-way (running and pending cells)."""
+    root = tmp_path_factory.mktemp("results")
+    for i, name in enumerate(STUDIES):
+        write_synthetic_study(root, name, "smoke", seeds=(0, 1), cuda=(i % 2 == 0))
+    write_synthetic_study(root / "running", "residual", "quick", seeds=(0, 1, 2), failed=1, diverged=0,
+                          running=2, pending=5, artifacts=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reports(results: Path) -> dict[str, Path]:
+    t = time.perf_counter()
+    out = {name: build_report(name, results) for name in STUDIES}
+    out["running/residual"] = build_report("residual", results / "running")
+    build_index(results)
+    build_index(results / "running")
+    print(f"built {len(out)} reports in {time.perf_counter() - t:.1f}s")
+    return out
+
+
+def test_t_quantile_and_spread() -> None:
+    assert t975(1) == pytest.approx(12.706)
+    assert t975(30) == pytest.approx(2.042)
+    assert t975(35) == pytest.approx(2.030, abs=2e-3)  # true value 2.0301
+    assert 1.96 <= t975(10_000) < 1.962
+    s = spread([1.0, 2.0, 3.0, float("nan"), None])
+    assert s.n == 3 and s.mean == pytest.approx(2.0) and s.std == pytest.approx(1.0)
+    assert s.lo == pytest.approx(2.0 - 4.303 / np.sqrt(3)) and s.hi is not None
+    one = spread([5.0])
+    assert one.n == 1 and one.lo is None and one.fmt() == "5.00" and one.fmt_ci() == "—"
+    assert spread([]).fmt() == "—"
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_report_sections_figures_tables(study: str, results: Path, reports: dict[str, Path]) -> None:
+    path = reports[study]
+    assert path == results / study / "report.html" and path.exists()
+    html = path.read_text()
+    page = parse(path)
+    assert not (set(SECTION_IDS) - page.ids), f"missing sections: {set(SECTION_IDS) - page.ids}"
+    assert "http://" not in html and "https://" not in html, "report must be self-contained"
+
+    declared = load_studies().get(study).figures
+    assert declared, "every study declares figures"
+    for kind in declared:
+        assert kind in FIGURES
+        assert f"fig-{kind}" in page.ids
+        imgs = [src for fig, src in page.imgs if fig == f"fig-{kind}"]
+        assert imgs or f"fig-{kind}" in page.svgs, f"figure {kind} has no image"
+        for src in imgs:
+            decode_png(src)
+    for _, src in page.imgs:  # no broken image anywhere (details included)
+        decode_png(src)
+
+    results_text = " ".join(page.text["results"])
+    assert not re.search(r"\bnan\b", results_text, re.I), "nan in the results table"
+    res = pd.read_csv(results / study / "results.csv")
+    assert res["final_test_error_pct_mean"].notna().sum() >= len(res) - 1
+    assert (res["n_ok"] >= 1).sum() >= len(res) - 1
+    two = res[res["n_ok"] == 2]
+    assert two["final_test_error_pct_ci95_lo"].notna().all()
+
+    fails = pd.read_csv(results / study / "failures.csv")
+    assert set(fails["status"]) == {"failed", "diverged"}
+    assert "RuntimeError: synthetic failure" in " ".join(page.text["failures"])
+    for name in ("results.csv", "cost.csv", "failures.csv", "cells.csv"):
+        assert (results / study / name).exists()
+        assert name in page.hrefs
+    cost = pd.read_csv(results / study / "cost.csv")
+    assert cost["params_total"].notna().all()
+    assert "MACs (M, fvcore total)" in html and "peak memory (MiB)" in html
+    assert 'class="arm-detail"' in html
+    assert len(html) < 6_000_000, "report too large"
+
+
+def test_published_and_selection(results: Path, reports: dict[str, Path]) -> None:
+    res = pd.read_csv(results / "residual" / "results.csv")
+    r20 = res[res["arm"] == "model=resnet20"].iloc[0]
+    assert r20["published_value"] == pytest.approx(8.75)
+    assert r20["ours_minus_published"] == pytest.approx(r20["final_test_error_pct_mean"] - 8.75)
+    assert "He et al. 2016" in r20["published_source"]
+    sel = pd.read_csv(results / "optimizers" / "selection.csv")
+    assert set(sel["optimizer"]) == {"sgd", "adam", "adamw", "rmsprop"}
+    assert "selection" in parse(reports["optimizers"]).ids
+    assert (sel["selected on"] == "best_val_acc").all()
+
+
+def test_cpu_runs_say_memory_not_measured(results: Path) -> None:
+    cpu = [s for i, s in enumerate(STUDIES) if i % 2 == 1]
+    html = (results / cpu[0] / "report.html").read_text()
+    assert "not measured" in html
+
+
+def test_running_study_shows_pending_and_running(results: Path, reports: dict[str, Path]) -> None:
+    page = parse(reports["running/residual"])
+    text = " ".join(page.text["progress"])
+    assert "running" in text and "pending" in text
+    cells = pd.read_csv(results / "running" / "residual" / "cells.csv")
+    assert (cells["state"] == "running").sum() == 2
+    assert (cells["state"] == "pending").sum() == 5
+    assert (cells["arm_label"] != "?").all()
+    assert " ".join(page.text["overview"]).count("pending: 5") == 1
+
+
+def test_index_links_resolve(results: Path, reports: dict[str, Path]) -> None:
+    for root in (results, results / "running"):
+        index = root / "index.html"
+        page = parse(index)
+        links = [h for h in page.hrefs if not h.startswith("#")]
+        assert links
+        for href in links:
+            assert (root / href).exists(), href
+    assert len([h for h in parse(results / "index.html").hrefs if h.endswith("report.html")]) == len(STUDIES)
+    for study, path in reports.items():  # every report's links to its CSVs and the index resolve too
+        for href in parse(path).hrefs:
+            if not href.startswith("#"):
+                assert (path.parent / href).exists(), (study, href)
+
+
+def test_unknown_figure_kind_is_a_note(tmp_path: Path) -> None:
+    import json
+
+    write_synthetic_study(tmp_path, "residual-mnist", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False)
+    sj = tmp_path / "residual-mnist" / "study.json"
+    desc = json.loads(sj.read_text())
+    desc["figures"] = ["curves_epoch", "no_such_kind"]
+    sj.write_text(json.dumps(desc))
+    html = build_report("residual-mnist", tmp_path).read_text()
+    assert "unknown figure kind &#39;no_such_kind&#39;: skipped" in html
+    assert "no artifacts.npz" in html
