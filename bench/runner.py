@@ -106,6 +106,8 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
         )
     except Exception as exc:  # noqa: BLE001 - a measurement problem must not cost the training run
         return {"measure_error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    env = environment()
+    m = {k: v for k, v in m.items() if k not in env}  # the summary carries the environment once
     write_json(path, m)
     return m
 
