@@ -108,6 +108,10 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
         return {"measure_error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
     env = environment()
     m = {k: v for k, v in m.items() if k not in env}  # the summary carries the environment once
+    # What was measured is in the config already; keep these names from shadowing the summary's.
+    for k in ("model", "device", "batch_size", "precision", "channels_last", "input_shape"):
+        if k in m:
+            m[f"measured_{k}"] = m.pop(k)
     write_json(path, m)
     return m
 

@@ -33,6 +33,8 @@ import pandas as pd
 DONE_STATUSES = ("ok", "diverged", "oom", "failed")
 STALE_AFTER_S = 120.0  # a claim whose heartbeat is older than this is taken to be dead
 HEARTBEAT_EVERY_S = 15.0
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -40,6 +42,7 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are shared on cluster file systems
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -169,10 +172,10 @@ class ResultsStore:
             return str(s.get("status", "failed"))
         lock = self.run_dir(study, run_id) / "claim.lock"
         try:
-            age = time.time() - lock.stat().st_mtime
+            # Stale by heartbeat age, or at once when its process (on this host) is gone.
+            return "stale" if self._is_stale(lock) else "running"
         except FileNotFoundError:
             return "pending"
-        return "running" if age < self.stale_after_s else "stale"
 
     def claim_info(self, study: str, run_id: str) -> dict[str, Any] | None:
         try:

@@ -205,3 +205,20 @@ def test_unknown_figure_kind_is_a_note(tmp_path: Path) -> None:
     html = build_report("residual-mnist", tmp_path).read_text()
     assert "unknown figure kind &#39;no_such_kind&#39;: skipped" in html
     assert "no artifacts.npz" in html
+
+
+def test_other_profile_records_are_left_out(tmp_path: Path) -> None:
+    write_synthetic_study(tmp_path, "residual", "quick", seeds=(0,), failed=0, diverged=0, artifacts=False)
+    write_synthetic_study(tmp_path, "residual", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False)
+    html = build_report("residual", tmp_path).read_text()
+    assert "4 of 4 cells finished" in html and "8 older record(s)" in html
+    assert len(pd.read_csv(tmp_path / "residual" / "cells.csv")) == 4
+
+
+def test_nothing_finished_yet(tmp_path: Path) -> None:
+    write_synthetic_study(tmp_path, "optimizers", "smoke", seeds=(0,), failed=0, diverged=0, running=1, pending=3)
+    page = parse(build_report("optimizers", tmp_path))
+    assert not (set(SECTION_IDS) - page.ids)
+    text = " ".join(page.text["progress"])
+    assert "0 of 4 cells finished; 1 running, 3 pending." in text
+    assert "no finished run yet" in " ".join(page.text["details"])

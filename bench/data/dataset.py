@@ -108,12 +108,17 @@ def default_cache_dir() -> Path:
 
 
 def is_writable_dir(path: Path) -> bool:
-    """Whether files can be created in ``path`` (created if missing and the parent allows)."""
+    """Whether we may create files in ``path`` (created if missing and the parent allows).
+
+    A folder without any write permission bit counts as read-only even for root, for whom
+    ``os.access`` always says yes: shared data folders are marked read-only that way.
+    """
     try:
         path.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode
     except OSError:
         return False
-    return os.access(path, os.W_OK | os.X_OK)
+    return bool(mode & 0o222) and os.access(path, os.W_OK | os.X_OK)
 
 
 def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
@@ -128,6 +133,7 @@ def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache should be readable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -118,7 +118,7 @@ def _worker_main(spec: WorkSpec, cuda_visible: str | None, threads: int | None) 
         if threads:
             import torch
 
-            torch.set_num_threads(threads)  # N workers on one CPU: do not oversubscribe its cores
+            torch.set_num_threads(threads)
         work(spec)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -189,12 +189,15 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
     over finished cells until all workers exit; returns how many exited abnormally."""
     from dataclasses import replace
 
+    import torch
     from tqdm.auto import tqdm
 
     ctx = mp.get_context("spawn")
     host = socket.gethostname()
     n_workers = len(slots) * per_slot
-    threads = None
+    # CPU workers use this process's intra-op thread count: another count changes the float
+    # reduction order, and the numbers would differ from an inline run's.
+    threads = torch.get_num_threads() if slots == [None] else None
     procs: list[tuple[str, mp.process.BaseProcess]] = []
     for slot in slots:
         for k in range(per_slot):

@@ -100,33 +100,16 @@ class Unit(nn.Module):
     preact: ClassVar[bool] = False
 
 
-class BasicBlock(Unit):
-    """(a) original: conv-norm-ReLU-conv-norm, add, ReLU."""
+class _ConvNormPair(Unit):
+    """Shared layers of the units that differ only in forward order: conv1, bn1 (planes), relu,
+    conv2, bn2 (planes) and, if ``has_shortcut``, the shortcut."""
+
+    has_shortcut: ClassVar[bool] = True
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, norm_layer: NormLayer | None = None,
                  shortcut: str = "A") -> None:
         super().__init__()
-        bias = norm_layer is None
-        self.conv1 = conv3x3(inplanes, planes, stride, bias)
-        self.bn1 = norm_or_identity(norm_layer, planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, 1, bias)
-        self.bn2 = norm_or_identity(norm_layer, planes)
-        self.shortcut = make_shortcut(shortcut, inplanes, planes, stride, norm_layer)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
-
-
-class PlainBlock(Unit):
-    """Plain twin of the original unit: conv-norm-ReLU-conv-norm-ReLU, no shortcut."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, norm_layer: NormLayer | None = None,
-                 shortcut: str = "A") -> None:
-        super().__init__()
-        if shortcut not in SHORTCUTS:  # accepted (and ignored) so plain/residual twins share options
+        if shortcut not in SHORTCUTS:  # checked even without a shortcut, so twins share options
             raise unknown_value("shortcut", shortcut, SHORTCUTS)
         bias = norm_layer is None
         self.conv1 = conv3x3(inplanes, planes, stride, bias)
@@ -134,25 +117,31 @@ class PlainBlock(Unit):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes, 1, bias)
         self.bn2 = norm_or_identity(norm_layer, planes)
+        if self.has_shortcut:
+            self.shortcut = make_shortcut(shortcut, inplanes, planes, stride, norm_layer)
+
+
+class BasicBlock(_ConvNormPair):
+    """(a) original: conv-norm-ReLU-conv-norm, add, ReLU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class PlainBlock(_ConvNormPair):
+    """Plain twin of the original unit: conv-norm-ReLU-conv-norm-ReLU, no shortcut."""
+
+    has_shortcut = False
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(out)))
 
 
-class BNAfterAddBlock(Unit):
+class BNAfterAddBlock(_ConvNormPair):
     """(b) BN after addition: conv-norm-ReLU-conv, add, norm, ReLU."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, norm_layer: NormLayer | None = None,
-                 shortcut: str = "A") -> None:
-        super().__init__()
-        bias = norm_layer is None
-        self.conv1 = conv3x3(inplanes, planes, stride, bias)
-        self.bn1 = norm_or_identity(norm_layer, planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, 1, bias)
-        self.bn2 = norm_or_identity(norm_layer, planes)
-        self.shortcut = make_shortcut(shortcut, inplanes, planes, stride, norm_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -160,19 +149,8 @@ class BNAfterAddBlock(Unit):
         return self.relu(self.bn2(out))
 
 
-class ReLUBeforeAddBlock(Unit):
+class ReLUBeforeAddBlock(_ConvNormPair):
     """(c) ReLU before addition: conv-norm-ReLU-conv-norm-ReLU, add (no activation after it)."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, norm_layer: NormLayer | None = None,
-                 shortcut: str = "A") -> None:
-        super().__init__()
-        bias = norm_layer is None
-        self.conv1 = conv3x3(inplanes, planes, stride, bias)
-        self.bn1 = norm_or_identity(norm_layer, planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, 1, bias)
-        self.bn2 = norm_or_identity(norm_layer, planes)
-        self.shortcut = make_shortcut(shortcut, inplanes, planes, stride, norm_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -180,23 +158,16 @@ class ReLUBeforeAddBlock(Unit):
         return out + self.shortcut(x)
 
 
-class ReLUPreActBlock(Unit):
+class ReLUPreActBlock(_ConvNormPair):
     """(d) ReLU-only pre-activation: ReLU-conv-norm-ReLU-conv-norm, add."""
 
     preact = True
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, norm_layer: NormLayer | None = None,
                  shortcut: str = "A") -> None:
-        super().__init__()
-        bias = norm_layer is None
+        super().__init__(inplanes, planes, stride, norm_layer, shortcut)
         self.relu0 = nn.ReLU()  # not in place: the identity path still needs x
-        self.conv1 = conv3x3(inplanes, planes, stride, bias)
-        self.bn1 = norm_or_identity(norm_layer, planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, 1, bias)
-        self.bn2 = norm_or_identity(norm_layer, planes)
-        self.shortcut = make_shortcut(shortcut, inplanes, planes, stride, norm_layer)
-        self.project_preact = shortcut == "B"
+        self.project_preact = shortcut == "B"  # a projection sees the activated input
 
     def forward(self, x: Tensor) -> Tensor:
         pre = self.relu0(x)

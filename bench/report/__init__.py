@@ -69,7 +69,9 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
         failures_html=by_name["failures"].html,
         n_open=n_open,
         progress_line=(f"{counts['ok'] + counts['failed']} of {total} cells finished"
-                       + (f"; {counts['running']} running, {counts['pending']} pending." if n_open else ".")),
+                       + (f"; {counts['running']} running, {counts['pending']} pending." if n_open else ".")
+                       + (f" {d.excluded} older record(s) of another profile or overrides are not included."
+                          if d.excluded else "")),
         progress_html=by_name["cells"].html,
         csv_files=csv_files,
     )

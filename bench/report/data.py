@@ -35,6 +35,7 @@ class ReportData:
     summaries: dict[str, dict[str, Any]]
     palette: Palette
     published: list[dict[str, Any]] = field(default_factory=list)
+    excluded: int = 0  # records under runs/ that belong to another profile or --set overrides
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -139,6 +140,13 @@ def load(study: str, results_dir: str | Path) -> ReportData:
                 present[rd.name] = read_json(rd / "cell.json")
             except ValueError:
                 pass
+    # study.json lists the cells of the latest `bench run` (profile + overrides); records of earlier
+    # runs with another profile share arm labels and must not be averaged in.
+    listed = set(desc.get("run_ids") or [])
+    excluded = sorted(set(present) - listed) if listed else []
+    for rid in excluded:
+        present.pop(rid)
+        summaries.pop(rid, None)
     profile = desc.get("profile") or next((s.get("profile") for s in present.values() if s.get("profile")), None)
     expected = _expected_cells(study, desc, profile)
     order = [c["run_id"] for c in expected] + sorted(set(present) - {c["run_id"] for c in expected})
@@ -172,13 +180,14 @@ def load(study: str, results_dir: str | Path) -> ReportData:
     runs = pd.DataFrame(flat)
     history = store.load_history(study)
     if not history.empty:
-        history = history.merge(cells[["run_id", "state"]], on="run_id", how="left")
+        history = history.merge(cells[["run_id", "state"]], on="run_id", how="inner")
     # Tag and axis values get their own colours (depth, norm, optimizer...), fixed for the report.
     tag_cols = {c: cells[c].dropna().unique().tolist() for c in cells.columns
                 if c.startswith("tag_") or (c.startswith("arm_") and c != "arm_label")}
     return ReportData(study=study, root=Path(results_dir), desc=desc, profile=profile, axes=axes,
                       arm_order=arm_order, cells=cells, runs=runs, history=history, summaries=summaries,
-                      palette=Palette(arm_order, tag_cols), published=list(desc.get("published") or []))
+                      palette=Palette(arm_order, tag_cols), published=list(desc.get("published") or []),
+                      excluded=len(excluded))
 
 
 def config_difference(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:

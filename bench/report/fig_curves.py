@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from bench.report.data import CURVE_STATES, ReportData
 from bench.report.plotting import Figure, mean_band, panels, short, style, to_png
@@ -89,6 +90,8 @@ def _curves(d: ReportData, kind: str, x: str, xlabel: str, title: str) -> Figure
                           label=short(arm))
             ax.set_title("validation error" if split == "val" else "test error")
             ax.set_xlabel(xlabel)
+            if x == "epoch":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("error (%)")
         if len(arms) > 6:
             axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 if len(arms) <= 16 else 2)

@@ -44,6 +44,17 @@ def num(v: Any, digits: int = 2) -> str:
     return "—" if not math.isfinite(f) else f"{f:.{digits}f}"
 
 
+def sig(v: Any) -> str:
+    """Three significant digits without scientific notation (0.566, 42.1, 168, 1,234), '—' if missing."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(f):
+        return "—"
+    return f"{f:,.0f}" if abs(f) >= 100 else f"{f:.3g}"
+
+
 def styled(df: pd.DataFrame, *, bold_rows: list[int] | None = None, table_id: str = "") -> str:
     """Styler HTML for a display frame (all cells already strings), index hidden."""
     if df.empty:
@@ -138,27 +149,32 @@ def cost_table(d: ReportData) -> Table:
         mem = med["train_peak_allocated_bytes"]
         mem = med["metrics_peak_allocated_bytes"] if mem != mem else mem
         dev = sub["env_device_name"].dropna().iloc[0] if "env_device_name" in sub and sub["env_device_name"].notna().any() else ""
-        raw.append({"arm": arm, "model": sub["model"].iloc[0] if "model" in sub else "", **med,
+        # The runner records a failed measurement as measure_error instead of failing the run.
+        merr = next((str(e) for e in sub.get("measure_error", pd.Series(dtype=object)).dropna()), "")
+        raw.append({"arm": arm, "model": sub["model"].iloc[0] if "model" in sub else "", **med, "measure_error": merr,
                     "peak_memory_mib": mem / MIB, "total_train_time_min": total_min, "runs": len(sub),
                     "shared_gpu_runs": n_shared, "device_name": dev})
         t = SHARED_MARK if n_shared else ""
         shown.append({
-            "arm": arm, "params (M)": num(med["params_total"] / 1e6, 3),
-            "MACs (M, fvcore total)": num(med["macs_fvcore_total"] / 1e6, 1),
-            "MACs (M, conv+linear)": num(med["macs_conv_linear"] / 1e6, 1),
-            "FLOPs (M, torch)": num(med["flops_torch"] / 1e6, 1),
+            "arm": arm, "params (M)": sig(med["params_total"] / 1e6),
+            "MACs (M, fvcore total)": sig(med["macs_fvcore_total"] / 1e6),
+            "MACs (M, conv+linear)": sig(med["macs_conv_linear"] / 1e6),
+            "FLOPs (M, torch)": sig(med["flops_torch"] / 1e6),
             "train samples/s (steps)": num(med["step_train_samples_per_s"], 0) + t,
             "train samples/s (epochs)": num(med["epoch_train_samples_per_s"], 0) + t,
             "inference samples/s": num(med["infer_samples_per_s"], 0) + t,
             "peak memory (MiB)": "not measured" if mem != mem else num(mem / MIB, 1),
-            "median epoch time (s)": num(med["median_epoch_time_s"], 2) + t,
-            "total train time (min)": num(total_min, 2),
+            "median epoch time (s)": sig(med["median_epoch_time_s"]) + t,
+            "total train time (min)": sig(total_min),
             "shared GPU": f"yes ({n_shared}/{len(sub)} runs) {SHARED_MARK}" if n_shared else "no",
             "device": dev or "—",
+            "measurement error": html.escape(merr),
         })
     shown_df = pd.DataFrame(shown)
     if not shown_df.empty and shown_df["device"].nunique() <= 1:
         shown_df = shown_df.drop(columns=["device"])  # one device: already in the page header
+    if not shown_df.empty and not shown_df["measurement error"].astype(bool).any():
+        shown_df = shown_df.drop(columns=["measurement error"])
     return Table("cost", pd.DataFrame(raw), styled(shown_df, table_id="cost-table"))
 
 
