@@ -53,7 +53,9 @@ def _check_positive_int(model: str, what: str, value: object) -> None:
         raise UserError(f"model {model!r}: {what} must be a positive integer, got {value!r}")
 
 
-def create_model(name: str, num_classes: int = 10, in_channels: int | None = None, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, num_classes: int = 10, in_channels: int | None = None, **kwargs: Any
+) -> nn.Module:
     """Build the model registered as ``name``; every mistake in the arguments is a UserError.
 
     ``in_channels`` defaults to the channels of the model's registered ``input_size`` (3 for the

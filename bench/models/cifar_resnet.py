@@ -74,7 +74,12 @@ class ShortcutA(nn.Module):
 
 
 def make_shortcut(
-    kind: str, in_planes: int, out_planes: int, stride: int, norm_layer: NormLayer | None, with_norm: bool = True
+    kind: str,
+    in_planes: int,
+    out_planes: int,
+    stride: int,
+    norm_layer: NormLayer | None,
+    with_norm: bool = True,
 ) -> nn.Module:
     """Identity when the shape is unchanged; else option 'A' or 'B' (see the module docstring)."""
     if kind not in SHORTCUTS:
@@ -204,7 +209,7 @@ class PreActBlock(Unit):
 
 
 class PreActBottleneck(Unit):
-    """Full pre-activation bottleneck: norm-ReLU-conv1x1, norm-ReLU-conv3x3(stride), norm-ReLU-conv1x1 (x4)."""
+    """Full pre-activation bottleneck: norm-ReLU-conv1x1, norm-ReLU-conv3x3/s, norm-ReLU-conv1x1 (x4)."""
 
     expansion = 4
     convs = 3
@@ -337,11 +342,11 @@ def cifar_resnet(
                        make_norm_layer(norm, groups), shortcut)
 
 
-# Variants as data: name -> (depth, default block, default shortcut, family, description).
+# Variants as data: name -> depth, default block, default shortcut, family.
 _DOCS = {
     BasicBlock: "ResNet-{d} for CIFAR (He et al. 2016): {n} basic blocks per stage, 16/32/64 channels.",
     PlainBlock: "Plain-{d} for CIFAR: ResNet-{d} without shortcuts (He et al. 2016 Sec. 4.2).",
-    PreActBottleneck: "Pre-activation bottleneck ResNet-{d} (He et al. 2016b): {n} per stage, 64/128/256 out.",
+    PreActBottleneck: "Pre-activation bottleneck ResNet-{d}, He et al. 2016b: {n} bottlenecks per stage, 64/128/256 out.",
 }
 CIFAR_VARIANTS: dict[str, dict] = {
     **{f"resnet{d}": dict(depth=d, block=BasicBlock, shortcut="A", family="cifar_resnet")
@@ -353,7 +358,9 @@ CIFAR_VARIANTS: dict[str, dict] = {
 }
 
 
-def _make_variant(name: str, depth: int, default_block: type[Unit], default_shortcut: str) -> Callable[..., CifarResNet]:
+def _make_variant(
+    name: str, depth: int, default_block: type[Unit], default_shortcut: str
+) -> Callable[..., CifarResNet]:
     def model(
         num_classes: int = 10,
         in_channels: int = 3,

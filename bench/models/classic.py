@@ -58,7 +58,9 @@ def alexnet_cifar(num_classes: int = 10, in_channels: int = 3, *, dropout: float
 class CifarVGG(nn.Module):
     """VGG features (torchvision ``make_layers``) + global average pool + a CIFAR-sized classifier."""
 
-    def __init__(self, features: nn.Sequential, num_classes: int = 10, hidden: int = 512, dropout: float = 0.5):
+    def __init__(
+        self, features: nn.Sequential, num_classes: int = 10, hidden: int = 512, dropout: float = 0.5
+    ) -> None:
         super().__init__()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # 1x1 already at 32 pixels; makes larger inputs legal
@@ -172,7 +174,9 @@ class SimpleCNN(nn.Module):
 
 
 @register_model(family="cnn")
-def simple_cnn(num_classes: int = 10, in_channels: int = 3, *, norm: str = "none", groups: int = 32) -> SimpleCNN:
+def simple_cnn(
+    num_classes: int = 10, in_channels: int = 3, *, norm: str = "none", groups: int = 32
+) -> SimpleCNN:
     """Small plain CNN (the Keras cifar10_cnn example): 4 convs, 2 pools, dense 512, dropout."""
     return SimpleCNN(num_classes, in_channels, make_norm_layer(norm, groups))
 
@@ -207,8 +211,14 @@ CONVNET_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, "M")
 class ConvNet(nn.Module):
     """Plain conv net: ``block`` units per ``cfg`` entry ('M' = 2x2 max-pool), global pool, FC."""
 
-    def __init__(self, block: type[nn.Module], cfg: tuple[int | str, ...] = CONVNET_CFG, num_classes: int = 10,
-                 in_channels: int = 3, norm_layer: NormLayer | None = nn.BatchNorm2d):
+    def __init__(
+        self,
+        block: type[nn.Module],
+        cfg: tuple[int | str, ...] = CONVNET_CFG,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        norm_layer: NormLayer | None = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels

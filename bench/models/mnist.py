@@ -52,7 +52,9 @@ class ResizeResidualBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(mid, cout, 3, stride=2, padding=1, bias=bias)
         self.bn2 = norm_or_identity(norm_layer, cout)
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=bias), norm_or_identity(norm_layer, cout))
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=2, bias=bias), norm_or_identity(norm_layer, cout)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -77,7 +79,7 @@ def mnist_resnet_identity(num_classes: int = 10, in_channels: int = 1, *, norm: 
                           groups: int = 32) -> MnistResNet:
     """MNIST ResNet with two identity residual blocks (1->4->1 channels) and a 784->10 FC layer."""
     norm_layer = make_norm_layer(norm, groups)
-    blocks = [IdentityResidualBlock(in_channels, 4, norm_layer), IdentityResidualBlock(in_channels, 4, norm_layer)]
+    blocks = [IdentityResidualBlock(in_channels, 4, norm_layer) for _ in range(2)]
     return MnistResNet(blocks, in_channels * 28 * 28, num_classes)
 
 
@@ -93,7 +95,9 @@ def mnist_resnet_resize(num_classes: int = 10, in_channels: int = 1, *, norm: st
 class MnistCNN(nn.Module):
     """conv32-norm-ReLU-pool, conv64-norm-ReLU-pool, dense 128, dropout, FC."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, norm_layer: NormLayer | None = None) -> None:
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, norm_layer: NormLayer | None = None
+    ) -> None:
         super().__init__()
         bias = norm_layer is None
         self.features = nn.Sequential(
@@ -111,6 +115,8 @@ class MnistCNN(nn.Module):
 
 
 @register_model(input_size=MNIST_INPUT, family="mnist")
-def mnist_cnn(num_classes: int = 10, in_channels: int = 1, *, norm: str = "none", groups: int = 32) -> MnistCNN:
+def mnist_cnn(
+    num_classes: int = 10, in_channels: int = 1, *, norm: str = "none", groups: int = 32
+) -> MnistCNN:
     """Plain MNIST CNN baseline: two conv-pool stages (32, 64 channels), dense 128, dropout."""
     return MnistCNN(num_classes, in_channels, make_norm_layer(norm, groups))
