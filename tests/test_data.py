@@ -279,9 +279,19 @@ def test_synthetic_deterministic_and_options():
             load_dataset(bad)
 
 
-def test_synthetic_is_learnable_by_a_small_cnn():
+@pytest.fixture
+def one_thread():
+    # Tiny convs on 2 shared cores: with 2 threads, OpenMP barriers make a 0.5 s run take 10+ s
+    # whenever another process is busy; 1 thread is steady (~1 s).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_synthetic_is_learnable_by_a_small_cnn(one_thread):
     torch.manual_seed(0)
-    data = load_dataset("synthetic:size=16")  # 16x16 keeps this a few seconds on 2 busy CPU cores
+    data = load_dataset("synthetic:size=16")  # 16x16: about a second on one CPU thread
     net = nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),

@@ -260,5 +260,6 @@ def _pool() -> Executor:
     if n < 2:
         return _InlineExecutor()
     # fork starts workers in milliseconds and they only need PIL/numpy; elsewhere spawn is the safe default.
+    Image.init()  # load PIL's format plugins once, before forking, not lazily in every worker
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context(method))

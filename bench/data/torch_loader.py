@@ -62,6 +62,7 @@ class EpochSampler(Sampler[int]):
 def build_transform(
     *,
     height: int,
+    width: int,
     train: bool,
     mean: Sequence[float],
     std: Sequence[float],
@@ -75,8 +76,8 @@ def build_transform(
     aug = train and augment
     steps: list[object] = []
     if aug and crop_padding > 0:
-        steps.append(transforms.RandomCrop(height, padding=crop_padding))
-    if image_size is not None and image_size != height:
+        steps.append(transforms.RandomCrop((height, width), padding=crop_padding))
+    if image_size is not None and (image_size, image_size) != (height, width):
         steps.append(transforms.Resize((image_size, image_size), interpolation=transforms.InterpolationMode.BILINEAR))
     if crop_size is not None:
         steps.append(transforms.RandomCrop(crop_size) if aug else transforms.CenterCrop(crop_size))
@@ -120,7 +121,7 @@ class TorchLoader:
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        height = int(ds.images.shape[2])
+        height, width = int(ds.images.shape[2]), int(ds.images.shape[3])
         self.out_size = output_size(height, image_size, crop_size)
         cuda = self.device.type == "cuda"
         if num_workers is None:
@@ -133,6 +134,7 @@ class TorchLoader:
         self._epoch = 0
         transform = build_transform(
             height=height,
+            width=width,
             train=train,
             mean=mean,
             std=std,
