@@ -96,8 +96,8 @@ def test_failing_cell_is_recorded_and_study_goes_on(results_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_run_resumes(results_dir: Path) -> None:
-    args = ["run", "residual-mnist", "--profile", "smoke", "--set", "epochs=4",
-            "--set", "dataset=synthetic:channels=1,size=28,train=2048,test=64"]
+    args = ["run", "residual-mnist", "--profile", "smoke", "--set", "epochs=3",
+            "--set", "dataset=synthetic:channels=1,size=28,train=1024,test=64"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "bench", "--results-dir", str(results_dir), *args],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,11 +118,11 @@ def test_killed_run_resumes(results_dir: Path) -> None:
     assert len(runs) == 3 and set(runs["status"]) == {"ok"}
     assert done_before < 3
     summary = json.loads((rd / "summary.json").read_text())
-    assert summary["metrics"]["epochs_done"] == 4
+    assert summary["metrics"]["epochs_done"] == 3
     assert summary["metrics"].get("resumed_from_epoch", 0) >= 1
     import pandas as pd
 
-    assert list(pd.read_csv(rd / "history.csv")["epoch"]) == [1, 2, 3, 4]
+    assert list(pd.read_csv(rd / "history.csv")["epoch"]) == [1, 2, 3]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,13 @@ stops at the budget); otherwise ``cfg.epochs`` full epochs.
 
 Synchronisation. The step loop never reads a device value: losses and correct counts stay on the
 device and are read once per epoch (see :mod:`bench.train.loop` for the divergence check).
+
+Engines. ``cfg.engine='eager'`` runs :func:`bench.train.loop.train_epoch`. 'graph', and 'auto' on a
+CUDA device, capture the whole training step in a CUDA graph and replay it per batch
+(:mod:`bench.train.graphed`); the warm-up and capture run before the first epoch and are timed
+separately (``capture_time_s``, not in ``epoch_time_s``). Where a run cannot be graphed (CPU, fp16 with
+GradScaler, an optimizer without a capturable step, a model that fails to capture) it trains with the
+eager loop and the summary says why (``engine_fallback_reason``); ``engine_used`` says which ran.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from bench.data import LoadedData, load_dataset, make_loader, split_train_val, s
 from bench.models import create_model
 from bench.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bench.train.evaluate import evaluate, first_conv_weight, prediction_artifacts, save_artifacts
+from bench.train.graphed import GraphTrainer, GraphUnsupported, graph_decision
 from bench.train.loop import Precision, numerics, resolve_precision, train_epoch
 from bench.train.optim import build_optimizer, build_schedule
 from bench.train.summary import HISTORY_KEYS, summarise
@@ -148,6 +156,10 @@ class _Run:
         self.start_epoch, self.iteration, self.train_time = 0, 0, 0.0
         self.test_pred: torch.Tensor | None = None
         self._resume()
+        self.engine_used = "eager"
+        self._want_graph, self.engine_fallback_reason = graph_decision(cfg, device, prec)
+        self.graph: GraphTrainer | None = None
+        self.capture_time = 0.0
 
     # ------------------------------------------------------------------------------ checkpoints
 
@@ -174,7 +186,8 @@ class _Run:
             "run_id": self.cfg.run_id, "config": self.cfg.to_dict(),
             "epoch": epochs_done, "iteration": self.iteration, "train_time_s": self.train_time,
             "history": self.history, "filters_init": self.filters_init,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.graph.optimizer_state_dict() if self.graph is not None else self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(),
             "rng": rng_state(),
         })
@@ -224,23 +237,54 @@ class _Run:
             sizes=(_size(self.splits.train), _size(self.splits.val), _size(self.splits.test)),
             data_source=str(self.splits.info.source),
         )
+        summary.update({"engine_used": self.engine_used, "engine_fallback_reason": self.engine_fallback_reason,
+                        "capture_time_s": self.capture_time})
         if self.ckpt_path is not None:
             self.ckpt_path.unlink(missing_ok=True)
         return TrainResult(status, self.history, summary, artifacts)
 
+    def _setup_graph(self, epoch: int) -> None:
+        """Warm up and capture the graphed step once, before the first epoch of this process."""
+        if not self._want_graph:
+            return
+        self._want_graph = False
+        _sync(self.device)
+        t0 = time.perf_counter()
+        graph: GraphTrainer | None = None
+        try:
+            graph = GraphTrainer(
+                self.model, self.train_loader, optimizer=self.optimizer, schedule=self.schedule,
+                base_lr=self.cfg.lr, total_steps=self.total_steps, criterion=self.criterion,
+                aux_weight=self.cfg.aux_loss_weight, prec=self.prec, device=self.device,
+                channels_last=self.cfg.channels_last,
+            )
+            graph.setup(epoch)
+            self.graph, self.engine_used = graph, "graph"
+        except GraphUnsupported as exc:
+            if graph is not None:
+                graph.restore_eager_optimizer()
+            self.engine_fallback_reason = str(exc)
+        _sync(self.device)
+        self.capture_time += time.perf_counter() - t0
+
     def _epoch(self, epoch: int) -> dict[str, Any]:
         cuda = self.device.type == "cuda"
+        self._setup_graph(epoch)
         self.train_loader.set_epoch(epoch)
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         _sync(self.device)
         t0 = time.perf_counter()
-        stats = train_epoch(
-            self.model, self.train_loader, optimizer=self.optimizer, scaler=self.scaler,
-            schedule=self.schedule, base_lr=self.cfg.lr, criterion=self.criterion,
-            aux_weight=self.cfg.aux_loss_weight, prec=self.prec, device=self.device,
-            start_iteration=self.iteration, max_iteration=self.total_steps, channels_last=self.cfg.channels_last,
-        )
+        if self.graph is not None:
+            stats = self.graph.train_epoch(epoch, self.iteration, self.total_steps)
+        else:
+            stats = train_epoch(
+                self.model, self.train_loader, optimizer=self.optimizer, scaler=self.scaler,
+                schedule=self.schedule, base_lr=self.cfg.lr, criterion=self.criterion,
+                aux_weight=self.cfg.aux_loss_weight, prec=self.prec, device=self.device,
+                start_iteration=self.iteration, max_iteration=self.total_steps,
+                channels_last=self.cfg.channels_last,
+            )
         _sync(self.device)
         epoch_time = time.perf_counter() - t0
         peak = int(torch.cuda.max_memory_allocated(self.device)) if cuda else None  # training part only
@@ -284,7 +328,8 @@ class _Run:
         _, acc_eval, _ = evaluate(self.model, loader, **kw)
         # a deep copy, so the train-mode pass leaves the model's running statistics untouched
         _, acc_train, _ = evaluate(copy.deepcopy(self.model), loader, train_mode=True, **kw)
-        extra = {"final_train_acc_evalmode": acc_eval, "final_train_acc_trainmode": acc_train}
+        extra = {"final_train_acc_evalmode": acc_eval, "final_train_acc_trainmode": acc_train,
+                 "resumed_from_epoch": self.start_epoch}  # 0 unless continued from a checkpoint
         test = splits.test
         artifacts = prediction_artifacts(self.test_pred, test.labels.cpu(), test.images.cpu(), len(self.classes))
         return extra, artifacts
