@@ -134,6 +134,26 @@ def test_option_parsing(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()  # refused before writing anything
 
 
+def test_gpu_slots_and_pinning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """GPU selection and CUDA_VISIBLE_DEVICES pinning of a spawned worker, without a GPU."""
+    import multiprocessing as mp
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert local_mod.resolve_slots("auto", None) == ("cuda", [0, 1, 2, 3])
+    assert local_mod.resolve_slots("cuda", "0,2") == ("cuda", [0, 2])
+    assert local_mod.resolve_slots("cuda:1", None) == ("cuda:1", [1])
+    with pytest.raises(UserError, match="disagree"):
+        local_mod.resolve_slots("cuda:1", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")  # our own restriction is respected
+    assert local_mod._physical_gpu(1) == "5"
+    out = tmp_path / "env.txt"
+    p = mp.get_context("spawn").Process(target=os.system, args=(f"echo $CUDA_VISIBLE_DEVICES > {out}",))
+    local_mod._start_pinned(p, "5")
+    p.join()
+    assert out.read_text().strip() == "5" and os.environ["CUDA_VISIBLE_DEVICES"] == "3,5,7"
+
+
 def test_auto_parallel_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     study = get_study(STUDY)
     cells = study.cells(PROFILE, OVERRIDES)
@@ -223,7 +243,10 @@ RUNNER = textwrap.dedent('''
     import bench.runner
     import bench.train.engine as engine
 
+    import bench.executors.local
+
     bench.runner.get_measurements = lambda *a, **k: {}  # measurements are not what is tested
+    bench.executors.local._measure_alone = lambda *a, **k: None
     _train = engine.train
 
     def counted(cfg, **kw):

@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from bench.errors import UserError
-from bench.executors.local import auto_parallel, parse_gpus, run_local
+from bench.executors.local import auto_parallel, parse_gpus, resolve_slots, run_local
 from bench.executors.slurm import build_slurm_parameters, run_submitit
 from bench.executors.status import status_frame, status_table
 from bench.runner import check_data, prepare
@@ -73,6 +73,8 @@ def run_with_executor(study: Study, profile: str, args: argparse.Namespace) -> d
         "data_dir": getattr(args, "data_dir", None),
         "measure": bool(getattr(args, "measure", True)),
     }
+    if executor == "local":
+        resolve_slots(opts["device"], getattr(args, "gpus", None))  # bad --device/--gpus: before any write
     if executor == "slurm":
         from bench.executors.slurm import require_sbatch
 

@@ -72,10 +72,12 @@ def _largest_model(cells: Sequence[Cell], data_dir: str | None) -> tuple[int, in
         ch, h, w = input_shape(cfg, data)
         key = repr((cfg.model, cfg.model_kwargs, ch, len(data.train.classes)))
         if key not in seen:
-            # The meta device builds the model without allocating its weights.
-            with torch.device("meta"):
-                model = create_model(cfg.model, num_classes=len(data.train.classes), in_channels=ch,
-                                     **cfg.model_kwargs)
+            kwargs = dict(num_classes=len(data.train.classes), in_channels=ch, **cfg.model_kwargs)
+            try:
+                with torch.device("meta"):  # builds the model without allocating its weights
+                    model = create_model(cfg.model, **kwargs)
+            except Exception:  # noqa: BLE001 - a model whose init needs real tensors
+                model = create_model(cfg.model, **kwargs)
             seen[key] = (count_params(model)["params_total"], max(h, w))
         else:
             seen[key] = (seen[key][0], max(seen[key][1], h, w))
@@ -127,6 +129,79 @@ def _worker_main(spec: WorkSpec, cuda_visible: str | None, threads: int | None) 
         sys.exit(1)
 
 
+def resolve_slots(device: str, gpus: str | None) -> tuple[str, list[int | None]]:
+    """The device and where workers go: GPU indices, or ``[None]`` for the CPU (checked early, before
+    anything is written)."""
+    import torch
+
+    device = resolve_device(device)
+    count = torch.cuda.device_count() if device.startswith("cuda") else 0
+    if device == "cpu":
+        if gpus:
+            raise UserError(f"--gpus {gpus} asked for with --device cpu (drop one of them)")
+        return device, [None]
+    if device.startswith("cuda:"):
+        slots: list[int | None] = [int(device.split(":", 1)[1])]
+        if gpus and parse_gpus(gpus, count) != slots:
+            raise UserError(f"--gpus {gpus} and --device {device} disagree (drop one of them)")
+        return device, slots
+    return device, list(parse_gpus(gpus, count) or range(count))
+
+
+def _measure_main(spec: WorkSpec, cuda_visible: str | None, threads: int | None) -> None:
+    """Process entry: fill the measurement cache (speed, memory) for the spec's cells, alone on
+    the device. Errors are left for the cell's own run to record."""
+    if cuda_visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from bench.runner import get_measurements
+    from bench.study import get_study
+
+    store = ResultsStore(spec.results_dir)
+    wanted = set(spec.run_ids)
+    for c in get_study(spec.study).cells(spec.profile, spec.overrides):
+        if c.run_id in wanted:
+            try:
+                get_measurements(c.config, load_data(c.config.dataset, spec.data_dir), store, c.study, spec.device)
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+
+
+def _measure_alone(spec: WorkSpec, slot: int | None) -> None:
+    """Measure each model before the workers start: speed and memory measured while other runs
+    share the device would be wrong, and the cache makes the workers skip them."""
+    from dataclasses import replace
+
+    import torch
+
+    visible = None if slot is None else _physical_gpu(slot)
+    threads = torch.get_num_threads() if slot is None else None
+    p = mp.get_context("spawn").Process(
+        target=_measure_main, args=(replace(spec, device="cpu" if slot is None else "cuda"), visible, threads),
+        name="measure")
+    _start_pinned(p, visible)
+    p.join()
+
+
+def _start_pinned(p: mp.process.BaseProcess, visible: str | None) -> None:
+    """Start ``p`` with CUDA_VISIBLE_DEVICES=``visible``: a spawned child's environment is ours
+    at start, so the GPU is pinned before anything in it can start CUDA."""
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        if visible is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+        p.start()
+    finally:
+        if visible is not None:
+            if old is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
 def run_local(
     study: Study,
     profile: str,
@@ -142,27 +217,16 @@ def run_local(
     measure: bool = True,
 ) -> dict[str, int]:
     """Run ``todo`` on this machine; returns counts by state over all ``cells``."""
-    import torch
-
-    device = resolve_device(device)
-    count = torch.cuda.device_count() if device.startswith("cuda") else 0
-    if device == "cpu":
-        if gpus:
-            raise UserError(f"--gpus {gpus} asked for with --device cpu (drop one of them)")
-        slots: list[int | None] = [None]
-    elif device.startswith("cuda:"):
-        slots = [int(device.split(":", 1)[1])]
-        if gpus and parse_gpus(gpus, count) != slots:
-            raise UserError(f"--gpus {gpus} and --device {device} disagree (drop one of them)")
-    else:
-        slots = list(parse_gpus(gpus, count) or range(count))
+    device, slots = resolve_slots(device, gpus)
+    if not todo:
+        return status_counts(study.name, cells, store)
     per_slot = parallel
     if per_slot is None:
         per_slot, why = auto_parallel(study, todo, data_dir, on_gpu=slots != [None])
         if per_slot > 1:
             print(f"bench: --parallel auto -> {per_slot} per GPU ({why})", file=sys.stderr)
-    if not todo:
-        return status_counts(study.name, cells, store)
+    # No more workers per slot than cells for them: an idle worker would only mark its GPU shared.
+    per_slot = max(1, min(per_slot, -(-len(todo) // len(slots))))
     if len(slots) * per_slot == 1:
         # One CPU or one GPU, one cell at a time: in this process (plain tracebacks, one progress bar).
         one = device if slots == [None] or device != "cuda" or not gpus else f"cuda:{slots[0]}"
@@ -171,8 +235,11 @@ def run_local(
     spec = WorkSpec(study=study.name, profile=profile, run_ids=[c.run_id for c in todo],
                     results_dir=str(store.root), data_dir=data_dir, device="cpu", overrides=dict(overrides),
                     measure=measure)
+    if measure and per_slot > 1:
+        _measure_alone(spec, slots[0])
     crashed = _run_workers(spec, slots, per_slot, todo, store)
-    left = [c for c in todo if store.summary(c.study, c.run_id) is None]
+    # Cells nobody runs now: a dead worker's (stale claim) or one given up by another runner.
+    left = [c for c in todo if store.state(c.study, c.run_id) in ("stale", "pending")]
     if crashed and left:
         # A worker died (segfault, OOM kill): its cell's claim names a dead pid, so one more round
         # retakes it. Only one: a cell that kills its worker every time is left for the next run.
@@ -194,6 +261,7 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
 
     ctx = mp.get_context("spawn")
     host = socket.gethostname()
+    per_slot = max(1, min(per_slot, -(-len(todo) // len(slots))))  # a second pass may have few cells
     n_workers = len(slots) * per_slot
     # CPU workers use this process's intra-op thread count: another count changes the float
     # reduction order, and the numbers would differ from an inline run's.
@@ -206,18 +274,7 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
                             shared_gpu=slot is not None and per_slot > 1)
             visible = None if slot is None else _physical_gpu(slot)
             p = ctx.Process(target=_worker_main, args=(wspec, visible, threads), name=name, daemon=False)
-            old = os.environ.get("CUDA_VISIBLE_DEVICES")
-            try:
-                # The child's environment is ours at spawn time: pin its GPU before it starts.
-                if visible is not None:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = visible
-                p.start()
-            finally:
-                if visible is not None:
-                    if old is None:
-                        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-                    else:
-                        os.environ["CUDA_VISIBLE_DEVICES"] = old
+            _start_pinned(p, visible)
             procs.append((name, p))
     print(f"bench: {len(todo)} cells on {n_workers} worker processes "
           f"({per_slot} per {'CPU' if slots == [None] else 'GPU'})", file=sys.stderr)

@@ -38,9 +38,9 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
     st = get_study(study)  # unknown study -> UserError with close matches
     store = ResultsStore(results_dir)
     profile, overrides = _resolve(st.name, store, profile, overrides)
-    jobs = load_jobs(store, st.name)
+    arrays = [e for e in load_jobs(store, st.name) if e.get("cluster") == "slurm"]  # not debug runs
     task_of: dict[str, str] = {}
-    for entry in jobs:  # the latest submission of a cell wins
+    for entry in arrays:  # the latest submission of a cell wins
         task_of.update(entry.get("tasks") or {})
     rows = []
     now = time.time()
@@ -67,7 +67,6 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
     df = pd.DataFrame(rows, columns=["run_id", "arm", "seed", "state", "worker", "host", "heartbeat_age_s",
                                      "slurm_job"])
     counts = {s: int((df["state"] == s).sum()) if len(df) else 0 for s in STATES}
-    arrays = [e for e in jobs if e.get("cluster") == "slurm"]
     header = {"study": st.name, "profile": profile, "overrides": overrides, "cells": len(df), "counts": counts,
               "slurm_arrays": [e.get("array_id") for e in arrays]}
     return df, header
