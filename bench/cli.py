@@ -47,11 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--parallel", default="auto",
                     help="cells trained at once per GPU (local executor); auto picks from the model size")
     rn.add_argument("--gpus", default=None, help="comma-separated GPU indices to use (default: all visible)")
-    rn.add_argument("--slurm-partition", default=None)
-    rn.add_argument("--gpus-per-task", type=int, default=1)
-    rn.add_argument("--timeout-min", type=int, default=240)
+    rn.add_argument("--slurm-partition", default=None, help="Slurm: partition to submit to")
+    rn.add_argument("--gpus-per-task", type=int, default=1, help="Slurm: GPUs per array task (default 1)")
+    rn.add_argument("--timeout-min", type=int, default=240, help="Slurm: time limit per task in minutes")
     rn.add_argument("--max-parallel", type=int, default=None, help="Slurm: array tasks running at once")
-    rn.add_argument("--no-report", action="store_true", help="(make target) skip the report afterwards")
     _common_set(rn)
 
     sh = sub.add_parser("show", help="one run's config, summary and history")
