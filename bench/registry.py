@@ -31,6 +31,11 @@ class Registry(Generic[T]):
         self._meta[name] = dict(meta)
         return obj
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (for tests that register temporary entries); returns the object."""
+        self._meta.pop(name, None)
+        return self._items.pop(name)
+
     def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
         """Decorator form of :meth:`add`; the name defaults to the object's ``__name__``."""
 

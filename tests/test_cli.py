@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,10 +65,10 @@ class _Boom(nn.Module):
         raise RuntimeError("boom: this cell always fails")
 
 
-if "test_boom" not in MODELS:
+@pytest.fixture
+def failing_study() -> Iterator[str]:
+    """A study whose one arm always raises, registered only for the test that uses it."""
     register_model("test_boom", family="test")(lambda num_classes=10, in_channels=3: _Boom(num_classes, in_channels))
-
-if "test-failing" not in STUDIES:
     register_study(Study(
         name="test-failing",
         question="Is a failing cell recorded while the others finish?",
@@ -76,10 +77,13 @@ if "test-failing" not in STUDIES:
         axes={"model": (Arm("boom", {"model": "test_boom"}), Arm("cnn", {"model": "mnist_cnn"}))},
         profiles={p: Profile(p, seeds=(0,)) for p in PROFILES},
     ))
+    yield "test-failing"
+    MODELS.remove("test_boom")
+    STUDIES.remove("test-failing")
 
 
 @pytest.mark.slow
-def test_failing_cell_is_recorded_and_study_goes_on(results_dir: Path) -> None:
+def test_failing_cell_is_recorded_and_study_goes_on(results_dir: Path, failing_study: str) -> None:
     assert main(["--results-dir", str(results_dir), "run", "test-failing", "--profile", "smoke"]) == 0
     runs = ResultsStore(results_dir).load_runs("test-failing").set_index("arm_model")
     assert runs.loc["cnn", "status"] == "ok"

@@ -11,7 +11,7 @@ from bench.cli import main
 from bench.store import ResultsStore
 from bench.study import load_studies
 
-STUDIES = [n for n in load_studies().names() if not n.startswith("test-")]
+STUDIES = load_studies().names()
 
 
 @pytest.mark.slow

@@ -1,0 +1,566 @@
+"""The graphed training engine: the whole training step captured once in a CUDA graph, replayed per batch.
+
+At batch 128 a CIFAR ResNet's step is ~1 ms of GPU work behind ~9 ms of Python and kernel launches;
+replaying one CUDA graph per step removes the launches. What one replay does (:class:`StaticStep`
+after the feed):
+
+1. the batch: with a :class:`~bench.data.gpu_loader.GpuLoader` (:class:`DeviceFeed`) the indices
+   ``order[pos*B : pos*B + b]`` of the epoch's permutation (``pos`` a device counter), the uint8
+   gather and the loader's own vectorised augmentation, drawing from a generator registered with the
+   graph; with any other loader (:class:`CopyFeed`) the batch is copied into static input buffers
+   before the replay;
+2. the lr: ``lr_table[step]``, a float32 device table of ``cfg.lr * schedule(i)`` for every
+   iteration of the run, indexed by a device step counter and copied into the 0-dim tensor that is
+   every param group's ``lr`` (fused SGD / fused Adam(W) / capturable RMSprop read it on the device);
+3. forward (autocast with ``cache_enabled=False``), loss over tuple outputs, ``zero_grad(set_to_none)``,
+   backward, ``optimizer.step()``; loss and correct-count sums accumulate in static device tensors.
+
+Nothing in an epoch reads a device value (the divergence check is the eager loop's non-blocking
+one); the sums are read once at the epoch's end.
+
+Warm-up and state. Capture needs the optimizer state to exist (SGD momentum buffers, Adam moments,
+step counts), cuDNN autotuning done and lazy CUDA initialisation over, so three steps per captured
+batch size run first on a side stream, as the PyTorch docs require. They train the real model, so
+every parameter, buffer (BatchNorm running stats, ``num_batches_tracked``), optimizer state entry and
+the default RNGs are snapshot before and restored in place after capture (the graph holds their
+addresses): state that existed before (a resumed run) gets its saved values back; state the warm-up
+created is zeroed, which is exactly a fresh state for Adam/AdamW/RMSprop and, for SGD with
+``dampening=0``, gives the first update ``buf = 0*momentum + g = g`` like eager's ``buf = clone(g)``.
+The graphed run therefore follows the eager trajectory from the same initialisation (not bitwise:
+fused kernels and cuDNN algorithm choice differ).
+
+Partial batches. Eager keeps the last partial batch (``drop_last=False``); so does this engine: the
+tail size gets its own captured graph (separate memory pool) over the same parameters, optimizer
+state and counters, so both engines take the same steps with the same batch-mean losses. (With
+``capture=False`` every step calls the same step function eagerly.)
+
+Fallbacks (:func:`graph_decision`, :class:`GraphUnsupported`): no CUDA device, fp16 (GradScaler's
+dynamic scale and inf checks are host-side and not capturable), an optimizer without a tensor-lr
+capturable implementation, or any failure in warm-up or capture (host syncs such as ``.item()`` or
+control flow on device values in a forward) -> the eager loop, with the reason recorded in the run's
+summary. Not detectable: host-side state a forward reads without syncing (Python ``random``, a
+counter in a Python attribute) is frozen at capture; the zoo's models have none.
+
+CPU verification. ``GraphTrainer(capture=False)`` runs the same feed and :class:`StaticStep` calls
+directly, without a graph; on the CPU that is bitwise the eager loop for SGD. The warm-up / capture /
+restore / replay logic runs on the CPU with a stand-in for :class:`CudaGraphOps` (tests/test_graphed.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.config import RunConfig
+from bench.data.gpu_loader import GpuLoader, epoch_seed
+from bench.train.loop import DIVERGENCE_CHECK_EVERY, DivergenceWatch, EpochStats, Precision, split_outputs
+from bench.train.optim import Schedule
+
+__all__ = [
+    "GRAPH_OPTIMIZERS",
+    "WARMUP_STEPS",
+    "CopyFeed",
+    "CudaGraphOps",
+    "DeviceFeed",
+    "GraphTrainer",
+    "GraphUnsupported",
+    "StaticStep",
+    "graph_decision",
+    "lr_table_values",
+]
+
+# Optimisers with a tensor-lr, sync-free step on CUDA as build_optimizer makes them there: SGD and
+# Adam/AdamW fused (the fused kernels read a device lr), RMSprop foreach with capturable=True.
+GRAPH_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+WARMUP_STEPS = 3  # per captured batch size, on a side stream (PyTorch's CUDA-graph notes use 3)
+_REASON_CHARS = 300
+
+
+class GraphUnsupported(Exception):
+    """This run cannot be graphed; ``str(e)`` is the reason recorded as ``engine_fallback_reason``."""
+
+
+def graph_decision(cfg: RunConfig, device: torch.device, prec: Precision) -> tuple[bool, str | None]:
+    """``(try the graphed engine, reason it is not tried)`` for ``cfg.engine`` on ``device``.
+
+    'eager' -> (False, None). 'auto' and 'graph' -> (True, None) when nothing known in advance rules
+    a graph out; otherwise (False, reason). Capture itself may still fail (see :class:`GraphTrainer`).
+    """
+    if cfg.engine == "eager":
+        return False, None
+    if device.type != "cuda":
+        return False, f"CUDA graphs need a CUDA device (device is {device.type}); trained with the eager loop"
+    if prec.use_scaler:
+        return False, ("fp16 needs GradScaler, whose dynamic loss scale and inf checks run on the host "
+                       "and cannot be captured; trained with the eager loop")
+    if cfg.optimizer not in GRAPH_OPTIMIZERS:
+        return False, (f"optimizer {cfg.optimizer!r} has no capturable tensor-lr step here "
+                       f"(graphed: {', '.join(GRAPH_OPTIMIZERS)}); trained with the eager loop")
+    if not hasattr(torch.cuda, "CUDAGraph"):
+        return False, "this torch build has no torch.cuda.CUDAGraph; trained with the eager loop"
+    return True, None
+
+
+def lr_table_values(schedule: Schedule, base_lr: float, n: int) -> list[float]:
+    """``base_lr * schedule(i)`` for ``i < n``, computed in double like the eager loop's per-step lr.
+
+    Stored as float32 these are exactly the values eager's kernels use (they cast the double lr to
+    the float32 math type), so a tensor-lr step matches a float-lr one.
+    """
+    return [base_lr * schedule(i) for i in range(max(n, 1))]
+
+
+def _autocast(prec: Precision, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    # cache_enabled=False: autocast's weight-cast cache must not outlive a captured region; the values
+    # are the same as with the cache (it only avoids casting a weight twice).
+    if prec.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=prec.autocast_dtype, cache_enabled=False)
+
+
+class StaticStep:
+    """One training step as a function of static device state: the body a CUDA graph captures.
+
+    Owns the 0-dim device tensors the step reads and writes: ``lr`` (every param group's lr),
+    ``step`` (global iteration, int64), ``loss_sum`` (sum of batch-mean loss x batch size) and
+    ``correct`` (main-head argmax hits). Called directly it is an ordinary eager step, on any device
+    and any batch size: the same code path as the captured one, minus the capture.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        criterion: nn.Module,
+        aux_weight: float,
+        prec: Precision,
+        device: torch.device,
+        channels_last: bool,
+        lr_table: torch.Tensor,
+    ) -> None:
+        self.model, self.optimizer, self.criterion = model, optimizer, criterion
+        self.aux_weight, self.prec, self.device, self.channels_last = aux_weight, prec, device, channels_last
+        self.lr_table = lr_table
+        self.lr = torch.zeros((), dtype=torch.float32, device=device)
+        self.step = torch.zeros((), dtype=torch.int64, device=device)
+        self.loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def reset(self, start_iteration: int) -> None:
+        """Zero the sums and set the step counter (device fills, no sync)."""
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.step.fill_(start_iteration)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        last = self.lr_table.shape[0] - 1
+        self.lr.copy_(self.lr_table.index_select(0, self.step.clamp(max=last).view(1)).squeeze(0))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # no-op when the feed already did it
+        with _autocast(self.prec, self.device):
+            main, aux = split_outputs(self.model(x))
+            loss = self.criterion(main, y)
+            for a in aux:
+                loss = loss + self.aux_weight * self.criterion(a, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        n = y.shape[0]
+        self.loss_sum += loss.detach().float() * n
+        self.correct += (main.detach().argmax(1) == y).sum()
+        self.step += 1
+
+
+class DeviceFeed:
+    """Training batches of a :class:`GpuLoader` drawn on the device from device counters (capturable).
+
+    Per epoch (eager, once): the generator is seeded from ``(loader.seed, epoch)`` and the permutation
+    drawn into a static buffer, as ``GpuLoader.__iter__`` does. Per batch (captured): indices
+    ``order[pos*B + arange(b)]``, the uint8 gathers and ``loader.transform`` drawing from the same
+    generator, in the same order, so the batches are those of the eager loader.
+    """
+
+    def __init__(self, loader: GpuLoader) -> None:
+        self.loader = loader
+        dev = loader.device
+        self.gen = torch.Generator(device=dev)
+        self.order = torch.arange(loader.num_samples, device=dev)
+        self.pos = torch.zeros((), dtype=torch.int64, device=dev)
+        self._arange: dict[int, torch.Tensor] = {}
+
+    def sizes(self) -> list[int]:
+        """Batch size of each step of an epoch."""
+        n, b = self.loader.num_samples, self.loader.batch_size
+        return [min(b, n - lo) for lo in range(0, n, b)][: len(self.loader)]
+
+    def prepare(self, size: int) -> None:
+        """Allocate the index ramp for batches of ``size`` (before capture)."""
+        if size not in self._arange:
+            self._arange[size] = torch.arange(size, device=self.loader.device)
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.gen.manual_seed(epoch_seed(self.loader.seed, epoch))
+        if self.loader.train:
+            torch.randperm(self.loader.num_samples, generator=self.gen, out=self.order)
+        self.pos.zero_()
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch of ``size`` samples (``pos`` advances on the device)."""
+        ld = self.loader
+        idx = self.order.index_select(0, self._arange[size] + self.pos * ld.batch_size)
+        x, y = ld.images.index_select(0, idx), ld.labels.index_select(0, idx)
+        self.pos += 1
+        return ld.transform(x, self.gen if ld.train else None), y
+
+
+class CopyFeed:
+    """Any loader's batches copied into static input buffers (one pair per captured batch size)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.static: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def example(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One ``(x, y)`` sample batch, drawn without touching the loader's own random state.
+
+        A :class:`~bench.data.torch_loader.TorchLoader` transforms item 0 in this process (its workers'
+        RNG streams stay as the eager run would find them); another loader yields its first batch.
+        The CPU RNG the transforms may draw from is forked, so nothing here changes the run.
+        """
+        from bench.data.torch_loader import TorchLoader
+
+        with torch.random.fork_rng(devices=[]):
+            if isinstance(self.loader, TorchLoader):
+                x0, y0 = self.loader.loader.dataset[0]
+                fmt = torch.channels_last if self.loader.channels_last and x0.dim() == 3 else torch.contiguous_format
+                x = x0.unsqueeze(0).to(self.loader.device).contiguous(memory_format=fmt)
+                return x, torch.tensor([y0], dtype=torch.int64, device=self.loader.device)
+            x, y = next(iter(self.loader))
+            return x, y
+
+    def prepare_from(self, x: torch.Tensor, y: torch.Tensor, sizes: Iterable[int]) -> None:
+        """Static buffers shaped like ``(x, y)`` (memory format kept) for each batch size."""
+        channels_last = bool(getattr(self.loader, "channels_last", False)) and x.dim() == 4
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        for s in sizes:
+            xs = torch.empty((s, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
+            xs.copy_(x[:1].expand_as(xs))
+            ys = torch.zeros((s, *y.shape[1:]), dtype=y.dtype, device=y.device)
+            ys.copy_(y[:1].expand_as(ys))
+            self.static[s] = (xs, ys)
+
+    def load(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = self.static[int(y.shape[0])]
+        xs.copy_(x, non_blocking=True)
+        ys.copy_(y, non_blocking=True)
+        return xs, ys
+
+
+class CudaGraphOps:
+    """The CUDA calls of warm-up and capture behind one seam (the CPU tests substitute a stand-in that
+    runs the body where CUDA would record it, to check the warm-up/restore/replay logic)."""
+
+    capture_error_mode = "thread_local"  # other threads (DataLoader pinning) may call CUDA meanwhile
+
+    def __init__(self, device: torch.device) -> None:
+        if device.type != "cuda":
+            raise GraphUnsupported(f"CUDA graphs need a CUDA device (device is {device.type})")
+        self.device = device
+        # capturing the augmentation's RNG needs its generator registered with the graph (torch >= 2.5)
+        self.can_capture_generator = hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def side_stream(self) -> Any:
+        """Run the block on a fresh side stream, ordered after and before the current stream's work."""
+        current = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            yield
+        current.wait_stream(side)
+
+    def capture(self, body: Callable[[], None], generator: torch.Generator | None) -> Any:
+        """A ``torch.cuda.CUDAGraph`` of ``body`` (with ``generator`` registered); ``.replay()`` runs it."""
+        graph = torch.cuda.CUDAGraph()
+        if generator is not None:
+            graph.register_generator_state(generator)
+        previous = torch.cuda.current_stream(self.device)
+        try:
+            with torch.cuda.graph(graph, capture_error_mode=self.capture_error_mode):
+                body()
+        except BaseException:
+            # torch.cuda.graph leaves its capture stream current when capture_end raises (an invalidated
+            # capture): put the caller's stream back so the eager fallback does not run on it
+            torch.cuda.set_stream(previous)
+            with contextlib.suppress(Exception):
+                graph.reset()
+            raise
+        return graph
+
+    def rng_state(self) -> torch.Tensor:
+        return torch.cuda.get_rng_state(self.device)
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        torch.cuda.set_rng_state(state, self.device)
+
+
+class _Snapshot:
+    """Everything warm-up steps change: parameters, buffers, optimizer state and groups, default RNGs."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, ops: Any) -> None:
+        seen: dict[int, torch.Tensor] = {}
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            seen.setdefault(id(t), t)
+        self.tensors = [(t, t.detach().clone()) for t in seen.values()]
+        self.opt_state = {
+            p: {k: (v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in s.items()}
+            for p, s in optimizer.state.items() if s
+        }
+        self.groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        self.ops = ops
+        self.rng_cpu = torch.get_rng_state()
+        self.rng_dev = ops.rng_state()
+
+    def _restore_rng(self) -> None:
+        torch.set_rng_state(self.rng_cpu)
+        self.ops.set_rng_state(self.rng_dev)
+
+    @torch.no_grad()
+    def restore_in_place(self, optimizer: torch.optim.Optimizer) -> None:
+        """Values back into the same tensors (the graph holds their addresses); new state zeroed."""
+        for t, saved in self.tensors:
+            t.copy_(saved)
+        for p, state in optimizer.state.items():
+            saved = self.opt_state.get(p, {})
+            for k, v in list(state.items()):
+                if k in saved:
+                    if torch.is_tensor(v):
+                        v.copy_(saved[k])
+                    else:
+                        state[k] = copy.deepcopy(saved[k])
+                elif torch.is_tensor(v):
+                    v.zero_()  # created by the warm-up: fresh state is zeros (see the module doc)
+        self._restore_rng()
+
+    @torch.no_grad()
+    def restore_all(self, optimizer: torch.optim.Optimizer) -> None:
+        """Back to the pre-warm-up state entirely (for the eager fallback): values, groups, state keys."""
+        for t, saved in self.tensors:
+            t.copy_(saved)
+        for p in list(optimizer.state):
+            if p not in self.opt_state:
+                del optimizer.state[p]
+        for p, s in self.opt_state.items():
+            optimizer.state[p] = dict(s)
+        for group, saved in zip(optimizer.param_groups, self.groups):
+            group.update(saved)
+        optimizer.zero_grad(set_to_none=True)
+        self._restore_rng()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = f"{type(exc).__name__}: {text[0] if text else ''}"
+    return msg if len(msg) <= _REASON_CHARS else msg[: _REASON_CHARS - 3] + "..."
+
+
+class GraphTrainer:
+    """Trains epochs by replaying captured steps (``capture=True``, CUDA) or calling them (``False``).
+
+    Use: ``setup(first_epoch)`` once (warm-up + capture; raises :class:`GraphUnsupported` after putting
+    the model and optimizer back as they were), then ``train_epoch`` like the eager
+    :func:`~bench.train.loop.train_epoch`, with the same :class:`~bench.train.loop.EpochStats`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loader: Any,
+        *,
+        optimizer: torch.optim.Optimizer,
+        schedule: Schedule,
+        base_lr: float,
+        total_steps: int,
+        criterion: nn.Module,
+        aux_weight: float,
+        prec: Precision,
+        device: torch.device,
+        channels_last: bool,
+        capture: bool = True,
+        device_feed: bool | None = None,
+        ops: Any = None,
+    ) -> None:
+        self.model, self.loader, self.optimizer, self.schedule = model, loader, optimizer, schedule
+        self.base_lr, self.total_steps, self.device, self.capture = base_lr, total_steps, device, capture
+        self.ops = ops if ops is not None or not capture else CudaGraphOps(device)
+        if device_feed is None:
+            device_feed = isinstance(loader, GpuLoader) and loader.train
+            if capture and not self.ops.can_capture_generator:
+                device_feed = False  # augmentation RNG cannot be captured: keep it eager (CopyFeed)
+        self.device_feed = bool(device_feed)
+        self.feed: DeviceFeed | CopyFeed = DeviceFeed(loader) if self.device_feed else CopyFeed(loader)
+        self.steps_per_epoch = len(loader)
+        self._groups_before = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        self._table_factor = schedule.plateau_factor
+        self.lr_table = torch.tensor(lr_table_values(schedule, base_lr, total_steps), dtype=torch.float32,
+                                     device=device)
+        self.step = StaticStep(model, optimizer, criterion=criterion, aux_weight=aux_weight, prec=prec,
+                               device=device, channels_last=channels_last, lr_table=self.lr_table)
+        self.graphs: dict[int, Any] = {}  # batch size -> captured graph (has .replay())
+        self._ready = False
+
+    # --------------------------------------------------------------------------------- setup
+
+    def _batch_sizes(self) -> list[int]:
+        if isinstance(self.feed, DeviceFeed):
+            return self.feed.sizes()
+        n, b = int(self.loader.num_samples), int(self.loader.batch_size)
+        return [min(b, n - lo) for lo in range(0, n, b)][: self.steps_per_epoch]
+
+    def _body(self, size: int) -> Callable[[], None]:
+        """What one captured replay of a ``size`` batch runs (static inputs already in place)."""
+        if isinstance(self.feed, DeviceFeed):
+            feed = self.feed
+            return lambda: self.step(*feed.batch(size))
+        xs, ys = self.feed.static[size]
+        return lambda: self.step(xs, ys)
+
+    def setup(self, epoch: int) -> None:
+        """Prepare the feed; with ``capture``, warm up and capture one graph per batch size."""
+        if self._ready:
+            return
+        sizes = sorted(set(self._batch_sizes()), reverse=True)
+        if not sizes:
+            raise GraphUnsupported("the training loader yields no batches")
+        if isinstance(self.feed, DeviceFeed):
+            for s in sizes:
+                self.feed.prepare(s)
+        else:
+            self.loader.set_epoch(epoch)
+            self.feed.prepare_from(*self.feed.example(), sizes)
+        if self.capture:
+            self._capture(epoch, sizes)
+        self._ready = True
+
+    def _prepare_optimizer_for_capture(self) -> None:
+        opt = self.optimizer
+        if self.device.type != "cuda":  # (CPU tests with a stand-in for CUDA: capturable is CUDA-only)
+            return
+        for group in opt.param_groups:
+            if "capturable" in group:
+                group["capturable"] = True  # Adam(W)/RMSprop: device step counts, no .item() on the lr
+        opt._warned_capturable_if_run_uncaptured = True  # warm-up and tail steps run uncaptured on purpose
+        for p, state in opt.state.items():  # a resumed non-capturable state keeps 'step' on the CPU
+            st = state.get("step")
+            if torch.is_tensor(st) and st.device != p.device:
+                state["step"] = st.to(device=p.device, dtype=torch.float32)
+
+    def _capture(self, epoch: int, sizes: list[int]) -> None:
+        ops = self.ops
+        snap = _Snapshot(self.model, self.optimizer, ops)
+        try:
+            self._prepare_optimizer_for_capture()
+            self.model.train()
+            ops.synchronize()
+            with ops.side_stream():  # warm-up: optimizer state, cuDNN autotuning, lazy inits
+                for s in sizes:
+                    body = self._body(s)
+                    for _ in range(WARMUP_STEPS):
+                        self._begin(epoch, 0)
+                        body()
+            ops.synchronize()
+            gen = self.feed.gen if isinstance(self.feed, DeviceFeed) else None
+            for s in sizes:
+                self.graphs[s] = ops.capture(self._body(s), gen)
+            ops.synchronize()
+            snap.restore_in_place(self.optimizer)  # the graphed run starts from the eager starting point
+            ops.synchronize()
+        except Exception as exc:  # noqa: BLE001 - any failure means: train this run eagerly
+            self.graphs.clear()
+            with contextlib.suppress(Exception):
+                ops.synchronize()
+            snap.restore_all(self.optimizer)
+            self.restore_eager_optimizer()
+            raise GraphUnsupported(f"capture failed ({_first_line(exc)}); trained with the eager loop") from exc
+
+    def restore_eager_optimizer(self) -> None:
+        """Give the optimizer its float lr and flags back (after a failed setup, or to hand it over)."""
+        for group, saved in zip(self.optimizer.param_groups, self._groups_before):
+            group.update(saved)
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """``optimizer.state_dict()`` with the param groups as the eager engine would save them."""
+        sd = self.optimizer.state_dict()
+        for group, saved in zip(sd["param_groups"], self._groups_before):
+            group.update({k: v for k, v in saved.items() if k in ("lr", "capturable")})
+        return sd
+
+    # ---------------------------------------------------------------------------------- epochs
+
+    def _refresh_table(self) -> None:
+        """Rebuild the lr table in place when the plateau factor changed (between epochs only)."""
+        if self.schedule.plateau_factor != self._table_factor:
+            values = torch.tensor(lr_table_values(self.schedule, self.base_lr, self.total_steps),
+                                  dtype=torch.float32)
+            self.lr_table.copy_(values)
+            self._table_factor = self.schedule.plateau_factor
+
+    def _begin(self, epoch: int, start_iteration: int) -> None:
+        self.step.reset(start_iteration)
+        if isinstance(self.feed, DeviceFeed):
+            self.feed.begin_epoch(epoch)
+
+    def _run(self, size: int, batch: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        graph = self.graphs.get(size)
+        if isinstance(self.feed, DeviceFeed):
+            if graph is not None:
+                graph.replay()
+            else:
+                self.step(*self.feed.batch(size))
+            return
+        assert batch is not None
+        if graph is not None:
+            self.feed.load(*batch)
+            graph.replay()
+        elif size in self.feed.static:
+            self.step(*self.feed.load(*batch))
+        else:
+            self.step(*batch)
+
+    def train_epoch(self, epoch: int, start_iteration: int, max_iteration: int) -> EpochStats:
+        """Epoch ``epoch`` from global step ``start_iteration``, stopping at ``max_iteration``."""
+        self.setup(epoch)
+        self.model.train()
+        self._refresh_table()
+        self._begin(epoch, start_iteration)
+        n_steps = max(min(self.steps_per_epoch, max_iteration - start_iteration), 0)
+        watch = DivergenceWatch(self.device)
+        done, samples, diverged = 0, 0, False
+        if isinstance(self.feed, DeviceFeed):
+            steps: Iterable[tuple[int, Any]] = ((s, None) for s in self.feed.sizes()[:n_steps])
+        else:
+            self.loader.set_epoch(epoch)
+            steps = ((int(y.shape[0]), (x, y)) for x, y in itertools.islice(self.loader, n_steps))
+        for size, batch in steps:
+            self._run(size, batch)
+            done += 1
+            samples += size
+            if done % DIVERGENCE_CHECK_EVERY == 0 and watch.poll(self.step.loss_sum):
+                diverged = True
+                break
+        last_lr = self.base_lr * self.schedule(start_iteration + done - 1) if done else math.nan
+        # clones: the static sums are zeroed by the next epoch, the stats may be read later
+        return EpochStats(self.step.loss_sum.clone(), self.step.correct.clone(), samples, done, diverged, last_lr)

@@ -1,0 +1,428 @@
+"""Tests of the graphed engine (bench.train.graphed).
+
+CPU: the step that gets captured (feed + StaticStep over static buffers, tensor lr from the device
+table, partial last batch) is run directly and compared with the eager loop; the warm-up / capture /
+restore / replay logic is run with a CPU stand-in for the CUDA calls (its "capture" runs the body,
+which the restore must then undo); engine='graph' on a CPU falls back with a reason and identical
+results. CUDA (skipped here): graph vs eager trajectories, no host sync in a graphed epoch, in-graph
+augmentation equal to the loader's batches, fallbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from bench.config import RunConfig
+from bench.data import GpuLoader, LoadedData, TorchLoader, load_dataset
+from bench.models import create_model
+from bench.train import engine as engine_mod
+from bench.train import graphed
+from bench.train import train
+from bench.train.graphed import GraphTrainer, GraphUnsupported, graph_decision, lr_table_values
+from bench.train.loop import Precision, resolve_precision, train_epoch
+from bench.train.optim import build_optimizer, build_schedule
+
+SPEC = "synthetic:train=200,test=40,size=28,channels=1,noise=0.2"  # 200 = 3 x 64 + 8: a partial batch
+TIMING_KEYS = {"epoch_time_s", "eval_time_s", "train_samples_per_s", "elapsed_train_time_s"}
+CPU = torch.device("cpu")
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def data() -> LoadedData:
+    return load_dataset(SPEC)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class FakeOps:
+    """CPU stand-in for :class:`bench.train.graphed.CudaGraphOps`.
+
+    Its capture *runs* the body once (CUDA would only record it) and replays by calling it: a graphed
+    run then matches eager only if the restore after capture undoes warm-up and capture entirely.
+    """
+
+    can_capture_generator = True
+
+    def __init__(self, device: Any = None, fail: bool = False) -> None:
+        self.fail = fail
+        self.captures = 0
+
+    def synchronize(self) -> None:
+        pass
+
+    def side_stream(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def capture(self, body: Any, generator: Any) -> Any:
+        if self.fail:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore text")
+        body()
+        self.captures += 1
+        return SimpleNamespace(replay=body)
+
+    def rng_state(self) -> None:
+        return None
+
+    def set_rng_state(self, state: None) -> None:
+        pass
+
+
+class FailingOps(FakeOps):
+    def __init__(self, device: Any = None) -> None:
+        super().__init__(device, fail=True)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def make_loader(data: LoadedData, cfg: RunConfig, kind: str = "gpu") -> Any:
+    kw = dict(device=CPU, train=True, mean=data.mean, std=data.std, crop_padding=2, hflip=True, seed=3)
+    if kind == "gpu":
+        return GpuLoader(data.train, cfg.batch_size, **kw)
+    return TorchLoader(data.train, cfg.batch_size, num_workers=0, **kw)
+
+
+def run_epochs(data: LoadedData, cfg: RunConfig, mode: str, *, kind: str = "gpu", ops: Any = None,
+               plateau_drop_after: int | None = None, make_model: Any = None,
+               ) -> tuple[list[tuple], list[torch.Tensor], Any]:
+    """Train cfg.epochs epochs with the eager loop ('eager') or GraphTrainer ('direct' | 'fake')."""
+    prec = resolve_precision(cfg.precision, CPU)
+    loader = make_loader(data, cfg, kind)
+    torch.manual_seed(0)
+    model = make_model() if make_model else create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(cfg, model.parameters())
+    spe = len(loader)
+    total = cfg.iterations or cfg.epochs * spe
+    sched = build_schedule(cfg, spe, total)
+    crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    trainer = None
+    if mode != "eager":
+        trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched, base_lr=cfg.lr, total_steps=total,
+                               criterion=crit, aux_weight=0.3, prec=prec, device=CPU,
+                               channels_last=cfg.channels_last, capture=mode == "fake", ops=ops)
+        trainer.setup(0)
+    torch.manual_seed(1)  # the augmentation RNG of in-process PIL transforms (TorchLoader)
+    out, it = [], 0
+    for e in range(math.ceil(total / spe)):
+        if plateau_drop_after is not None and e == plateau_drop_after:
+            sched.plateau_factor *= 0.1
+        if trainer is not None:
+            st = trainer.train_epoch(e, it, total)
+        else:
+            loader.set_epoch(e)
+            st = train_epoch(model, loader, optimizer=opt, scaler=torch.amp.GradScaler("cpu", enabled=False),
+                             schedule=sched, base_lr=cfg.lr, criterion=crit, aux_weight=0.3, prec=prec,
+                             device=CPU, start_iteration=it, max_iteration=total, channels_last=cfg.channels_last)
+        it += st.steps
+        out.append((*st.read(), st.last_lr, st.steps, st.samples, st.diverged))
+    weights = [t.detach().clone() for t in model.state_dict().values()]
+    return out, weights, trainer
+
+
+SGD = RunConfig(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="multistep",
+                schedule_unit="iter", milestones=(3, 7), epochs=3, batch_size=64)
+ADAM = RunConfig(optimizer="adam", lr=3e-3, schedule="cosine", warmup=1, epochs=3, batch_size=64)
+
+
+def assert_same(a: tuple, b: tuple) -> None:
+    (ra, wa), (rb, wb) = a, b
+    assert ra == rb
+    assert all(torch.equal(x, y) for x, y in zip(wa, wb, strict=True))
+
+
+# ------------------------------------------------------------------------- the captured step
+
+
+def test_lr_table_is_the_eager_lr_in_float32() -> None:
+    s = build_schedule(dataclasses.replace(SGD, warmup=1), 4, 12)
+    vals = lr_table_values(s, 0.05, 12)
+    assert vals == [0.05 * s(i) for i in range(12)]
+    table = torch.tensor(vals, dtype=torch.float32)
+    # the float32 value eager's kernels use (they cast the double lr to float)
+    assert all(table[i].item() == torch.tensor(0.05 * s(i), dtype=torch.float32).item() for i in range(12))
+
+
+def test_direct_static_step_is_bitwise_eager_sgd_multistep(data: LoadedData) -> None:
+    eager = run_epochs(data, SGD, "eager")
+    direct = run_epochs(data, SGD, "direct")
+    assert_same(eager[:2], direct[:2])
+    rows = direct[0]
+    assert [r[3] for r in rows] == [4, 4, 4] and [r[4] for r in rows] == [200] * 3  # 3 x 64 + a batch of 8
+    assert rows[0][2] == pytest.approx(0.005) and rows[-1][2] == pytest.approx(0.0005)  # multistep in iterations
+    trainer = direct[2]
+    assert trainer.step.step.item() == 12  # the device step counter
+    assert trainer.step.lr.item() == torch.tensor(0.0005, dtype=torch.float32).item()
+    assert all(g["lr"] is trainer.step.lr for g in trainer.optimizer.param_groups)
+
+
+def test_direct_static_step_matches_eager_adam_warmup_cosine(data: LoadedData) -> None:
+    eager = run_epochs(data, ADAM, "eager")
+    direct = run_epochs(data, ADAM, "direct")
+    # Adam's step size lr/(1-beta1^t) is float32 with a tensor lr, double with a float one: close, not bitwise
+    for ra, rb in zip(eager[0], direct[0], strict=True):
+        assert ra[0] == pytest.approx(rb[0], rel=1e-5) and ra[1] == rb[1] and ra[2:] == rb[2:]
+    for x, y in zip(eager[1], direct[1], strict=True):
+        assert torch.allclose(x.float(), y.float(), rtol=1e-4, atol=1e-6)
+    assert eager[0][-1][2] == 0.0  # cosine ends at 0
+
+
+def test_copy_feed_static_buffers_match_eager(data: LoadedData) -> None:
+    cfg = dataclasses.replace(SGD, epochs=2)
+    eager = run_epochs(data, cfg, "eager", kind="torch")
+    direct = run_epochs(data, cfg, "direct", kind="torch")
+    assert_same(eager[:2], direct[:2])
+    assert sorted(direct[2].feed.static) == [8, 64]  # one static input pair per batch size
+
+
+def test_iteration_budget_and_plateau_table_refresh(data: LoadedData) -> None:
+    cfg = dataclasses.replace(SGD, schedule="plateau", iterations=10, epochs=None)
+    eager = run_epochs(data, cfg, "eager", plateau_drop_after=1)
+    direct = run_epochs(data, cfg, "direct", plateau_drop_after=1)
+    assert_same(eager[:2], direct[:2])
+    assert [r[3] for r in direct[0]] == [4, 4, 2]  # the last epoch stops at the budget
+    assert direct[0][1][2] == pytest.approx(0.005)
+    assert torch.allclose(direct[2].lr_table, torch.full((10,), 0.005))
+
+
+class AuxNet(nn.Module):
+    """(logits, aux) in train mode like GoogLeNet, with dropout on the aux head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(128, 10)
+        self.aux = nn.Sequential(nn.Dropout(0.5), nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> Any:
+        h = torch.flatten(self.pool(torch.relu(self.bn(self.conv(x)))), 1)
+        return (self.fc(h), self.aux(h)) if self.training else self.fc(h)
+
+
+@pytest.mark.parametrize("mode", ["direct", "fake"])
+def test_tuple_outputs_and_dropout(data: LoadedData, mode: str) -> None:
+    cfg = dataclasses.replace(SGD, epochs=2)
+    eager = run_epochs(data, cfg, "eager", make_model=AuxNet)
+    other = run_epochs(data, cfg, mode, ops=FakeOps() if mode == "fake" else None, make_model=AuxNet)
+    assert_same(eager[:2], other[:2])
+
+
+# ------------------------------------------------------------------ warm-up, capture, restore
+
+
+def test_fake_capture_restores_warmup_and_replays_the_eager_trajectory(data: LoadedData) -> None:
+    ops = FakeOps()
+    eager = run_epochs(data, SGD, "eager")
+    graph = run_epochs(data, SGD, "fake", ops=ops)
+    assert ops.captures == 2 and sorted(graph[2].graphs) == [8, 64]  # full batches and the tail
+    assert_same(eager[:2], graph[:2])
+    sd = graph[2].optimizer_state_dict()
+    assert sd["param_groups"][0]["lr"] == SGD.lr  # checkpoints keep a float lr
+
+
+def test_fake_capture_copy_feed(data: LoadedData) -> None:
+    cfg = dataclasses.replace(SGD, epochs=2)
+    eager = run_epochs(data, cfg, "eager", kind="torch")
+    graph = run_epochs(data, cfg, "fake", kind="torch", ops=FakeOps())
+    assert_same(eager[:2], graph[:2])
+
+
+def test_failed_capture_puts_everything_back(data: LoadedData) -> None:
+    prec = resolve_precision("fp32", CPU)
+    loader = make_loader(data, SGD)
+    torch.manual_seed(0)
+    model = create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
+    before = copy.deepcopy(model.state_dict())
+    opt = build_optimizer(SGD, model.parameters())
+    sched = build_schedule(SGD, len(loader), 12)
+    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched, base_lr=SGD.lr, total_steps=12,
+                           criterion=nn.CrossEntropyLoss(), aux_weight=0.3, prec=prec, device=CPU,
+                           channels_last=False, ops=FailingOps())
+    rng = torch.get_rng_state()
+    with pytest.raises(GraphUnsupported, match=r"^capture failed \(RuntimeError: CUDA error: operation not permitted"):
+        trainer.setup(0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # incl. BN running stats and counters
+    assert len(opt.state) == 0 and opt.param_groups[0]["lr"] == SGD.lr
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_graph_decision_reasons() -> None:
+    gpu = torch.device("cuda", 0)
+    fp32 = Precision("fp32", None, False, False)
+    fp16 = Precision("fp16", torch.float16, True, False)
+    assert graph_decision(RunConfig(engine="eager"), gpu, fp32) == (False, None)
+    assert graph_decision(RunConfig(engine="auto"), gpu, fp32) == (True, None)
+    ok, why = graph_decision(RunConfig(engine="graph", precision="fp16"), gpu, fp16)
+    assert not ok and "GradScaler" in why
+    ok, why = graph_decision(RunConfig(engine="auto"), CPU, fp32)
+    assert not ok and "CUDA device" in why
+    ok, why = graph_decision(RunConfig(engine="graph", optimizer="lamb"), gpu, fp32)  # e.g. a study's own
+    assert not ok and "lamb" in why
+
+
+# -------------------------------------------------------------------------------- the engine
+
+ENGINE_SPEC = "synthetic:train=400,test=80,size=28,channels=1,noise=0.2"
+
+
+@pytest.fixture(scope="module")
+def engine_data() -> LoadedData:
+    return load_dataset(ENGINE_SPEC)
+
+
+def engine_cfg(**kw: Any) -> RunConfig:
+    base = dict(model="mnist_cnn", model_kwargs={"norm": "bn"}, dataset=ENGINE_SPEC, val_size=80, epochs=2,
+                batch_size=64, eval_batch_size=80, lr=0.02, schedule="multistep", milestones=(1,),
+                crop_padding=2, hflip=True)
+    base.update(kw)
+    return RunConfig(**base)  # type: ignore[arg-type]
+
+
+def strip(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in history]
+
+
+def test_engine_graph_on_cpu_falls_back_with_identical_results(engine_data: LoadedData) -> None:
+    eager = train(engine_cfg(engine="eager"), data=engine_data)
+    graph = train(engine_cfg(engine="graph"), data=engine_data)
+    assert eager.summary["engine_used"] == "eager" and eager.summary["engine_fallback_reason"] is None
+    assert graph.summary["engine_used"] == "eager" and "CUDA device" in graph.summary["engine_fallback_reason"]
+    assert graph.summary["capture_time_s"] == 0.0
+    assert strip(graph.history) == strip(eager.history)
+    assert (graph.artifacts["test_pred"] == eager.artifacts["test_pred"]).all()
+
+
+def test_engine_graph_path_with_stand_in_capture(engine_data: LoadedData, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Any) -> None:
+    eager = train(engine_cfg(engine="eager"), data=engine_data)
+    monkeypatch.setattr(engine_mod, "graph_decision", lambda cfg, device, prec: (cfg.engine != "eager", None))
+    monkeypatch.setattr(graphed, "CudaGraphOps", FakeOps)
+    graph = train(engine_cfg(engine="graph"), data=engine_data, run_dir=tmp_path)  # checkpoints too
+    s = graph.summary
+    assert s["engine_used"] == "graph" and s["engine_fallback_reason"] is None and s["capture_time_s"] > 0
+    assert strip(graph.history) == strip(eager.history)
+    assert s["final_train_acc_trainmode"] == eager.summary["final_train_acc_trainmode"]
+
+    monkeypatch.setattr(graphed, "CudaGraphOps", FailingOps)
+    failed = train(engine_cfg(engine="graph"), data=engine_data)
+    assert failed.summary["engine_used"] == "eager"
+    assert failed.summary["engine_fallback_reason"].startswith("capture failed")
+    assert strip(failed.history) == strip(eager.history)
+
+
+# ------------------------------------------------------------------------------- CUDA only
+
+CUDA_SPEC = "synthetic:train=1000,test=200,size=32,channels=3,noise=0.3"
+
+
+def cuda_cfg(**kw: Any) -> RunConfig:
+    base = dict(model="resnet20", dataset=CUDA_SPEC, val_size=0, epochs=3, batch_size=128, eval_batch_size=200,
+                lr=0.05, schedule="multistep", milestones=(2,), weight_decay=5e-4)
+    base.update(kw)
+    return RunConfig(**base)  # type: ignore[arg-type]
+
+
+@cuda_only
+@pytest.mark.parametrize("kw", [{}, {"precision": "bf16", "channels_last": True},
+                                {"optimizer": "adam", "lr": 2e-3, "schedule": "cosine", "warmup": 1},
+                                {"loader": "torch"}])
+def test_cuda_graph_follows_eager(kw: dict) -> None:
+    data = load_dataset(CUDA_SPEC)
+    eager = train(cuda_cfg(engine="eager", **kw), device="cuda", data=data)
+    graph = train(cuda_cfg(engine="graph", **kw), device="cuda", data=data)
+    assert graph.summary["engine_used"] == "graph", graph.summary["engine_fallback_reason"]
+    assert graph.summary["capture_time_s"] > 0
+    for a, b in zip(eager.history, graph.history, strict=True):
+        assert a["iteration"] == b["iteration"] and a["lr"] == pytest.approx(b["lr"])
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.05)
+        assert abs(a["test_acc"] - b["test_acc"]) < 0.1
+
+
+@cuda_only
+def test_cuda_graphed_epoch_makes_no_host_sync() -> None:
+    data = load_dataset(CUDA_SPEC)
+    dev = torch.device("cuda", torch.cuda.current_device())
+    cfg = cuda_cfg()
+    prec = resolve_precision("fp32", dev)
+    loader = GpuLoader(data.train, 128, device=dev, train=True, mean=data.mean, std=data.std, seed=0)
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10).to(dev)
+    opt = build_optimizer(cfg, model.parameters())
+    total = 3 * len(loader)
+    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=build_schedule(cfg, len(loader), total),
+                           base_lr=cfg.lr, total_steps=total, criterion=nn.CrossEntropyLoss(), aux_weight=0.3,
+                           prec=prec, device=dev, channels_last=False)
+    trainer.setup(0)
+    assert trainer.device_feed and sorted(trainer.graphs) == [1000 % 128, 128]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = trainer.train_epoch(0, 0, total)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    loss, acc = stats.read()
+    assert math.isfinite(loss) and stats.steps == len(loader) and stats.samples == 1000
+
+
+@cuda_only
+def test_cuda_in_graph_augmentation_equals_the_loader() -> None:
+    data = load_dataset(CUDA_SPEC)
+    dev = torch.device("cuda", torch.cuda.current_device())
+    loader = GpuLoader(data.train, 128, device=dev, train=True, mean=data.mean, std=data.std, seed=5)
+    feed = graphed.DeviceFeed(loader)
+    feed.prepare(128)
+    out_x = torch.empty(128, 3, 32, 32, device=dev)
+    out_y = torch.empty(128, dtype=torch.int64, device=dev)
+
+    def body() -> None:
+        x, y = feed.batch(128)
+        out_x.copy_(x)
+        out_y.copy_(y)
+
+    feed.begin_epoch(0)
+    body()  # warm-up
+    torch.cuda.synchronize()
+    graph = graphed.CudaGraphOps(dev).capture(body, feed.gen)
+    feed.begin_epoch(2)
+    loader.set_epoch(2)
+    for k, (x, y) in enumerate(loader):
+        if y.shape[0] != 128:
+            break
+        graph.replay()
+        assert torch.equal(out_y, y) and torch.equal(out_x, x), f"batch {k}"
+
+
+@cuda_only
+def test_cuda_fp16_falls_back_with_reason() -> None:
+    data = load_dataset(CUDA_SPEC)
+    res = train(cuda_cfg(engine="graph", precision="fp16", epochs=1), device="cuda", data=data)
+    assert res.summary["engine_used"] == "eager" and "GradScaler" in res.summary["engine_fallback_reason"]
+
+
+@cuda_only
+def test_cuda_googlenet_tuple_outputs_are_graphed() -> None:
+    data = load_dataset("synthetic:train=256,test=64,size=32,channels=3")
+    res = train(cuda_cfg(model="googlenet", dataset="synthetic:train=256,test=64,size=32,channels=3",
+                         engine="graph", epochs=1, batch_size=64, eval_batch_size=64), device="cuda", data=data)
+    assert res.summary["engine_used"] == "graph", res.summary["engine_fallback_reason"]
+    assert math.isfinite(res.history[-1]["train_loss"])
