@@ -65,7 +65,7 @@ class RunConfig:
     # numerics and engine
     precision: str = "fp32"
     channels_last: bool = False
-    engine: str = "auto"
+    engine: str = "auto"  # auto | eager | graph (CUDA graph of the whole step; auto = eager until verified on a GPU)
     seed: int = 0
     # records
     acc_thresholds: tuple[float, ...] = (0.5, 0.8, 0.9)

@@ -27,7 +27,7 @@ from bench.models import create_model
 from bench.train import engine as engine_mod
 from bench.train import graphed
 from bench.train import train
-from bench.train.graphed import GraphTrainer, GraphUnsupported, graph_decision, lr_table_values
+from bench.train.graphed import AUTO_USES_GRAPH, GraphTrainer, GraphUnsupported, graph_decision, lr_table_values
 from bench.train.loop import Precision, resolve_precision, train_epoch
 from bench.train.optim import build_optimizer, build_schedule
 
@@ -271,10 +271,11 @@ def test_graph_decision_reasons() -> None:
     fp32 = Precision("fp32", None, False, False)
     fp16 = Precision("fp16", torch.float16, True, False)
     assert graph_decision(RunConfig(engine="eager"), gpu, fp32) == (False, None)
-    assert graph_decision(RunConfig(engine="auto"), gpu, fp32) == (True, None)
+    assert graph_decision(RunConfig(engine="graph"), gpu, fp32) == (True, None)
+    assert graph_decision(RunConfig(engine="auto"), gpu, fp32) == (AUTO_USES_GRAPH, None)
     ok, why = graph_decision(RunConfig(engine="graph", precision="fp16"), gpu, fp16)
     assert not ok and "GradScaler" in why
-    ok, why = graph_decision(RunConfig(engine="auto"), CPU, fp32)
+    ok, why = graph_decision(RunConfig(engine="graph"), CPU, fp32)
     assert not ok and "CUDA device" in why
     ok, why = graph_decision(RunConfig(engine="graph", optimizer="lamb"), gpu, fp32)  # e.g. a study's own
     assert not ok and "lamb" in why
