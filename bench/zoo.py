@@ -46,7 +46,7 @@ def _fmt(key: str, value: Any) -> str:
         return "not measured" if "bytes" in key else "-"
     if isinstance(value, float):
         return f"{value:,.4g}"
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and "version" not in key:
         return f"{value:,}"
     return str(value)
 
