@@ -54,8 +54,8 @@ architectures = register_study(Study(
     axes={"arch": arch_arms()},
     profiles={
         "full": Profile("full", {}, seeds=(0, 1, 2), description="100 epochs, cosine lr, 3 seeds"),
-        "quick": Profile("quick", {"epochs": 8, "train_subset": 20000}, seeds=(0, 1, 2),
-                         description="8 epochs on 20k training images, 3 seeds"),
+        "quick": Profile("quick", {"epochs": 5, "train_subset": 20000}, seeds=(0, 1, 2),
+                         description="5 epochs on 20k training images, 3 seeds"),
         "smoke": smoke_profile(
             axes={"arch": arch_arms(("simple_cnn", "alexnet_cifar", "resnet20", "googlenet"))},
             epochs=1, milestones=(), dataset="synthetic:size=32,train=128,test=64", batch_size=32),

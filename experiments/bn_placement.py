@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.study import Arm, Profile, Published, Study, register_study
-from experiments._common import HE2016_CIFAR, QUICK_20_EPOCHS, smoke_profile
+from experiments._common import HE2016_CIFAR, QUICK_15_EPOCHS, smoke_profile
 
 HE2016B = "He et al. 2016b, Identity Mappings in Deep Residual Networks, Table 2 (ResNet-110, CIFAR-10 test error)"
 
@@ -39,8 +39,8 @@ bn_placement = register_study(Study(
         # He et al. 2016b warm ResNet-110 up at lr 0.01 for the first 400 iterations.
         "full": Profile("full", {"warmup": 400}, seeds=(0, 1, 2),
                         description="ResNet-110, He et al. protocol (64k iterations), 3 seeds"),
-        "quick": Profile("quick", QUICK_20_EPOCHS, axes={"unit": unit_arms("resnet32")}, seeds=(0, 1, 2),
-                         description="ResNet-32, 20 epochs, 3 seeds"),
+        "quick": Profile("quick", QUICK_15_EPOCHS, axes={"unit": unit_arms("resnet32")}, seeds=(0, 1, 2),
+                         description="ResNet-32, 15 epochs, 3 seeds"),
         "smoke": smoke_profile(axes={"unit": unit_arms("resnet20")}),
     },
     published=tuple(

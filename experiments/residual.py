@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.config import RunConfig
 from bench.study import Arm, Profile, Published, Study, register_study
-from experiments._common import HE2016_CIFAR, QUICK_20_EPOCHS, smoke_profile
+from experiments._common import HE2016_CIFAR, QUICK_15_EPOCHS, smoke_profile
 
 HE2016 = "He et al. 2016, Deep Residual Learning, Table 6 (CIFAR-10 test error, best of 5 runs)"
 HE2016_FIG6 = "He et al. 2016, Fig. 6 left (plain nets, read off the plot, approximate)"
@@ -32,8 +32,8 @@ residual = register_study(Study(
     profiles={
         "full": Profile("full", {}, seeds=(0, 1, 2),
                         description="He et al. 2016 protocol: 64k iterations, depths 20-110, 3 seeds"),
-        "quick": Profile("quick", QUICK_20_EPOCHS, axes={"model": depth_arms((20, 32, 44, 56))}, seeds=(0, 1, 2),
-                         description="20 epochs (lr /10 at 10 and 15), depths 20-56, 3 seeds"),
+        "quick": Profile("quick", QUICK_15_EPOCHS, axes={"model": depth_arms((20, 32, 44, 56))}, seeds=(0, 1, 2),
+                         description="15 epochs (lr /10 at 8 and 12), depths 20-56, 3 seeds"),
         "smoke": smoke_profile(axes={"model": depth_arms((20, 32))}),
     },
     published=(
