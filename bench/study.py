@@ -51,7 +51,7 @@ class Published:
     """A published figure to show beside ours. ``match`` selects arms by axis label."""
 
     match: dict[str, str]
-    metric: str  # a summary column, e.g. 'test_error_pct'
+    metric: str  # a load_runs column, e.g. 'final_test_error_pct' or 'test_error_at_best_val_pct'
     value: float
     source: str  # paper, table or figure
     spread: float | None = None

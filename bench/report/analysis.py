@@ -86,11 +86,12 @@ def select_lr(d: ReportData) -> pd.DataFrame:
 
 def best_runs(d: ReportData) -> dict[str, pd.Series]:
     """The best finished run of each arm by validation accuracy (best, else final; ties to the
-    lower seed). Falls back to final test accuracy only when a run has no validation split."""
+    lower seed). Without a validation split, the lowest seed: test numbers never choose."""
     ok = d.ok
     out: dict[str, pd.Series] = {}
     if ok.empty:
         return out
+    ok = ok.sort_values("seed", kind="stable")  # idxmax takes the first maximum: the lower seed
     score = d.col(ok, "best_val_acc").fillna(d.col(ok, "final_val_acc"))
     for arm in d.arm_order:
         mask = ok["arm_label"] == arm
@@ -100,8 +101,37 @@ def best_runs(d: ReportData) -> dict[str, pd.Series]:
         if s.notna().any():
             out[arm] = ok.loc[s.idxmax()]
         else:
-            out[arm] = ok[mask].sort_values("seed").iloc[0]
+            out[arm] = ok[mask].iloc[0]
     return out
+
+
+def shared_gpu(df: pd.DataFrame) -> pd.Series:
+    """True for runs whose GPU was shared with other runs (their timings are unreliable)."""
+    if "shared_gpu" not in df:
+        return pd.Series(False, index=df.index)
+    return df["shared_gpu"].map(lambda v: bool(v) if v == v and v is not None else False).astype(bool)
+
+
+def timing_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs whose timings count, and a caption note: shared-GPU runs are left out when any run
+    had its GPU alone; when every run shared its GPU, all are kept and the note says so."""
+    shared = shared_gpu(df)
+    if df.empty or not shared.any():
+        return df, ""
+    if shared.all():
+        return df, f" All {len(df)} timings were taken on a shared GPU: unreliable."
+    return df[~shared], f" {int(shared.sum())} run(s) on a shared GPU left out of the timings."
+
+
+def shared_note(d: ReportData, run_ids: pd.Series | list[str] | None = None) -> str:
+    """Caption note when any of the runs (default: all finished runs) trained on a shared GPU."""
+    runs = d.runs
+    if runs.empty or "run_id" not in runs:
+        return ""
+    if run_ids is not None:
+        runs = runs[runs["run_id"].isin(list(run_ids))]
+    k = int(shared_gpu(runs).sum())
+    return f" {k} of {len(runs)} runs trained on a shared GPU: their timings are unreliable." if k else ""
 
 
 def other_tag(d: ReportData, df: pd.DataFrame, exclude: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.report.analysis import hue_colour, hue_groups, other_tag
+from bench.report.analysis import hue_colour, hue_groups, other_tag, shared_note, timing_runs
 from bench.report.data import ReportData
 from bench.report.plotting import (Figure, dedupe_legend, legend_above, log2_axis, mean_errorbar, not_measured,
                                    panels, short, style, to_png)
@@ -57,7 +57,8 @@ def cost_by_arm(d: ReportData) -> Figure:
         axes[0].set_yticklabels([short(a) for a in arms])
         axes[0].invert_yaxis()
         fig_.png = to_png(fig)
-    fig_.caption = "Measured once per model and input shape at the training batch size (synthetic steps)."
+    fig_.caption = ("Measured once per model and input shape at the training batch size (synthetic steps)."
+                    + shared_note(d))
     return fig_
 
 
@@ -93,9 +94,10 @@ def epoch_time_by_arm(d: ReportData) -> Figure:
 
 
 def batch_time(d: ReportData) -> Figure:
-    """Epoch time and training throughput against batch size (log2 axes)."""
+    """Epoch time and training throughput against batch size (log2 axes); runs on an exclusive GPU
+    only, unless every run shared its GPU (then the caption says so)."""
     fig_ = Figure("batch_time", "Epoch time and throughput against batch size")
-    ok = d.ok
+    ok, note = timing_runs(d.ok)
     if ok.empty or "tag_batch_size" not in ok or not d.has(ok, "median_epoch_time_s"):
         fig_.note = "needs finished runs tagged with batch_size, with epoch times"
         return fig_
@@ -123,5 +125,5 @@ def batch_time(d: ReportData) -> Figure:
         dedupe_legend(axes[1], loc="best")
         fig_.png = to_png(fig)
     fig_.caption = ("Throughput from whole epochs (data loading included); dashed: synthetic measured steps. "
-                    "Mean ± std over seeds.")
+                    "Mean ± std over seeds." + note)
     return fig_

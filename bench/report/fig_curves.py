@@ -6,6 +6,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from bench.report.analysis import shared_note
 from bench.report.data import CURVE_STATES, ReportData
 from bench.report.plotting import Figure, mean_band, panels, short, style, to_png
 
@@ -98,7 +99,8 @@ def _curves(d: ReportData, kind: str, x: str, xlabel: str, title: str) -> Figure
         else:
             axes[-1].legend(loc="upper right")
         fig_.png = to_png(fig)
-    fig_.caption = "Mean over seeds per arm; band: min-max over seeds."
+    fig_.caption = "Mean over seeds per arm; band: min-max over seeds." + (
+        shared_note(d, h["run_id"].unique()) if x == "elapsed_train_time_s" else "")
     return fig_
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report.analysis import (arm_spreads, arm_values, hue_colour, hue_groups, main_metric,
-                                   metric_label, other_tag, select_lr)
+                                   metric_label, other_tag, select_lr, shared_note, timing_runs)
 from bench.report.data import ReportData
 from bench.report.plotting import (Figure, dedupe_legend, legend_above, log2_axis, mean_errorbar, not_measured,
                                    panels, plain_log_axis, published_marker, short, style, to_png)
@@ -65,7 +65,10 @@ def _xy_by_hue(d: ReportData, kind: str, title: str, xcol: str, xlabel: str, log
         ax.set_ylabel(metric_label(metric))
         dedupe_legend(ax, title=hue[4:] if hue else None, loc="best")
         fig_.png = to_png(fig)
-    fig_.caption = "Mean ± std over seeds (dots: seeds); hollow stars: published figures."
+    # say when the stars come from another setting (e.g. ImageNet figures on a CIFAR axis)
+    notes = sorted({str(p["note"]) for _, p in _published_points(d, metric) if p.get("note")})
+    fig_.caption = ("Mean ± std over seeds (dots: seeds); hollow stars: published figures"
+                    + (f" (their notes: {'; '.join(notes)})." if notes else "."))
     return fig_
 
 
@@ -184,14 +187,16 @@ def batch_accuracy(d: ReportData) -> Figure:
     tcols = sorted((c for c in ok.columns if c.startswith("time_to_val_acc_") and d.has(ok, c)),
                    key=lambda c: int(c.split("_")[4]))
     groups = hue_groups(d, ok, hue)
+    timed, note = timing_runs(ok)  # time to accuracy is a timing: exclusive-GPU runs only
     with style():
         fig, axes = panels(2, width=4.6, height=3.4)
         for g in groups:
             sub = ok if g is None else ok[ok[hue] == g]
+            tsub = timed if g is None else timed[timed[hue] == g]
             c = hue_colour(d, hue, g)
             mean_errorbar(axes[0], sub, "_x", "_y", color=c, label=str(g) if g is not None else "ours")
             if tcols:
-                mean_errorbar(axes[1], sub.assign(_t=d.col(sub, tcols[-1])), "_x", "_t", color=c,
+                mean_errorbar(axes[1], tsub.assign(_t=d.col(tsub, tcols[-1])), "_x", "_t", color=c,
                               label=str(g) if g is not None else "ours")
         axes[0].set_ylabel(metric_label(metric))
         if tcols:
@@ -205,14 +210,15 @@ def batch_accuracy(d: ReportData) -> Figure:
             ax.set_xlabel("batch size (log2)")
         dedupe_legend(axes[0], title=hue[4:] if hue else None, loc="best")
         fig_.png = to_png(fig)
-    fig_.caption = "Mean ± std over seeds (dots: seeds)."
+    fig_.caption = "Mean ± std over seeds (dots: seeds)." + (note if tcols else "")
     return fig_
 
 
 def bubble(d: ReportData) -> Figure:
     """Test accuracy against multiply-adds (log x); bubble area = epoch time, else parameters."""
     fig_ = Figure("bubble", "Accuracy against compute")
-    macs = next((c for c in ("macs_fvcore_total", "macs_conv_linear") if d.has(d.ok, c)), None)
+    # conv + linear multiply-adds are what papers count (and what the architectures study names)
+    macs = next((c for c in ("macs_conv_linear", "macs_fvcore_total") if d.has(d.ok, c)), None)
     ok = _ok_with(d, "final_test_acc")
     if ok.empty or macs is None:
         fig_.note = "needs finished runs with MACs and test accuracy"
@@ -230,9 +236,10 @@ def bubble(d: ReportData) -> Figure:
             ax.scatter([r["_m"]], [r["_a"]], s=area, color=d.palette.arm(str(arm)), alpha=0.6, edgecolor="k", lw=0.6)
             ax.annotate(short(str(arm), 22), (r["_m"], r["_a"]), xytext=(4, 4), textcoords="offset points", fontsize=7)
         plain_log_axis(ax)
-        ax.set_xlabel(f"multiply-adds per image (M, {'fvcore' if macs == 'macs_fvcore_total' else 'conv+linear'}, log)")
+        ax.set_xlabel(f"MACs per image (M, {'fvcore total' if macs == 'macs_fvcore_total' else 'conv+linear'}, log)")
         ax.set_ylabel("final test accuracy (%)")
         ax.margins(0.15)
         fig_.png = to_png(fig)
-    fig_.caption = f"Mean over seeds per arm; bubble area ∝ {size_name or 'nothing (not measured)'}."
+    fig_.caption = (f"Mean over seeds per arm; bubble area ∝ {size_name or 'nothing (not measured)'}."
+                    + (shared_note(d, ok["run_id"]) if size_col == "median_epoch_time_s" else ""))
     return fig_

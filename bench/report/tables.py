@@ -105,7 +105,11 @@ def results_table(d: ReportData) -> Table:
             s["source"] = f"[{sources.index(src) + 1}]" + (f" {html.escape(str(p['note']))}" if p.get("note") else "")
         raw.append(r)
         shown.append(s)
-    means = [r.get(f"{main}_mean", math.nan) for r in raw]
+    # Bold the arm one would choose, on validation error: bolding the best test error would read as
+    # choosing on the test set (e.g. one point of an lr grid). Studies without validation use `main`.
+    means = [r.get("best_val_error_pct_mean", math.nan) for r in raw]
+    if not any(v == v for v in means):
+        means = [r.get(f"{main}_mean", math.nan) for r in raw]
     finite = [(v, i) for i, v in enumerate(means) if v == v]
     best = [min(finite)[1]] if finite else []
     notes = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
