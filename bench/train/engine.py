@@ -22,6 +22,7 @@ eager loop and the summary says why (``engine_fallback_reason``); ``engine_used`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -113,10 +114,14 @@ def train(
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    prec = resolve_precision(cfg.precision, device)
-    splits = prepare_splits(cfg, data_dir, data)
-    with numerics(prec, device):
-        return _Run(cfg, device, prec, splits, run_dir, on_epoch, progress).run()
+    # cuda:N the current device for the run: bf16 support, events, CUDA-graph capture, cuBLAS/cuDNN
+    # handles and the optimizers' capture check all use the current device, not the tensors' device
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        prec = resolve_precision(cfg.precision, device)
+        splits = prepare_splits(cfg, data_dir, data)
+        with numerics(prec, device):
+            return _Run(cfg, device, prec, splits, run_dir, on_epoch, progress).run()
 
 
 class _Run:

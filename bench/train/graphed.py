@@ -282,6 +282,9 @@ class CudaGraphOps:
         if device.type != "cuda":
             raise GraphUnsupported(f"CUDA graphs need a CUDA device (device is {device.type})")
         self.device = device
+        # An explicit capture stream on the run's device: torch.cuda.graph's default one is a class-level
+        # stream made on whichever device was current at the first capture in the process.
+        self.capture_stream = torch.cuda.Stream(device)
         # capturing the augmentation's RNG needs its generator registered with the graph (torch >= 2.5)
         self.can_capture_generator = hasattr(torch.cuda.CUDAGraph, "register_generator_state")
 
@@ -305,7 +308,7 @@ class CudaGraphOps:
             graph.register_generator_state(generator)
         previous = torch.cuda.current_stream(self.device)
         try:
-            with torch.cuda.graph(graph, capture_error_mode=self.capture_error_mode):
+            with torch.cuda.graph(graph, stream=self.capture_stream, capture_error_mode=self.capture_error_mode):
                 body()
         except BaseException:
             # torch.cuda.graph leaves its capture stream current when capture_end raises (an invalidated

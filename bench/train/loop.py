@@ -102,7 +102,8 @@ class DivergenceWatch:
             tripped = bool(self._flag)  # host memory, already written: no sync
         self._flag.copy_(~torch.isfinite(loss_sum), non_blocking=True)
         self._event = torch.cuda.Event()
-        self._event.record()
+        # the stream the copy was queued on: loss_sum's device's, not the current device's (cuda:N)
+        self._event.record(torch.cuda.current_stream(loss_sum.device))
         return tripped
 
 
