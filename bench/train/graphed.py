@@ -49,7 +49,6 @@ restore / replay logic runs on the CPU with a stand-in for :class:`CudaGraphOps`
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import math
 from collections.abc import Callable, Iterable
@@ -59,7 +58,9 @@ import torch
 from torch import nn
 
 from bench.config import RunConfig
-from bench.data.gpu_loader import GpuLoader, epoch_seed
+from bench.data.gpu_loader import GpuLoader
+from bench.train.capture import CudaGraphOps, GraphUnsupported, Snapshot
+from bench.train.feeds import CopyFeed, DeviceFeed
 from bench.train.loop import DIVERGENCE_CHECK_EVERY, DivergenceWatch, EpochStats, Precision, split_outputs
 from bench.train.optim import Schedule
 
@@ -86,10 +87,6 @@ GRAPH_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 AUTO_USES_GRAPH = False
 WARMUP_STEPS = 3  # per captured batch size, on a side stream (PyTorch's CUDA-graph notes use 3)
 _REASON_CHARS = 300
-
-
-class GraphUnsupported(Exception):
-    """This run cannot be graphed; ``str(e)`` is the reason recorded as ``engine_fallback_reason``."""
 
 
 def graph_decision(cfg: RunConfig, device: torch.device, prec: Precision) -> tuple[bool, str | None]:
@@ -185,199 +182,6 @@ class StaticStep:
         self.loss_sum += loss.detach().float() * n
         self.correct += (main.detach().argmax(1) == y).sum()
         self.step += 1
-
-
-class DeviceFeed:
-    """Training batches of a :class:`GpuLoader` drawn on the device from device counters (capturable).
-
-    Per epoch (eager, once): the generator is seeded from ``(loader.seed, epoch)`` and the permutation
-    drawn into a static buffer, as ``GpuLoader.__iter__`` does. Per batch (captured): indices
-    ``order[pos*B + arange(b)]``, the uint8 gathers and ``loader.transform`` drawing from the same
-    generator, in the same order, so the batches are those of the eager loader.
-    """
-
-    def __init__(self, loader: GpuLoader) -> None:
-        self.loader = loader
-        dev = loader.device
-        self.gen = torch.Generator(device=dev)
-        self.order = torch.arange(loader.num_samples, device=dev)
-        self.pos = torch.zeros((), dtype=torch.int64, device=dev)
-        self._arange: dict[int, torch.Tensor] = {}
-
-    def sizes(self) -> list[int]:
-        """Batch size of each step of an epoch."""
-        n, b = self.loader.num_samples, self.loader.batch_size
-        return [min(b, n - lo) for lo in range(0, n, b)][: len(self.loader)]
-
-    def prepare(self, size: int) -> None:
-        """Allocate the index ramp for batches of ``size`` (before capture)."""
-        if size not in self._arange:
-            self._arange[size] = torch.arange(size, device=self.loader.device)
-
-    def begin_epoch(self, epoch: int) -> None:
-        self.gen.manual_seed(epoch_seed(self.loader.seed, epoch))
-        if self.loader.train:
-            torch.randperm(self.loader.num_samples, generator=self.gen, out=self.order)
-        self.pos.zero_()
-
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch of ``size`` samples (``pos`` advances on the device)."""
-        ld = self.loader
-        idx = self.order.index_select(0, self._arange[size] + self.pos * ld.batch_size)
-        x, y = ld.images.index_select(0, idx), ld.labels.index_select(0, idx)
-        self.pos += 1
-        return ld.transform(x, self.gen if ld.train else None), y
-
-
-class CopyFeed:
-    """Any loader's batches copied into static input buffers (one pair per captured batch size)."""
-
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-        self.static: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def example(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One ``(x, y)`` sample batch, drawn without touching the loader's own random state.
-
-        A :class:`~bench.data.torch_loader.TorchLoader` transforms item 0 in this process (its workers'
-        RNG streams stay as the eager run would find them); another loader yields its first batch.
-        The CPU RNG the transforms may draw from is forked, so nothing here changes the run.
-        """
-        from bench.data.torch_loader import TorchLoader
-
-        with torch.random.fork_rng(devices=[]):
-            if isinstance(self.loader, TorchLoader):
-                x0, y0 = self.loader.loader.dataset[0]
-                fmt = torch.channels_last if self.loader.channels_last and x0.dim() == 3 else torch.contiguous_format
-                x = x0.unsqueeze(0).to(self.loader.device).contiguous(memory_format=fmt)
-                return x, torch.tensor([y0], dtype=torch.int64, device=self.loader.device)
-            x, y = next(iter(self.loader))
-            return x, y
-
-    def prepare_from(self, x: torch.Tensor, y: torch.Tensor, sizes: Iterable[int]) -> None:
-        """Static buffers shaped like ``(x, y)`` (memory format kept) for each batch size."""
-        channels_last = bool(getattr(self.loader, "channels_last", False)) and x.dim() == 4
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        for s in sizes:
-            xs = torch.empty((s, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
-            xs.copy_(x[:1].expand_as(xs))
-            ys = torch.zeros((s, *y.shape[1:]), dtype=y.dtype, device=y.device)
-            ys.copy_(y[:1].expand_as(ys))
-            self.static[s] = (xs, ys)
-
-    def load(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = self.static[int(y.shape[0])]
-        xs.copy_(x, non_blocking=True)
-        ys.copy_(y, non_blocking=True)
-        return xs, ys
-
-
-class CudaGraphOps:
-    """The CUDA calls of warm-up and capture behind one seam (the CPU tests substitute a stand-in that
-    runs the body where CUDA would record it, to check the warm-up/restore/replay logic)."""
-
-    capture_error_mode = "thread_local"  # other threads (DataLoader pinning) may call CUDA meanwhile
-
-    def __init__(self, device: torch.device) -> None:
-        if device.type != "cuda":
-            raise GraphUnsupported(f"CUDA graphs need a CUDA device (device is {device.type})")
-        self.device = device
-        # An explicit capture stream on the run's device: torch.cuda.graph's default one is a class-level
-        # stream made on whichever device was current at the first capture in the process.
-        self.capture_stream = torch.cuda.Stream(device)
-        # capturing the augmentation's RNG needs its generator registered with the graph (torch >= 2.5)
-        self.can_capture_generator = hasattr(torch.cuda.CUDAGraph, "register_generator_state")
-
-    def synchronize(self) -> None:
-        torch.cuda.synchronize(self.device)
-
-    @contextlib.contextmanager
-    def side_stream(self) -> Any:
-        """Run the block on a fresh side stream, ordered after and before the current stream's work."""
-        current = torch.cuda.current_stream(self.device)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(current)
-        with torch.cuda.stream(side):
-            yield
-        current.wait_stream(side)
-
-    def capture(self, body: Callable[[], None], generator: torch.Generator | None) -> Any:
-        """A ``torch.cuda.CUDAGraph`` of ``body`` (with ``generator`` registered); ``.replay()`` runs it."""
-        graph = torch.cuda.CUDAGraph()
-        if generator is not None:
-            graph.register_generator_state(generator)
-        previous = torch.cuda.current_stream(self.device)
-        try:
-            with torch.cuda.graph(graph, stream=self.capture_stream, capture_error_mode=self.capture_error_mode):
-                body()
-        except BaseException:
-            # torch.cuda.graph leaves its capture stream current when capture_end raises (an invalidated
-            # capture): put the caller's stream back so the eager fallback does not run on it
-            torch.cuda.set_stream(previous)
-            with contextlib.suppress(Exception):
-                graph.reset()
-            raise
-        return graph
-
-    def rng_state(self) -> torch.Tensor:
-        return torch.cuda.get_rng_state(self.device)
-
-    def set_rng_state(self, state: torch.Tensor) -> None:
-        torch.cuda.set_rng_state(state, self.device)
-
-
-class _Snapshot:
-    """Everything warm-up steps change: parameters, buffers, optimizer state and groups, default RNGs."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, ops: Any) -> None:
-        seen: dict[int, torch.Tensor] = {}
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            seen.setdefault(id(t), t)
-        self.tensors = [(t, t.detach().clone()) for t in seen.values()]
-        self.opt_state = {
-            p: {k: (v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in s.items()}
-            for p, s in optimizer.state.items() if s
-        }
-        self.groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        self.ops = ops
-        self.rng_cpu = torch.get_rng_state()
-        self.rng_dev = ops.rng_state()
-
-    def _restore_rng(self) -> None:
-        torch.set_rng_state(self.rng_cpu)
-        self.ops.set_rng_state(self.rng_dev)
-
-    @torch.no_grad()
-    def restore_in_place(self, optimizer: torch.optim.Optimizer) -> None:
-        """Values back into the same tensors (the graph holds their addresses); new state zeroed."""
-        for t, saved in self.tensors:
-            t.copy_(saved)
-        for p, state in optimizer.state.items():
-            saved = self.opt_state.get(p, {})
-            for k, v in list(state.items()):
-                if k in saved:
-                    if torch.is_tensor(v):
-                        v.copy_(saved[k])
-                    else:
-                        state[k] = copy.deepcopy(saved[k])
-                elif torch.is_tensor(v):
-                    v.zero_()  # created by the warm-up: fresh state is zeros (see the module doc)
-        self._restore_rng()
-
-    @torch.no_grad()
-    def restore_all(self, optimizer: torch.optim.Optimizer) -> None:
-        """Back to the pre-warm-up state entirely (for the eager fallback): values, groups, state keys."""
-        for t, saved in self.tensors:
-            t.copy_(saved)
-        for p in list(optimizer.state):
-            if p not in self.opt_state:
-                del optimizer.state[p]
-        for p, s in self.opt_state.items():
-            optimizer.state[p] = dict(s)
-        for group, saved in zip(optimizer.param_groups, self.groups):
-            group.update(saved)
-        optimizer.zero_grad(set_to_none=True)
-        self._restore_rng()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -479,7 +283,7 @@ class GraphTrainer:
 
     def _capture(self, epoch: int, sizes: list[int]) -> None:
         ops = self.ops
-        snap = _Snapshot(self.model, self.optimizer, ops)
+        snap = Snapshot(self.model, self.optimizer, ops)
         try:
             self._prepare_optimizer_for_capture()
             self.model.train()
