@@ -155,6 +155,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     df = plan_table(study, profile, args.results_dir, _overrides(args))
     print(f"{study.name} [{profile}]: {study.question}")
     print(df.to_string(index=False))
+    counts = df["status"].value_counts().to_dict()
+    print(f"{len(df)} cells ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); "
+          f"estimated training compute {df.attrs.get('total_TMACs', float('nan')):.1f} T multiply-adds "
+          "(3 x forward conv+linear MACs per training image)")
     return 0
 
 
