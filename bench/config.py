@@ -132,8 +132,8 @@ _TYPES = typing.get_type_hints(RunConfig)
 def _coerce_field(name: str, value: Any) -> Any:
     """Turn JSON or command-line values into the field's type (lists -> tuples, '3' -> 3)."""
     tp = _TYPES[name]
-    if isinstance(value, str):
-        value = parse_value(value)
+    if isinstance(value, str) and tp is not str:
+        value = parse_value(value)  # '0.05' -> 0.05 for numeric fields; text fields keep their text
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if value is None:
@@ -170,10 +170,13 @@ def _scalar(name: str, tp: Any, value: Any) -> Any:
 
 
 def parse_value(text: str) -> Any:
-    """Parse a command-line value: JSON if it parses (numbers, true/false, lists, null), else text."""
+    """Parse a command-line value: JSON if it parses (numbers, true/false, lists, null), else text.
+
+    Only ``null`` means None: ``none`` stays text, since it is a value in its own right (``norm=none``).
+    """
     low = text.strip().lower()
-    if low in ("true", "false", "none", "null"):
-        return {"true": True, "false": False}.get(low)
+    if low in ("true", "false"):
+        return low == "true"
     try:
         return json.loads(text)
     except ValueError:
@@ -187,8 +190,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     names = {f.name for f in dataclasses.fields(RunConfig)}
     for key, value in overrides.items():
         if key.startswith("model_kwargs."):
-            sub = key.split(".", 1)[1]
-            mkw[sub] = parse_value(value) if isinstance(value, str) else value
+            mkw[key.split(".", 1)[1]] = value  # typed already (study arms; parse_set_args for the CLI)
         elif key in names:
             plain[key] = _coerce_field(key, value)
         else:
@@ -208,5 +210,8 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise UserError(f"bad --set {item!r}: expected key=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = v
+        k = k.strip()
+        # config fields are coerced by their declared type later; model arguments have no declared
+        # type here, so their text is parsed now ('8' -> 8, 'true' -> True, 'gn' stays 'gn')
+        out[k] = parse_value(v) if k.startswith("model_kwargs.") else v
     return out

@@ -53,7 +53,6 @@ def _fmt(key: str, value: Any) -> str:
 
 def measure_table(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
     """The full measurement of one model as a two-column table, plus the layer view if asked."""
-    from bench.config import parse_value
     from bench.measure import layer_table, measure_model
     from bench.models import create_model, model_info
     from bench.runner import resolve_device
@@ -68,7 +67,7 @@ def measure_table(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
     for k, v in overrides.items():
         if not k.startswith("model_kwargs."):
             raise UserError(f"bench measure takes only --set model_kwargs.<name>=<value>, got {k!r}")
-        kwargs[k.split(".", 1)[1]] = parse_value(v)
+        kwargs[k.split(".", 1)[1]] = v  # parsed by parse_set_args
     device = resolve_device(args.device)
     m = measure_model(args.model, input_shape=(c, h, w), batch_size=args.batch_size, device=device,
                       num_classes=args.num_classes, model_kwargs=kwargs, precision=args.precision,

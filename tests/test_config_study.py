@@ -36,6 +36,13 @@ def test_overrides_coerce_types() -> None:
                                                        "model_kwargs.norm=gn", "channels_last=true"]))
     assert cfg.lr == 0.05 and cfg.epochs == 3 and cfg.milestones == (1, 2)
     assert cfg.model_kwargs == {"norm": "gn"} and cfg.channels_last is True
+    # 'none' is a value (no norm), not None; 'null' is None
+    cfg = apply_overrides(RunConfig(), parse_set_args(["model_kwargs.norm=none", "model_kwargs.groups=8",
+                                                       "train_subset=null", "dataset=none"]))
+    assert cfg.model_kwargs == {"groups": 8, "norm": "none"} and cfg.train_subset is None
+    assert cfg.dataset == "none"
+    # study arms pass typed values through unchanged
+    assert apply_overrides(RunConfig(), {"model_kwargs.norm": "none"}).model_kwargs == {"norm": "none"}
 
 
 @pytest.mark.parametrize(

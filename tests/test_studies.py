@@ -23,9 +23,9 @@ def test_smoke_profile_end_to_end(name: str, results_dir: Path) -> None:
     cells = study.cells("smoke")
     runs = store.load_runs(name)
     assert len(runs) == len(cells)
-    # smoke runs may diverge or fail honestly, but every cell must be finished and recorded
-    assert set(runs["status"]) <= {"ok", "diverged", "oom", "failed"}
-    assert (runs["status"] == "ok").sum() >= len(cells) // 2, runs[["arm_label", "status", "error"]]
+    # every cell of every smoke profile trains: a failure here is a bug in the harness or the study
+    bad = runs[runs["status"] != "ok"]
+    assert bad.empty, bad[["arm_label", "status", "error"]].to_string()
     assert main(["--results-dir", str(results_dir), "report", name]) == 0
     html = (results_dir / name / "report.html").read_text()
     assert study.question in html.replace("&#39;", "'")
