@@ -121,3 +121,31 @@ def test_registered_studies_expand_in_every_profile(name: str) -> None:
     labels = [c.arm for c in study.cells("full")]
     for pub in study.published:
         assert any(all(fnmatchcase(arm.get(k, ""), v) for k, v in pub.match.items()) for arm in labels), pub
+
+
+@pytest.mark.parametrize("name", STUDIES.names())
+def test_every_profile_builds_its_models_and_names_known_parts(name: str) -> None:
+    """Catches a bad model argument, optimiser, schedule or data set in full/quick before a GPU does."""
+    import json
+
+    import torch
+
+    from bench.data import DATASETS
+    from bench.models import create_model
+    from bench.train.optim import OPTIMIZERS, SCHEDULES
+
+    study = STUDIES.get(name)
+    built: set[tuple[str, str, int]] = set()
+    for profile in PROFILES:
+        for c in study.cells(profile):
+            cfg = c.config
+            assert cfg.optimizer in OPTIMIZERS and cfg.schedule in SCHEDULES, cfg
+            base = cfg.dataset.split(":", 1)[0]
+            assert base in DATASETS or base in ("synthetic", "imagefolder"), cfg.dataset
+            channels = 1 if cfg.dataset == "mnist" or "channels=1" in cfg.dataset else 3
+            key = (cfg.model, json.dumps(cfg.model_kwargs, sort_keys=True), channels)
+            if key in built:
+                continue
+            built.add(key)
+            with torch.device("meta"):  # structure only: no memory, no init cost
+                create_model(cfg.model, num_classes=10, in_channels=channels, **cfg.model_kwargs)
