@@ -57,6 +57,9 @@ def smoke_overrides(**extra: object) -> dict[str, object]:
     return base
 
 
-def smoke_profile(description: str = "seconds on a CPU: synthetic 16x16 data, 2 epochs, 1 seed", **extra: object) -> Profile:
+def smoke_profile(**extra: object) -> Profile:
+    """The smoke profile: :func:`smoke_overrides` plus ``extra`` (``axes=`` replaces the study's axes)."""
     axes = extra.pop("axes", None)
-    return Profile("smoke", smoke_overrides(**extra), axes=axes, seeds=(0,), description=description)  # type: ignore[arg-type]
+    over = smoke_overrides(**extra)
+    description = f"seconds on a CPU: {over['dataset']}, {over['epochs']} epoch(s), 1 seed"
+    return Profile("smoke", over, axes=axes, seeds=(0,), description=description)  # type: ignore[arg-type]

@@ -89,7 +89,9 @@ def mean_band(ax: plt.Axes, df: pd.DataFrame, by: str, x: str, y: str, *, color:
     if d.empty:
         return
     g = d.groupby(by, sort=True).agg(x=(x, "mean"), m=(y, "mean"), lo=(y, "min"), hi=(y, "max"))
-    ax.plot(g["x"], g["m"], color=color, lw=lw, ls=ls, label=label)
+    # with few points (short runs) a bare line is invisible or misleading: mark the points
+    marker = "o" if len(g) <= 12 else None
+    ax.plot(g["x"], g["m"], color=color, lw=lw, ls=ls, label=label, marker=marker, ms=3 + lw)
     if band and len(g) > 1 and (g["hi"] - g["lo"]).abs().max() > 0:
         ax.fill_between(g["x"], g["lo"], g["hi"], color=color, alpha=alpha, lw=0)
 
