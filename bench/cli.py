@@ -142,7 +142,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  " + ", ".join(list_models()))
     if args.datasets or everything:
         print("Data sets:")
-        print("  " + ", ".join(DATASETS.names()) + ", imagefolder:<path>, synthetic[:k=v,...]")
+        plain = [n for n in DATASETS.names() if n not in ("imagefolder", "synthetic")]
+        print("  " + ", ".join(plain) + ", imagefolder:<path>, synthetic[:channels=,size=,classes=,train=,test=,noise=]")
     return 0
 
 
