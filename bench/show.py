@@ -12,7 +12,7 @@ from bench.store import ResultsStore, read_json
 _KEY_METRICS = (
     "status", "error", "arm_label", "seed", "final_test_acc", "test_acc_at_best_val", "best_val_acc",
     "best_val_epoch", "epochs_done", "iterations_done", "train_time_s", "median_epoch_time_s",
-    "train_samples_per_s", "peak_allocated_bytes", "params_total", "macs_conv_linear", "flops_torch",
+    "epoch_train_samples_per_s", "peak_allocated_bytes", "params_total", "macs_conv_linear", "flops_torch",
     "shared_gpu", "device",
 )
 

@@ -311,8 +311,7 @@ class ResultsStore:
 
 def flatten_summary(s: dict[str, Any]) -> dict[str, Any]:
     """Flat row: top-level scalars, ``arm_<axis>``, ``tag_<name>``, ``cfg_<field>``, ``env_<key>``,
-    metrics and measurements as they are (their names carry units; a metric whose name a
-    measurement also uses becomes ``run_<name>``)."""
+    metrics and measurements as they are (their names carry units)."""
     row: dict[str, Any] = {}
     for k, v in s.items():
         if k in ("arm", "tags", "config", "environment", "metrics", "measurements", "class_names"):
@@ -326,12 +325,8 @@ def flatten_summary(s: dict[str, Any]) -> dict[str, Any]:
         row[f"cfg_{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
     for k, v in (s.get("environment") or {}).items():
         row[f"env_{k}"] = v
-    measurements = s.get("measurements") or {}
-    for k, v in (s.get("metrics") or {}).items():
-        # A training-run figure that shares its name with a micro-measurement (train_samples_per_s,
-        # peak_allocated_bytes...) is kept as run_<name>; the bare name is the measurement.
-        row[f"run_{k}" if k in measurements else k] = v
-    row.update(measurements)
+    row.update(s.get("metrics") or {})
+    row.update(s.get("measurements") or {})  # distinct names: train_samples_per_s here is the step measurement
     for k in ("test_acc", "val_acc", "train_acc"):
         for prefix in ("final_", "best_"):
             key = f"{prefix}{k}"

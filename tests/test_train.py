@@ -181,7 +181,7 @@ def test_train_learns_and_reports(data: LoadedData) -> None:
     assert s["test_acc_at_best_val"] == res.history[s["best_val_epoch"] - 1]["test_acc"]
     assert s["epochs_to_val_acc_30"] is not None and s["time_to_val_acc_30_s"] > 0
     assert s["epochs_to_val_acc_99"] is None and math.isnan(s["time_to_val_acc_99_s"])
-    assert s["median_epoch_time_s"] > 0 and s["train_samples_per_s"] > 0
+    assert s["median_epoch_time_s"] > 0 and s["epoch_train_samples_per_s"] > 0
     assert 0 <= s["final_train_acc_evalmode"] <= 1 and 0 <= s["final_train_acc_trainmode"] <= 1
     assert res.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0
 

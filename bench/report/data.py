@@ -105,18 +105,6 @@ def _cell_row(rec: dict[str, Any], state: str, error: Any) -> dict[str, Any]:
     return row
 
 
-def trainer_and_measured_speed(summary: dict[str, Any]) -> dict[str, Any]:
-    """Both ``train_samples_per_s``: the trainer's (metrics, whole epochs with data loading) and the
-    measured one (measurements, synthetic steps). flatten_summary keeps only the latter."""
-    m = summary.get("metrics") or {}
-    ms = summary.get("measurements") or {}
-    return {
-        "epoch_train_samples_per_s": m.get("train_samples_per_s", m.get("epoch_train_samples_per_s")),
-        "step_train_samples_per_s": ms.get("train_samples_per_s"),
-        "metrics_peak_allocated_bytes": m.get("peak_allocated_bytes"),
-    }
-
-
 def load(study: str, results_dir: str | Path) -> ReportData:
     """Read a study's records from ``results_dir`` (study.json, summaries, cells, histories)."""
     store = ResultsStore(results_dir)
@@ -175,7 +163,6 @@ def load(study: str, results_dir: str | Path) -> ReportData:
     flat = []
     for rid, s in summaries.items():
         row = flatten_summary(s)
-        row.update(trainer_and_measured_speed(s))
         flat.append(row)
     runs = pd.DataFrame(flat)
     history = store.load_history(study)

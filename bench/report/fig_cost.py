@@ -26,7 +26,7 @@ def _per_arm(d: ReportData, cols: list[str]) -> pd.DataFrame:
 def cost_by_arm(d: ReportData) -> Figure:
     """Train and inference step time (ms) and peak training memory (MiB) per arm."""
     fig_ = Figure("cost_by_arm", "Step time and peak memory by arm")
-    cols = ["train_step_time_ms", "infer_step_time_ms", "train_peak_allocated_bytes", "metrics_peak_allocated_bytes"]
+    cols = ["train_step_time_ms", "infer_step_time_ms", "train_peak_allocated_bytes", "peak_allocated_bytes"]
     g = _per_arm(d, cols)
     if g.empty:
         fig_.note = "no finished runs yet"
@@ -44,7 +44,7 @@ def cost_by_arm(d: ReportData) -> Figure:
             legend_above(axes[0])
         else:
             not_measured(axes[0], "step time: not measured")
-        mem = g["train_peak_allocated_bytes"].fillna(g["metrics_peak_allocated_bytes"]) / MIB
+        mem = g["train_peak_allocated_bytes"].fillna(g["peak_allocated_bytes"]) / MIB
         if mem.notna().any():
             axes[1].barh(y, mem.fillna(0), height=0.6, color=colours)
             axes[1].set_xlabel("peak memory, training (MiB)")
@@ -103,7 +103,7 @@ def batch_time(d: ReportData) -> Figure:
         return fig_
     hue = other_tag(d, ok, "tag_batch_size")
     ok = ok.assign(_x=pd.to_numeric(ok["tag_batch_size"], errors="coerce"), _t=d.col(ok, "median_epoch_time_s"),
-                   _r=d.col(ok, "epoch_train_samples_per_s"), _m=d.col(ok, "step_train_samples_per_s"))
+                   _r=d.col(ok, "epoch_train_samples_per_s"), _m=d.col(ok, "train_samples_per_s"))
     groups = hue_groups(d, ok, hue)
     with style():
         fig, axes = panels(2, width=4.6, height=3.4)

@@ -76,7 +76,7 @@ def _metrics(h: list[dict[str, Any]], status: str, steps: int, classes: list[str
         "final_val_loss": last["val_loss"], "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
         "best_val_acc": best["val_acc"], "best_val_epoch": best["epoch"], "test_acc_at_best_val": best["test_acc"],
         "train_time_s": last["elapsed_train_time_s"], "median_epoch_time_s": float(np.median([r["epoch_time_s"] for r in h[1:]] or [1.0])),
-        "train_samples_per_s": float(np.median([r["train_samples_per_s"] for r in h])),
+        "epoch_train_samples_per_s": float(np.median([r["train_samples_per_s"] for r in h])),
         "peak_allocated_bytes": last["peak_allocated_bytes"], "precision_used": "fp32", "engine_used": "eager",
         "device": "cuda" if cuda else "cpu", "num_classes": len(classes), "class_names": classes,
         "train_size": sizes[0], "val_size": sizes[1], "test_size": sizes[2], "data_source": "synthetic",

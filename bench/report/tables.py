@@ -145,13 +145,13 @@ def cost_table(d: ReportData) -> Table:
         if sub.empty:
             continue
         med = {c: float(d.col(sub, c).median()) for c in (
-            "params_total", "macs_fvcore_total", "macs_conv_linear", "flops_torch", "step_train_samples_per_s",
+            "params_total", "macs_fvcore_total", "macs_conv_linear", "flops_torch", "train_samples_per_s",
             "infer_samples_per_s", "epoch_train_samples_per_s", "train_peak_allocated_bytes",
-            "metrics_peak_allocated_bytes", "median_epoch_time_s")}
+            "peak_allocated_bytes", "median_epoch_time_s")}
         total_min = float(d.col(sub, "train_time_s").sum()) / 60.0
         n_shared = int(sub["shared_gpu"].fillna(False).astype(bool).sum()) if "shared_gpu" in sub else 0
         mem = med["train_peak_allocated_bytes"]
-        mem = med["metrics_peak_allocated_bytes"] if mem != mem else mem
+        mem = med["peak_allocated_bytes"] if mem != mem else mem
         dev = sub["env_device_name"].dropna().iloc[0] if "env_device_name" in sub and sub["env_device_name"].notna().any() else ""
         # The runner records a failed measurement as measure_error instead of failing the run.
         merr = next((str(e) for e in sub.get("measure_error", pd.Series(dtype=object)).dropna()), "")
@@ -164,7 +164,7 @@ def cost_table(d: ReportData) -> Table:
             "MACs (M, fvcore total)": sig(med["macs_fvcore_total"] / 1e6),
             "MACs (M, conv+linear)": sig(med["macs_conv_linear"] / 1e6),
             "FLOPs (M, torch)": sig(med["flops_torch"] / 1e6),
-            "train samples/s (steps)": num(med["step_train_samples_per_s"], 0) + t,
+            "train samples/s (steps)": num(med["train_samples_per_s"], 0) + t,
             "train samples/s (epochs)": num(med["epoch_train_samples_per_s"], 0) + t,
             "inference samples/s": num(med["infer_samples_per_s"], 0) + t,
             "peak memory (MiB)": "not measured" if mem != mem else num(mem / MIB, 1),

@@ -89,7 +89,7 @@ def summarise(
         "test_acc_at_best_val": best["test_acc"] if best else NAN,
         "train_time_s": train_time_s,
         "median_epoch_time_s": _steady(history, "epoch_time_s"),
-        "train_samples_per_s": _steady(history, "train_samples_per_s"),
+        "epoch_train_samples_per_s": _steady(history, "train_samples_per_s"),
         "peak_allocated_bytes": max(peaks) if peaks else None,
         "final_train_acc_evalmode": NAN,
         "final_train_acc_trainmode": NAN,
