@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 
 matplotlib.use("Agg")
 
@@ -19,6 +21,16 @@ def real_data_dir() -> Path | None:
         if cand and Path(cand).is_dir():
             return Path(cand)
     return None
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for tiny models: on a busy 2-core machine, OpenMP threads waiting for
+    each other made such tests up to 10x slower, and one thread gives one float summation order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -36,15 +36,7 @@ from bench.data import sources
 from bench.data.gpu_loader import epoch_seed
 from bench.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def real_data_dir() -> Path | None:
-    """$BENCH_DATA_DIR first, then ../shared/data next to the repository."""
-    for d in (os.environ.get("BENCH_DATA_DIR"), REPO.parent / "shared" / "data"):
-        if d and Path(d).is_dir():
-            return Path(d)
-    return None
+from tests.conftest import real_data_dir  # noqa: E402
 
 
 def indexed(n: int = 103, c: int = 3, h: int = 8, w: int = 8, seed: int = 0) -> ArrayDataset:
@@ -279,14 +271,6 @@ def test_synthetic_deterministic_and_options():
             load_dataset(bad)
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny convs on 2 shared cores: with 2 threads, OpenMP barriers make a 0.5 s run take 10+ s
-    # whenever another process is busy; 1 thread is steady (~1 s).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_synthetic_is_learnable_by_a_small_cnn(one_thread):

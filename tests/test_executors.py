@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
+def one_thread_in_workers() -> Any:
     """One intra-op thread here and in every child process: same float order everywhere, no
     oversubscription of a small CI machine."""
     old_threads, old_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")

@@ -42,12 +42,7 @@ def data() -> LoadedData:
     return load_dataset(SPEC)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 class FakeOps:

@@ -15,12 +15,7 @@ from bench.perf import COLUMNS, DEFAULT_VARIANTS, VARIANTS, parse_variants, run_
 SPEC = "synthetic:train=96,test=32,size=32"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def test_run_perf_on_cpu_writes_csv_and_json(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -132,14 +132,7 @@ def data() -> LoadedData:
     return load_dataset(SPEC)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    # These nets are tiny: intra-op threads only add overhead, and on a busy CI box oversubscribed
-    # threads slow the runs down several times.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def small_cfg(**kw: object) -> RunConfig:
