@@ -61,7 +61,7 @@ class RunConfig:
     batch_size: int = 128
     eval_batch_size: int = 1000
     label_smoothing: float = 0.0
-    aux_loss_weight: float = 0.3  # weight of auxiliary classifier losses (GoogLeNet)
+    aux_loss_weight: float = 0.3  # auxiliary classifier losses (GoogLeNet): bench.models.outputs.AUX_LOSS_WEIGHT
     # numerics and engine
     precision: str = "fp32"
     channels_last: bool = False

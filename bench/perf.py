@@ -56,11 +56,11 @@ import torch
 from torch import nn
 
 from bench.errors import UserError, unknown_value
+from bench.models.outputs import AUX_LOSS_WEIGHT, split_outputs
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4  # the same recipe for every variant (constant lr)
 EVAL_BATCH = 1000  # the engine's evaluation batch
 USUAL_WORKERS = 4
-AUX_WEIGHT = 0.3
 
 COLUMNS = (
     "model", "variant", "engine_used", "precision", "channels_last", "epoch_s", "samples_per_s",
@@ -171,7 +171,6 @@ def usual_loop(model_name: str, data: Any, *, batch_size: int, epochs: int, devi
     """The tutorial loop (see the module doc): returns the row's measurements."""
     from bench.data.torch_loader import TorchLoader
     from bench.models import create_model
-    from bench.train.loop import split_outputs
 
     torch.manual_seed(0)
     net = create_model(model_name, num_classes=len(data.train.classes),
@@ -196,7 +195,7 @@ def usual_loop(model_name: str, data: Any, *, batch_size: int, epochs: int, devi
             inputs, labels = inputs.to(device), labels.to(device)
             optimizer.zero_grad()
             outputs, aux = split_outputs(net(inputs))  # GoogLeNet's aux heads, should one ask for it
-            loss = criterion(outputs, labels) + sum((AUX_WEIGHT * criterion(a, labels) for a in aux), 0.0)
+            loss = criterion(outputs, labels) + sum((AUX_LOSS_WEIGHT * criterion(a, labels) for a in aux), 0.0)
             loss.backward()
             optimizer.step()
             running_loss += loss.item()
@@ -302,7 +301,7 @@ def compiled_run(model_name: str, data: Any, v: Variant, *, dataset: str, batch_
                 t0 = time.perf_counter()
                 trainer = GraphTrainer(compiled, train_loader, optimizer=optimizer, schedule=schedule,
                                        base_lr=cfg.lr, total_steps=total, criterion=criterion,
-                                       aux_weight=AUX_WEIGHT, prec=prec, device=device,
+                                       aux_weight=AUX_LOSS_WEIGHT, prec=prec, device=device,
                                        channels_last=cfg.channels_last)
                 trainer.setup(0)
                 _sync(device)
@@ -316,7 +315,7 @@ def compiled_run(model_name: str, data: Any, v: Variant, *, dataset: str, batch_
                 else:
                     stats = train_epoch(compiled, train_loader, optimizer=optimizer, scaler=scaler,
                                         schedule=schedule, base_lr=cfg.lr, criterion=criterion,
-                                        aux_weight=AUX_WEIGHT, prec=prec, device=device, start_iteration=it,
+                                        aux_weight=AUX_LOSS_WEIGHT, prec=prec, device=device, start_iteration=it,
                                         max_iteration=total, channels_last=cfg.channels_last)
                 _sync(device)
                 times.append(time.perf_counter() - t0)

@@ -149,3 +149,17 @@ def test_every_profile_builds_its_models_and_names_known_parts(name: str) -> Non
             built.add(key)
             with torch.device("meta"):  # structure only: no memory, no init cost
                 create_model(cfg.model, num_classes=10, in_channels=channels, **cfg.model_kwargs)
+
+
+def test_aux_loss_weight_default_is_the_shared_constant() -> None:
+    from bench.models.outputs import AUX_LOSS_WEIGHT, split_outputs
+
+    assert RunConfig().aux_loss_weight == AUX_LOSS_WEIGHT
+    import torch
+
+    t, a = torch.zeros(2, 3), torch.ones(2, 3)
+    assert split_outputs(t)[1] == []
+    main, aux = split_outputs((t, a, None))
+    assert main is t and len(aux) == 1 and aux[0] is a
+    main, aux = split_outputs({"aux": a, "out": t})
+    assert main is t and aux[0] is a

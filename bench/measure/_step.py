@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from bench.config import PRECISIONS
 from bench.errors import UserError
+from bench.models.outputs import AUX_LOSS_WEIGHT, split_outputs
 
 MODES = ("infer", "train")
-AUX_LOSS_WEIGHT = 0.3  # GoogLeNet / Inception auxiliary heads, as in their papers and RunConfig
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -84,20 +83,6 @@ def make_input(input_shape: tuple[int, int, int], batch_size: int, device: torch
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _logits_and_aux(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Main logits and auxiliary logits from a model output (tensor, (named)tuple, or dict)."""
-    if isinstance(out, torch.Tensor):
-        return out, []
-    if isinstance(out, Mapping):
-        vals = [out["out"], *(v for k, v in out.items() if k != "out")] if "out" in out else list(out.values())
-    else:
-        vals = list(out)
-    tensors = [v for v in vals if isinstance(v, torch.Tensor)]
-    if not tensors:
-        raise TypeError(f"model output has no tensor: {type(out).__name__}")
-    return tensors[0], tensors[1:]
-
-
 def build_step(model: nn.Module, x: torch.Tensor, mode: str, precision: str, device: torch.device,
                optimizer: OptimizerFactory | None = None) -> Callable[[], None]:
     """A closure doing one step on the private ``model``: a forward (infer) or forward + loss +
@@ -114,7 +99,7 @@ def build_step(model: nn.Module, x: torch.Tensor, mode: str, precision: str, dev
     model.train()
     # One probe forward for the number of classes, so the targets are valid and made once.
     with torch.no_grad(), precision_context(precision, device):
-        logits, _ = _logits_and_aux(model(x))
+        logits, _ = split_outputs(model(x))
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, logits.shape[1], (x.shape[0],), generator=g).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -126,7 +111,7 @@ def build_step(model: nn.Module, x: torch.Tensor, mode: str, precision: str, dev
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
         with precision_context(precision, device):
-            logits, aux = _logits_and_aux(model(x))
+            logits, aux = split_outputs(model(x))
             loss = ce(logits.float(), y)
             for a in aux:
                 loss = loss + AUX_LOSS_WEIGHT * ce(a.float(), y)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.train.loop import Precision, autocast, split_outputs
+from bench.models.outputs import split_outputs
+from bench.train.loop import Precision, autocast
 
 MAX_MISCLASSIFIED = 36
 

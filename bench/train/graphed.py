@@ -61,7 +61,8 @@ from bench.config import RunConfig
 from bench.data.gpu_loader import GpuLoader
 from bench.train.capture import CudaGraphOps, GraphUnsupported, Snapshot
 from bench.train.feeds import CopyFeed, DeviceFeed
-from bench.train.loop import DIVERGENCE_CHECK_EVERY, DivergenceWatch, EpochStats, Precision, split_outputs
+from bench.models.outputs import split_outputs
+from bench.train.loop import DIVERGENCE_CHECK_EVERY, DivergenceWatch, EpochStats, Precision
 from bench.train.optim import Schedule
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.models.outputs import split_outputs
 from bench.train.optim import Schedule
 
 # Steps between divergence flag reads. On CUDA the read is of a copy made K steps earlier whose
@@ -74,13 +75,6 @@ def autocast(prec: Precision, device: torch.device) -> contextlib.AbstractContex
     if prec.autocast_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=prec.autocast_dtype)
-
-
-def split_outputs(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(main logits, auxiliary logits) from a model output: a tensor or a (named)tuple (GoogLeNet)."""
-    if isinstance(out, (tuple, list)):
-        return out[0], [a for a in out[1:] if a is not None]
-    return out, []
 
 
 class DivergenceWatch:
