@@ -1,7 +1,8 @@
 """The graphed training engine: the whole training step captured once in a CUDA graph, replayed per batch.
 
-At batch 128 a CIFAR ResNet's step is ~1 ms of GPU work behind ~9 ms of Python and kernel launches;
-replaying one CUDA graph per step removes the launches. What one replay does (:class:`StaticStep`
+At batch 128 a CIFAR ResNet's step is well under 1 ms of GPU work behind ~9 ms of Python and kernel
+launches (an H100 probe quoted in docs/perf.md); replaying one CUDA graph per step removes the
+launches. What one replay does (:class:`StaticStep`
 after the feed):
 
 1. the batch: with a :class:`~bench.data.gpu_loader.GpuLoader` (:class:`DeviceFeed`) the indices
