@@ -86,9 +86,12 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
     path = store.study_dir(study) / "measurements" / f"{key}.json"
     if path.exists():
         return read_json(path)
-    precision = cfg.precision
-    if not device.startswith("cuda"):
-        precision = {"fp16": "bf16", "tf32": "fp32"}.get(precision, precision)  # as the trainer does
+    import torch
+
+    from bench.train.loop import resolve_precision
+
+    # measure in the precision the run will actually use (e.g. fp16 -> bf16 on a CPU)
+    precision = resolve_precision(cfg.precision, torch.device(device)).used
     on_gpu = device.startswith("cuda")
     try:
         m = measure_model(
