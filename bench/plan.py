@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from bench.config import RunConfig
+from bench.data.synthetic import SyntheticSpec, parse_spec
 from bench.store import ResultsStore
 from bench.study import Study
 
@@ -16,17 +17,8 @@ KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fa
 KNOWN_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
 
 
-def _synthetic_opts(name: str) -> dict[str, int]:
-    opts = {"channels": 3, "size": 32, "train": 2000}
-    if ":" in name:
-        for part in name.split(":", 1)[1].split(","):
-            if "=" in part:
-                k, v = part.split("=", 1)
-                try:
-                    opts[k.strip()] = int(float(v))
-                except ValueError:
-                    pass
-    return opts
+def _synthetic(name: str) -> SyntheticSpec:
+    return parse_spec(name.split(":", 1)[1] if ":" in name else None)
 
 
 def estimate_samples(cfg: RunConfig) -> int | None:
@@ -35,7 +27,7 @@ def estimate_samples(cfg: RunConfig) -> int | None:
         return cfg.iterations * cfg.batch_size
     n = KNOWN_TRAIN_SIZES.get(cfg.dataset)
     if cfg.dataset.startswith("synthetic"):
-        n = _synthetic_opts(cfg.dataset)["train"]
+        n = _synthetic(cfg.dataset).train
     if n is None:
         return None
     n = cfg.train_subset or n - (int(cfg.val_size) if cfg.val_size >= 1 else int(n * cfg.val_size))
@@ -44,8 +36,8 @@ def estimate_samples(cfg: RunConfig) -> int | None:
 
 def estimate_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
     if cfg.dataset.startswith("synthetic"):
-        o = _synthetic_opts(cfg.dataset)
-        shape = (o["channels"], o["size"], o["size"])
+        o = _synthetic(cfg.dataset)
+        shape = (o.channels, o.size, o.size)
     else:
         shape = KNOWN_SHAPES.get(cfg.dataset, (3, 32, 32))
     side = cfg.crop_size or cfg.image_size
