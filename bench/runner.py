@@ -17,7 +17,6 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.config import RunConfig
@@ -307,27 +306,6 @@ def check_data(cells: Sequence[Cell], data_dir: str | None) -> None:
     """Load each data set the cells need before starting, so missing data is one clear error."""
     for name in sorted({c.config.dataset for c in cells}):
         load_data(name, data_dir)
-
-
-def run_study(
-    study: Study | str,
-    profile: str,
-    *,
-    results_dir: str | Path = "results",
-    device: str = "auto",
-    data_dir: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    retry_failed: bool = False,
-    progress: bool = False,
-) -> dict[str, int]:
-    """Run a study's pending cells in this process; returns counts by status."""
-    study = get_study(study) if isinstance(study, str) else study
-    store = ResultsStore(results_dir)
-    device = resolve_device(device)
-    cells, todo = prepare(study, profile, store, overrides, retry_failed)
-    check_data(todo, data_dir)
-    run_cells_inline(todo, store, device=device, data_dir=data_dir, progress=progress)
-    return status_counts(study.name, cells, store)
 
 
 def status_counts(study: str, cells: Sequence[Cell], store: ResultsStore) -> dict[str, int]:
