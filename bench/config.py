@@ -169,6 +169,17 @@ def _scalar(name: str, tp: Any, value: Any) -> Any:
     return value
 
 
+def split_fixed_varied(configs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """(keys with one value across ``configs`` and that value, keys whose values differ); seeds aside.
+
+    Used for a study's design ("what varies, what is held fixed"), from the registry or from records.
+    """
+    keys = sorted({k for c in configs for k in c} - {"seed"})
+    varied = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+    fixed = {k: configs[0].get(k) for k in keys if k not in varied} if configs else {}
+    return fixed, varied
+
+
 def parse_value(text: str) -> Any:
     """Parse a command-line value: JSON if it parses (numbers, true/false, lists, null), else text.
 

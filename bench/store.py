@@ -30,7 +30,6 @@ from typing import Any
 
 import pandas as pd
 
-DONE_STATUSES = ("ok", "diverged", "oom", "failed")
 STALE_AFTER_S = 120.0  # a claim whose heartbeat is older than this is taken to be dead
 HEARTBEAT_EVERY_S = 15.0
 _UMASK = os.umask(0)

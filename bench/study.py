@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
 
-from bench.config import RunConfig, apply_overrides
+from bench.config import RunConfig, apply_overrides, split_fixed_varied
 from bench.errors import UserError
 from bench.registry import Registry
 
@@ -132,11 +132,7 @@ class Study:
 
     def fixed_and_varied(self, profile: str) -> tuple[dict[str, Any], list[str]]:
         """Config fields held fixed across the profile's cells (with values) and those that vary."""
-        dicts = [c.config.to_dict() for c in self.cells(profile)]
-        keys = sorted(dicts[0]) if dicts else []
-        varied = [k for k in keys if k != "seed" and len({repr(d[k]) for d in dicts}) > 1]
-        fixed = {k: dicts[0][k] for k in keys if k not in varied and k != "seed"}
-        return fixed, varied
+        return split_fixed_varied([c.config.to_dict() for c in self.cells(profile)])
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description stored with the results (read by the report)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.config import RunConfig
 from bench.study import Arm, Profile, Published, Study, register_study
-from experiments._common import HE2016_CIFAR, QUICK_15_EPOCHS, smoke_profile
+from experiments._common import HE2016_CIFAR, QUICK_15_EPOCHS, SMOKE_MNIST_DATA, smoke_profile
 
 HE2016 = "He et al. 2016, Deep Residual Learning, Table 6 (CIFAR-10 test error)"
 HE2016_FIG6 = "He et al. 2016, Fig. 6 left (plain nets, read off the plot, approximate)"
@@ -79,7 +79,7 @@ residual_mnist = register_study(Study(
     profiles={
         "full": Profile("full", {}, seeds=(0, 1, 2), description="10 epochs of Adam 1e-3, 3 seeds"),
         "quick": Profile("quick", {"epochs": 3}, seeds=(0, 1, 2), description="3 epochs, 3 seeds"),
-        "smoke": smoke_profile(dataset="synthetic:channels=1,size=28,train=384,test=128", crop_padding=0,
+        "smoke": smoke_profile(dataset=SMOKE_MNIST_DATA, crop_padding=0,
                                hflip=False, augment=False, milestones=()),
     },
     figures=("curves_epoch",),

@@ -50,10 +50,6 @@ def arm_values(d: ReportData, metric: str) -> pd.DataFrame:
     return pd.DataFrame({"arm_label": ok["arm_label"], "seed": ok["seed"], "value": d.col(ok, metric)})
 
 
-def tag_of(d: ReportData, arm: str, tag: str) -> Any:
-    return d.arm_tags(arm).get(tag)
-
-
 def select_lr(d: ReportData) -> pd.DataFrame:
     """Per optimiser: the lr whose mean best validation accuracy over seeds is highest, and the test
     error of that arm. Test numbers never enter the choice."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.config import split_fixed_varied
 from bench.store import ResultsStore, flatten_summary, read_json
 from bench.report.palette import Palette
 
@@ -195,10 +196,7 @@ def config_difference(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not configs:
         return pd.DataFrame(), {}
     configs = {rid: _flat(c) for rid, c in configs.items()}
-    keys = sorted({k for c in configs.values() for k in c} - {"seed"})
-    varied = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
-    first = next(iter(configs.values()))
-    fixed = {k: first.get(k) for k in keys if k not in varied}
+    fixed, varied = split_fixed_varied(list(configs.values()))
     label_of = dict(zip(data.cells["run_id"], data.cells["arm_label"]))
     rows: dict[str, dict[str, Any]] = {}
     for rid, c in configs.items():
