@@ -75,8 +75,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        """``'net=plain, depth=20'``: the arm without the seed."""
-        return ", ".join(f"{k}={v}" for k, v in self.arm.items())
+        """The arm as people name it, without the seed: ``'plain20'``, ``'bn, batch 2'``."""
+        return arm_label(self.arm)
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,20 @@ class Study:
             "figures": list(self.figures),
             "timing_critical": self.timing_critical,
         }
+
+
+def arm_label(arm: dict[str, str]) -> str:
+    """Arm labels joined with ', '; a bare number gets its axis name (``{'norm': 'bn', 'batch': '2'}``
+    -> ``'bn, batch 2'``), since '2' alone says nothing."""
+    return ", ".join(f"{axis} {v}" if _is_number(v) else str(v) for axis, v in arm.items())
+
+
+def _is_number(v: object) -> bool:
+    try:
+        float(str(v))
+    except ValueError:
+        return False
+    return True
 
 
 def arms(axis: str, values: list[Any] | tuple[Any, ...]) -> tuple[Arm, ...]:

@@ -40,6 +40,16 @@ SMOKE_DATA = "synthetic:size=16,train=384,test=128"
 SMOKE_MNIST_DATA = "synthetic:channels=1,size=28,train=384,test=128"
 
 
+# The CPU profiles on real data: a stratified CIFAR-10 subset (val and test subsets too, since
+# evaluating 15k images every epoch would cost as much as training), He et al.'s recipe otherwise.
+CPU_CIFAR_SUBSET = {
+    "val_size": 1000,
+    "train_subset": 5000,
+    "test_subset": 2000,
+    "eval_batch_size": 500,
+}
+
+
 def smoke_overrides(**extra: object) -> dict[str, object]:
     """A run of seconds on a CPU: tiny synthetic data, 2 epochs, small batches."""
     base = {

@@ -152,7 +152,7 @@ def test_report_sections_figures_tables(study: str, results: Path, reports: dict
 
 def test_published_and_selection(results: Path, reports: dict[str, Path]) -> None:
     res = pd.read_csv(results / "residual" / "results.csv")
-    r20 = res[res["arm"] == "model=resnet20"].iloc[0]
+    r20 = res[res["arm"] == "resnet20"].iloc[0]
     assert r20["published_value"] == pytest.approx(8.75)
     assert r20["ours_minus_published"] == pytest.approx(r20["final_test_error_pct_mean"] - 8.75)
     assert "He et al. 2016" in r20["published_source"]
