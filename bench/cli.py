@@ -19,6 +19,17 @@ def _common_set(p: argparse.ArgumentParser) -> None:
                    help="override a config field for every cell (e.g. --set epochs=2 --set model_kwargs.norm=gn)")
 
 
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                   help="only the arms with this axis label or tag (repeatable: different keys must all "
+                        "match, a repeated key matches either value), e.g. --only model=plain56")
+    p.add_argument("--seeds", default=None, metavar="0,1", help="only these seeds of the profile")
+
+
+PROFILE_HELP = ("full | quick | cpu | smoke | auto (quick on a GPU; on a CPU the study's cpu profile when "
+                "its real data set is in the data dir, else smoke)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Benchmarking and ablation harness for CNN classifiers.")
     p.add_argument("--results-dir", default=os.environ.get("BENCH_RESULTS_DIR", "results"),
@@ -35,12 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="the runs of a study, their status and estimated cost")
     pl.add_argument("study")
-    pl.add_argument("--profile", default="auto", help="full | quick | smoke | auto (quick on a GPU, else smoke)")
+    pl.add_argument("--profile", default="auto", help=PROFILE_HELP)
+    _selection(pl)
     _common_set(pl)
 
     rn = sub.add_parser("run", help="run a study's pending cells")
     rn.add_argument("study")
-    rn.add_argument("--profile", default="auto", help="full | quick | smoke | auto (quick on a GPU, else smoke)")
+    rn.add_argument("--profile", default="auto", help=PROFILE_HELP)
+    _selection(rn)
     rn.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     rn.add_argument("--retry-failed", action="store_true", help="run failed/oom cells again (old records kept)")
     rn.add_argument("--executor", default="local", help="local | slurm | debug")
@@ -77,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--no-speed", action="store_true", help="skip the timed parts")
     _common_set(ms)
 
+    cl = sub.add_parser("claims", help="the verdict table of a study's claims on its recorded runs")
+    cl.add_argument("study")
+
     rp = sub.add_parser("report", help="build the HTML report of a study (and results/index.html)")
     rp.add_argument("study", nargs="?")
     rp.add_argument("--all", action="store_true", help="every study that has results")
@@ -103,15 +119,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def resolve_profile(profile: str) -> str:
-    """'auto' -> 'quick' on a CUDA machine, else 'smoke' (said on stderr)."""
+def resolve_profile(profile: str, study: Any = None, data_dir: str | None = None) -> str:
+    """'auto' -> 'quick' on a CUDA machine; on a CPU the study's 'cpu' profile (real data, minutes)
+    when its data set is in ``data_dir``, else 'smoke' (synthetic, seconds). Said on stderr."""
     if profile != "auto":
         return profile
     import torch
 
-    chosen = "quick" if torch.cuda.is_available() else "smoke"
-    print(f"bench: profile auto -> {chosen} ({'CUDA GPU found' if chosen == 'quick' else 'no CUDA GPU'})",
-          file=sys.stderr)
+    if torch.cuda.is_available():
+        chosen, why = "quick", "CUDA GPU found"
+    elif study is not None and "cpu" in study.profiles:
+        from bench.config import apply_overrides
+        from bench.data import available_locally
+
+        dataset = apply_overrides(study.base, study.profiles["cpu"].overrides).dataset
+        where = data_dir or "./data"
+        if available_locally(dataset, data_dir):
+            chosen, why = "cpu", f"no CUDA GPU; {dataset} found in {where}"
+        else:
+            chosen, why = "smoke", f"no CUDA GPU and no {dataset} in {where} (synthetic data)"
+    else:
+        chosen, why = "smoke", "no CUDA GPU"
+    print(f"bench: profile auto -> {chosen} ({why})", file=sys.stderr)
     return chosen
 
 
@@ -151,10 +180,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from bench.plan import plan_table
     from bench.study import get_study
 
+    from bench.study import parse_selection
+
     study = get_study(args.study)
-    profile = resolve_profile(args.profile)
-    df = plan_table(study, profile, args.results_dir, _overrides(args))
+    profile = resolve_profile(args.profile, study, args.data_dir)
+    selection = parse_selection(args.only, args.seeds)
+    df = plan_table(study, profile, args.results_dir, _overrides(args), selection)
     print(f"{study.name} [{profile}]: {study.question}")
+    if selection:
+        print(f"selection: {selection.describe()} ({len(df)} of {df.attrs['cells_in_profile']} cells)")
     print(df.to_string(index=False))
     counts = df["status"].value_counts().to_dict()
     print(f"{len(df)} cells ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); "
@@ -168,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.study import get_study
 
     study = get_study(args.study)
-    profile = resolve_profile(args.profile)
+    profile = resolve_profile(args.profile, study, args.data_dir)
     counts = run_with_executor(study, profile, args)
     if counts is not None:
         done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
@@ -223,6 +257,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from bench.report.data import load
+    from bench.report.verdicts import verdicts
+    from bench.store import ResultsStore
+    from bench.study import get_study
+
+    study = get_study(args.study)
+    if ResultsStore(args.results_dir).read_study(study.name) is None:
+        raise UserError(f"no run of study {study.name!r} recorded under {args.results_dir}/ "
+                        f"(run `bench run {study.name}` first)")
+    v = verdicts(load(study.name, args.results_dir))
+    print(f"{study.name} [{v.profile or '?'}]: {study.question}")
+    print(f"data set {v.dataset}; seeds {', '.join(map(str, v.seeds)) or '—'}")
+    print(v.text())
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     from bench.perf import run_perf
 
@@ -237,6 +288,7 @@ COMMANDS = {
     "status": cmd_status,
     "models": cmd_models,
     "measure": cmd_measure,
+    "claims": cmd_claims,
     "report": cmd_report,
     "perf": cmd_perf,
 }

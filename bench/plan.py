@@ -10,7 +10,7 @@ import pandas as pd
 from bench.config import RunConfig
 from bench.data.synthetic import SyntheticSpec, parse_spec
 from bench.store import ResultsStore
-from bench.study import Study
+from bench.study import Selection, Study
 
 # Training-set sizes of the named data sets (before the validation split), for estimates only.
 KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000}
@@ -44,15 +44,18 @@ def estimate_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
     return (shape[0], side, side) if side else shape
 
 
-def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: dict[str, Any] | None) -> pd.DataFrame:
-    """One row per cell: run id, arm, seed, status, length and estimated training compute (MACs)."""
+def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: dict[str, Any] | None,
+               selection: Selection | None = None) -> pd.DataFrame:
+    """One row per selected cell: run id, arm, seed, status, length and estimated training compute
+    (MACs); ``attrs`` holds the total and the number of cells in the whole profile."""
     from bench.measure import count_compute
     from bench.models import create_model
 
     store = ResultsStore(results_dir)
     macs_cache: dict[str, float] = {}
     rows = []
-    for c in study.cells(profile, overrides):
+    every = study.cells(profile, overrides)
+    for c in selection.apply(every) if selection else every:
         cfg = c.config
         shape = estimate_shape(cfg)
         key = f"{cfg.model}{sorted(cfg.model_kwargs.items())}{shape}"
@@ -74,4 +77,5 @@ def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: d
     df = pd.DataFrame(rows)
     total = df["est_train_TMACs"].sum()
     df.attrs["total_TMACs"] = total
+    df.attrs["cells_in_profile"] = len(every)
     return df

@@ -22,7 +22,7 @@ from typing import Any
 from bench.config import RunConfig
 from bench.errors import UserError
 from bench.store import ResultsStore, read_json, write_atomic, write_json
-from bench.study import Cell, Study, get_study
+from bench.study import Cell, Selection, Study, get_study
 
 RETRYABLE = ("failed", "oom")
 
@@ -290,12 +290,16 @@ def run_cells_inline(
 
 
 def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str, Any] | None,
-            retry_failed: bool = False) -> tuple[list[Cell], list[Cell]]:
-    """Expand the study, record its description, archive failed attempts that will be retried."""
+            retry_failed: bool = False, selection: Selection | None = None) -> tuple[list[Cell], list[Cell]]:
+    """Expand the study, record its description, archive failed attempts that will be retried.
+
+    With a ``selection`` only its cells are to do; study.json still lists every cell of the profile
+    (the report shows the others as pending)."""
     cells = study.cells(profile, overrides)
+    chosen = selection.apply(cells) if selection else cells  # a bad selection: before anything is written
     store.write_study(study.name, {**study.describe(), "profile": profile, "overrides": overrides or {},
                                    "run_ids": [c.run_id for c in cells]})
-    todo = pending_cells(cells, store, retry_failed)
+    todo = pending_cells(chosen, store, retry_failed)
     for c in todo:
         if store.summary(c.study, c.run_id) is not None:
             store.archive_attempt(c.study, c.run_id)

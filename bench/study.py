@@ -56,6 +56,76 @@ class Published:
     source: str  # paper, table or figure
     spread: float | None = None
     note: str = ""
+    # False when even the full profile does not follow the source's protocol (another data set or
+    # model, e.g. ImageNet figures for a CIFAR-10 study): then it is context, never compared.
+    comparable: bool = True
+
+
+DIRECTIONS = ("greater", "less", "within")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a study expects to see, stated so that a run can show it or not.
+
+    Three kinds, by which field is set:
+
+    * comparison (``b``): the mean of ``metric`` over the arms matching selector ``a`` minus that
+      over ``b``; e.g. plain56 minus plain20 final training error, ``direction='greater'``.
+    * trend (``trend``, a numeric tag): the slope of ``metric`` over that tag among the arms
+      matching ``a`` (the group, e.g. ``{'net': 'plain'}``); units of the metric per unit of tag.
+    * level (``value``): the mean over ``a`` minus a reference value.
+
+    ``direction`` is the claimed sign of that difference ('greater': positive, 'less': negative) or
+    'within' (its size stays under ``effect``). ``effect`` is the smallest difference that counts, in
+    the metric's units (for 'within': the margin). Selectors match arm axis labels or tags
+    (``{'model': 'plain56'}``, ``{'norm': 'bn', 'batch_size': 2}``). ``best_on_val``: a selector that
+    matches several arms (an lr grid) takes the one with the best mean validation accuracy.
+    ``profiles``: where the claim applies (None: every profile). ``question``: a question the study
+    asks, not a published claim. ``exact``: the metric does not depend on the seed (a parameter
+    count), so one run suffices.
+    """
+
+    sentence: str
+    metric: str
+    direction: str
+    effect: float
+    source: str
+    a: dict[str, Any] = field(default_factory=dict)
+    b: dict[str, Any] | None = None
+    trend: str | None = None
+    value: float | None = None
+    profiles: tuple[str, ...] | None = None
+    best_on_val: bool = False
+    question: bool = False
+    exact: bool = False
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"claim {self.sentence!r}: bad direction {self.direction!r} (accepted: "
+                             f"{', '.join(DIRECTIONS)})")
+        if sum(x is not None for x in (self.b, self.trend, self.value)) != 1:
+            raise ValueError(f"claim {self.sentence!r}: set exactly one of b, trend, value")
+        if self.effect < 0:
+            raise ValueError(f"claim {self.sentence!r}: effect must be >= 0, got {self.effect}")
+
+    @property
+    def kind(self) -> str:
+        """'comparison', 'trend' or 'level'."""
+        return "comparison" if self.b is not None else "trend" if self.trend is not None else "level"
+
+    def applies_to(self, profile: str | None) -> bool:
+        return self.profiles is None or profile in self.profiles
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Claim:
+        """Inverse of ``dataclasses.asdict`` (as stored in study.json)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("profiles") is not None:
+            kw["profiles"] = tuple(kw["profiles"])
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -89,6 +159,7 @@ class Study:
     axes: dict[str, tuple[Arm, ...]]
     profiles: dict[str, Profile]
     published: tuple[Published, ...] = ()
+    claims: tuple[Claim, ...] = ()
     figures: tuple[str, ...] = ()  # report figure kinds, see bench.report
     notes: str = ""
     # Timing is a result of this study (e.g. epoch time vs batch size): never pack its cells.
@@ -150,6 +221,7 @@ class Study:
                 for p in self.profiles.values()
             },
             "published": [dataclasses.asdict(p) for p in self.published],
+            "claims": [dataclasses.asdict(c) for c in self.claims],
             "figures": list(self.figures),
             "timing_critical": self.timing_critical,
         }
@@ -172,6 +244,85 @@ def _is_number(v: object) -> bool:
 def arms(axis: str, values: list[Any] | tuple[Any, ...]) -> tuple[Arm, ...]:
     """Arms that set one config field (``axis``) to each value, labelled by the value."""
     return tuple(Arm(str(v), {axis: v}, {axis: v}) for v in values)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Part of a study's cells: arm selectors (``{'model': ('plain56',)}``: every key must match, any
+    of its values may) and seeds (None: all). Made by :func:`parse_selection` from ``--only`` and
+    ``--seeds``."""
+
+    only: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.only) or self.seeds is not None
+
+    def describe(self) -> str:
+        """'model=plain56; seeds 0, 1' (or 'all cells')."""
+        parts = [f"{k}={'|'.join(v)}" for k, v in self.only.items()]
+        if self.seeds is not None:
+            parts.append("seeds " + ", ".join(map(str, self.seeds)))
+        return "; ".join(parts) or "all cells"
+
+    def apply(self, cells: list[Cell]) -> list[Cell]:
+        """The cells selected; a key or value that no cell has, or a seed the profile does not run,
+        is a UserError naming the accepted ones."""
+        for key, values in self.only.items():
+            accepted = sorted({str(c.arm[key]) for c in cells if key in c.arm}
+                              | {str(c.tags[key]) for c in cells if key in c.tags}, key=_natural)
+            if not accepted:
+                keys = sorted({k for c in cells for k in (*c.arm, *c.tags)})
+                raise UserError(f"--only: unknown key {key!r} (accepted: {', '.join(keys)})")
+            for v in values:
+                if not any(_same(v, a) for a in accepted):
+                    raise UserError(f"--only {key}={v}: no such arm (accepted values of {key}: {', '.join(accepted)})")
+        if self.seeds is not None:
+            have = sorted({c.seed for c in cells})
+            bad = [s for s in self.seeds if s not in have]
+            if bad:
+                raise UserError(f"--seeds: seed(s) {', '.join(map(str, bad))} not in this profile "
+                                f"(accepted: {', '.join(map(str, have))})")
+        return [c for c in cells if self._keeps(c)]
+
+    def _keeps(self, cell: Cell) -> bool:
+        if self.seeds is not None and cell.seed not in self.seeds:
+            return False
+        for key, values in self.only.items():
+            have = [str(x) for x in (cell.arm.get(key), cell.tags.get(key)) if x is not None]
+            if not any(_same(v, h) for v in values for h in have):
+                return False
+        return True
+
+
+def parse_selection(only: list[str] | None, seeds: str | None) -> Selection:
+    """``--only key=value`` (repeatable; repeated keys mean either value) and ``--seeds 0,1``."""
+    sel: dict[str, tuple[str, ...]] = {}
+    for item in only or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise UserError(f"--only expects key=value (an axis or tag and its value), got {item!r}")
+        sel[key.strip()] = (*sel.get(key.strip(), ()), value.strip())
+    parsed: tuple[int, ...] | None = None
+    if seeds is not None:
+        try:
+            parsed = tuple(dict.fromkeys(int(s) for s in seeds.split(",") if s.strip()))
+        except ValueError:
+            raise UserError(f"--seeds expects comma-separated integers (e.g. 0,1), got {seeds!r}") from None
+        if not parsed:
+            raise UserError(f"--seeds expects comma-separated integers (e.g. 0,1), got {seeds!r}")
+    return Selection(sel, parsed)
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        return float(str(a)) == float(str(b))
+    except ValueError:
+        return str(a) == str(b)
+
+
+def _natural(v: str) -> tuple[int, float, str]:
+    return (0, float(v), "") if _is_number(v) else (1, 0.0, v)
 
 
 STUDIES: Registry[Study] = Registry("study")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from bench.config import RunConfig
-from bench.study import Arm, Profile, Study, register_study
+from bench.study import Arm, Claim, Profile, Study, register_study
 from experiments._common import smoke_profile
 
 # Every arm trains with the same recipe (SGD, cosine schedule, crop + flip) except where an arm says
 # otherwise: AlexNet has no normalisation and needs a smaller lr; the ImageNet-stem ResNets follow the
 # well-known lecture setup (224-pixel upscaled inputs, Adam 1e-4).
+HE2016_T6 = "He et al. 2016, Deep Residual Learning, Table 6 (CIFAR-10)"
+HE2016_T1 = "He et al. 2016, Deep Residual Learning, Table 1 (its 'FLOPs' are multiply-adds, at 224x224)"
+KUANGLIU = ("kuangliu/pytorch-cifar README (a widely used reimplementation, not a paper: "
+            "DenseNet-121 95.04%, ResNet-18 93.02%, VGG16 92.64% test accuracy)")
+LARGE = ("full", "quick")  # the profiles with the whole zoo
 _IMAGENET_STEM = {"image_size": 224, "crop_padding": 28, "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0,
                   "batch_size": 128}
 
@@ -60,6 +65,23 @@ architectures = register_study(Study(
             axes={"arch": arch_arms(("simple_cnn", "alexnet_cifar", "resnet20", "googlenet"))},
             epochs=1, milestones=(), dataset="synthetic:size=32,train=128,test=64", batch_size=32),
     },
+    claims=(
+        Claim("ResNet-20 has 0.27M parameters", "params_total", "within", 5_000, HE2016_T6,
+              a={"arch": "resnet20"}, value=270_000, exact=True),
+        Claim("ResNet-56 has 0.85M parameters", "params_total", "within", 5_000, HE2016_T6,
+              a={"arch": "resnet56"}, value=850_000, exact=True, profiles=LARGE),
+        Claim("ResNet-18 (ImageNet stem, 224 px) costs 1.8G multiply-adds per image", "macs_conv_linear", "within",
+              0.05e9, HE2016_T1, a={"arch": "resnet18_224"}, value=1.8e9, exact=True, profiles=LARGE),
+        Claim("ResNet-34 (ImageNet stem, 224 px) costs 3.6G multiply-adds per image", "macs_conv_linear", "within",
+              0.05e9, HE2016_T1, a={"arch": "resnet34_224"}, value=3.6e9, exact=True, profiles=LARGE),
+        Claim("ResNet-56 ends with a lower test error than ResNet-20 (6.97 vs 8.75)", "final_test_error_pct", "less",
+              0.5, HE2016_T6, a={"arch": "resnet56"}, b={"arch": "resnet20"}, profiles=LARGE),
+        Claim("ResNet-18 (CIFAR stem) ends with a lower test error than VGG16-BN (6.98 vs 7.36)",
+              "final_test_error_pct", "less", 0.2, KUANGLIU, a={"arch": "resnet18"}, b={"arch": "vgg16_bn"},
+              profiles=LARGE),
+        Claim("DenseNet-121 ends with a lower test error than ResNet-18 (4.96 vs 6.98)", "final_test_error_pct",
+              "less", 0.5, KUANGLIU, a={"arch": "densenet121"}, b={"arch": "resnet18"}, profiles=LARGE),
+    ),
     figures=("bubble", "cost_by_arm", "curves_epoch"),
     notes="Accuracy against multiply-adds (fvcore, conv + linear, per image at the trained input size) "
           "and parameters; bubble area is epoch time.",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from bench.config import RunConfig
-from bench.study import Arm, Profile, Study, register_study
+from bench.study import Arm, Claim, Profile, Study, register_study
 from experiments._common import smoke_profile
 
 BASE_LR, BASE_BATCH = 0.1, 128
+GOYAL = "Goyal et al. 2017, Accurate, Large Minibatch SGD, Table 2 and Fig. 1 (ImageNet ResNet-50)"
+GOYAL_TIME = "Goyal et al. 2017, Sec. 5 (larger batches, fewer and better-used steps: until the device saturates)"
+LARGE = ("full", "quick")  # the profiles with batches 256..1024
 
 
 def batch_arms(sizes: tuple[int, ...]) -> tuple[Arm, ...]:
@@ -58,6 +61,18 @@ batch_size = register_study(Study(
                          description="ResNet-20, 20k training images, 8 epochs (2-epoch warm-up), batch 32..2048, 3 seeds"),
         "smoke": smoke_profile(axes={"batch": batch_arms((32, 128)), "rule": rule_arms(1)}),
     },
+    claims=(
+        Claim("Epoch time falls from batch 32 to batch 128 (fixed lr)", "median_epoch_time_s", "less", 0.0,
+              GOYAL_TIME, a={"batch": "128", "rule": "fixed lr"}, b={"batch": "32", "rule": "fixed lr"},
+              note="any decrease counts: its size depends on the device"),
+        *(Claim(f"With linear scaling and warm-up, batch {b} ends within 1 point of batch 128", "final_test_error_pct",
+                "within", 1.0, GOYAL, a={"batch": str(b), "rule": "linear scaling"},
+                b={"batch": "128", "rule": "linear scaling"}, profiles=LARGE)
+          for b in (256, 512, 1024)),
+        Claim("Without scaling the lr, batch 1024 ends more than 1 point worse than batch 128", "final_test_error_pct",
+              "greater", 1.0, GOYAL, a={"batch": "1024", "rule": "fixed lr"}, b={"batch": "128", "rule": "fixed lr"},
+              profiles=LARGE),
+    ),
     figures=("batch_time", "batch_accuracy", "curves_time"),
     timing_critical=True,
     derive=scale_lr,

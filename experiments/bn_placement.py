@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.study import Arm, Profile, Published, Study, register_study
+from bench.study import Arm, Claim, Profile, Published, Study, register_study
 from experiments._common import HE2016_CIFAR, QUICK_15_EPOCHS, smoke_profile
 
 HE2016B = "He et al. 2016b, Identity Mappings in Deep Residual Networks, Table 2 (ResNet-110, CIFAR-10 test error)"
@@ -47,6 +47,14 @@ bn_placement = register_study(Study(
         Published({"unit": unit}, "final_test_error_pct", err, HE2016B)
         for unit, err in (("original", 6.61), ("bn_after_add", 8.17), ("relu_before_add", 7.84),
                           ("relu_preact", 6.71), ("full_preact", 6.37))
+    ),
+    claims=(
+        Claim("Full pre-activation ends no worse than the original unit (6.37 vs 6.61)", "final_test_error_pct",
+              "less", 0.2, HE2016B, a={"unit": "full_preact"}, b={"unit": "original"}),
+        Claim("The original unit ends better than BN after addition (6.61 vs 8.17)", "final_test_error_pct",
+              "less", 0.5, HE2016B, a={"unit": "original"}, b={"unit": "bn_after_add"}),
+        Claim("ReLU before addition ends worse than the original unit (7.84 vs 6.61)", "final_test_error_pct",
+              "greater", 0.5, HE2016B, a={"unit": "relu_before_add"}, b={"unit": "original"}),
     ),
     figures=("curves_epoch", "error_by_arm"),
     notes="Published figures are for ResNet-110; the quick profile uses ResNet-32, so expect higher "

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 
 from bench.report import FIGURES, build_index, build_report
-from bench.report.stats import spread, t975
+from bench.report.stats import spread
 from bench.report.synthetic import write_synthetic_study
 from bench.study import load_studies
 
 STUDIES = load_studies().names()
-SECTION_IDS = ("overview", "design", "figures", "results", "cost", "details", "failures", "progress", "files")
+SECTION_IDS = ("claims", "overview", "design", "figures", "results", "cost", "details", "failures", "progress", "files")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -95,14 +95,10 @@ def reports(results: Path) -> dict[str, Path]:
     return out
 
 
-def test_t_quantile_and_spread() -> None:
-    assert t975(1) == pytest.approx(12.706)
-    assert t975(30) == pytest.approx(2.042)
-    assert t975(35) == pytest.approx(2.030, abs=2e-3)  # true value 2.0301
-    assert 1.96 <= t975(10_000) < 1.962
+def test_spread() -> None:
     s = spread([1.0, 2.0, 3.0, float("nan"), None])
     assert s.n == 3 and s.mean == pytest.approx(2.0) and s.std == pytest.approx(1.0)
-    assert s.lo == pytest.approx(2.0 - 4.303 / np.sqrt(3)) and s.hi is not None
+    assert s.lo == pytest.approx(2.0 - 4.3026527 / np.sqrt(3)) and s.hi is not None
     one = spread([5.0])
     assert one.n == 1 and one.lo is None and one.fmt() == "5.00" and one.fmt_ci() == "—"
     assert spread([]).fmt() == "—"
@@ -154,7 +150,7 @@ def test_published_and_selection(results: Path, reports: dict[str, Path]) -> Non
     res = pd.read_csv(results / "residual" / "results.csv")
     r20 = res[res["arm"] == "resnet20"].iloc[0]
     assert r20["published_value"] == pytest.approx(8.75)
-    assert r20["ours_minus_published"] == pytest.approx(r20["final_test_error_pct_mean"] - 8.75)
+    assert "ours_minus_published" not in res  # a smoke run compares nothing with the paper
     assert "He et al. 2016" in r20["published_source"]
     sel = pd.read_csv(results / "optimizers" / "selection.csv")
     assert set(sel["optimizer"]) == {"sgd", "adam", "adamw", "rmsprop"}

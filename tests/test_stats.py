@@ -1,4 +1,4 @@
-"""The report's numbers: t interval, model selection on validation only, timing honesty, and the
+"""The report's numbers: model selection on validation only, timing honesty, and the
 published figures' metric columns."""
 
 from __future__ import annotations
@@ -15,30 +15,18 @@ from bench.report.analysis import best_runs, select_lr, timing_runs
 from bench.report.data import ReportData, load
 from bench.report.fig_cost import batch_time
 from bench.report.palette import Palette
-from bench.report.stats import spread, t975
+from bench.report.stats import spread
 from bench.report.synthetic import write_synthetic_study
 from bench.store import flatten_summary
 from bench.study import load_studies
 from bench.train.summary import HISTORY_KEYS, summarise
 
 
-@pytest.mark.parametrize("df, t", [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (29, 2.045), (60, 2.000)])
-def test_t975_table(df: int, t: float) -> None:
-    assert t975(df) == pytest.approx(t, abs=5e-4)
-
-
-def test_t975_between_rows_and_beyond() -> None:
-    qs = [t975(k) for k in range(1, 400)]
-    assert all(a > b for a, b in zip(qs, qs[1:]))  # strictly decreasing towards z
-    assert t975(50) == pytest.approx(2.0086, abs=2e-3)
-    assert t975(200) == pytest.approx(1.9719, abs=2e-3)
-
-
 def test_spread_is_sample_std_and_t_interval() -> None:
     vals = [6.2, 6.9, 7.4, 6.6]
     s = spread(vals + [math.nan, None, "x"])  # type: ignore[list-item]
     assert s.n == 4 and s.mean == pytest.approx(np.mean(vals)) and s.std == pytest.approx(np.std(vals, ddof=1))
-    half = 3.182 * np.std(vals, ddof=1) / 2
+    half = 3.1824463 * np.std(vals, ddof=1) / 2  # t(0.975, 3 df)
     assert (s.lo, s.hi) == (pytest.approx(s.mean - half), pytest.approx(s.mean + half))
     one = spread([7.0])
     assert one.lo is None and one.hi is None and "nan" not in one.fmt().lower() and one.fmt_ci() == "—"

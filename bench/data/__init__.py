@@ -7,7 +7,7 @@ with their mean/std; loaders yield normalised float batches on the device.
 from bench.data.dataset import ArrayDataset, LoadedData, channel_stats, default_cache_dir, default_data_dir
 from bench.data.gpu_loader import GpuLoader, Loader, crop_windows, make_loader
 from bench.data.imagefolder import load_imagefolder
-from bench.data.sources import DATASETS, load_dataset
+from bench.data.sources import DATASETS, available_locally, load_dataset
 from bench.data.split import split_train_val, stratified_subset
 from bench.data.synthetic import make_synthetic
 from bench.data.torch_loader import TorchLoader

@@ -61,6 +61,28 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, cache_dir: st
     return source(arg.strip() if colon else None, root, cache)
 
 
+def available_locally(name: str, data_dir: str | Path | None = None) -> bool:
+    """True when ``name`` loads from ``data_dir`` without a download (synthetic data always does);
+    looks at file names only, reads nothing."""
+    base, _, arg = name.partition(":")
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if base == "synthetic":
+        return True
+    if base == "imagefolder":
+        path = Path(arg).expanduser()
+        return bool(arg) and (path.exists() or (root / path).exists())
+    cls = DATASETS.meta(base).get("torchvision") if base in DATASETS.names() else None
+    if cls is None:
+        return False
+    tv = getattr(datasets, cls)
+    expected = _expected_files(tv, root)
+    if all(p.exists() for p in expected):
+        return True
+    if _is_mnist_like(tv) and all(p.exists() or p.with_name(p.name + ".gz").exists() for p in expected):
+        return True
+    return base == "cifar10" and _find_cifar10_jpeg(root) is not None
+
+
 @DATASETS.register("synthetic", takes_arg=True, description="deterministic class-template images (options)")
 def _synthetic(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
     return make_synthetic(arg, name=f"synthetic:{arg}" if arg else "synthetic")

@@ -10,6 +10,7 @@ lock files and a cell that two workers or two submissions reach runs once.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from bench.errors import UserError
@@ -80,7 +81,13 @@ def run_with_executor(study: Study, profile: str, args: argparse.Namespace) -> d
 
         require_sbatch()  # before anything is written: one clear line on a machine without Slurm
     store = ResultsStore(args.results_dir)
-    cells, todo = prepare(study, profile, store, overrides, bool(getattr(args, "retry_failed", False)))
+    from bench.study import parse_selection
+
+    selection = parse_selection(getattr(args, "only", None), getattr(args, "seeds", None))
+    cells, todo = prepare(study, profile, store, overrides, bool(getattr(args, "retry_failed", False)), selection)
+    if selection:
+        print(f"bench: selection {selection.describe()}: {len(selection.apply(cells))} of {len(cells)} cells, "
+              f"{len(todo)} to run", file=sys.stderr)
     # Missing data is one clear error here, before any worker starts or any job is queued.
     check_data(todo, opts["data_dir"])
     if executor == "local":

@@ -19,6 +19,7 @@ from bench.report.detail import details
 from bench.report.figures import FIGURES, render_figures
 from bench.report.tables import (config_tables, cost_table, failures_table, progress_table, results_table,
                                  selection_table)
+from bench.report.verdicts import index_entry, published_protocol, verdicts
 from bench.store import ResultsStore, write_atomic
 
 __all__ = ["FIGURES", "build_index", "build_report"]
@@ -31,12 +32,17 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     varied, fixed = config_difference(d)
     varied_html, fixed_html = config_tables(varied, fixed)
-    tables = [results_table(d), cost_table(d), failures_table(d), progress_table(d)]
+    comparable, not_comparable_why = published_protocol(d)
+    claims = verdicts(d)
+    claims_csv = claims.frame()
+    tables = [results_table(d, comparable), cost_table(d), failures_table(d), progress_table(d)]
     sel = selection_table(d)
     if sel is not None:
         tables.append(sel)
     by_name = {t.name: t for t in tables}
     csv_files = [t.write_csv(out_dir).name for t in tables]
+    claims_csv.to_csv(out_dir / "claims.csv", index=False)
+    csv_files.insert(0, "claims.csv")
     counts = _html.state_counts(d.cells)
     n_open = counts["running"] + counts["pending"]
     total = int(len(d.cells))
@@ -62,6 +68,11 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
         figures=render_figures(d, list(d.desc.get("figures") or [])),
         main_metric_label=metric_label(main_metric(d)),
         results_html=by_name["results"].html,
+        claims_html=claims.html(),
+        claims_headline=claims.headline,
+        has_published=bool(d.published),
+        comparable=comparable,
+        not_comparable_why=not_comparable_why,
         selection_html=sel.html if sel is not None else "",
         cost_html=by_name["cost"].html,
         details=details(d),
@@ -90,7 +101,7 @@ def build_index(results_dir: str | Path = "results") -> Path:
         counts = _html.state_counts(d.cells)
         report = root / name / "report.html"
         rows.append({"name": name, "question": d.desc.get("question", ""), "profile": d.profile,
-                     **counts, "total": int(len(d.cells)), "last_update": _html.when(_html.last_update(d)),
+                     **index_entry(d), **counts, "total": int(len(d.cells)), "last_update": _html.when(_html.last_update(d)),
                      "report": f"{name}/report.html" if report.exists() else None})
     root.mkdir(parents=True, exist_ok=True)
     path = root / "index.html"

@@ -13,7 +13,7 @@ import pandas as pd
 from bench.report.data import FAILED, ReportData
 
 TEMPLATES = Path(__file__).parent / "templates"
-SECTIONS = (("overview", "overview"), ("design", "design"), ("figures", "figures"), ("results", "results"),
+SECTIONS = (("claims", "claims"), ("overview", "overview"), ("design", "design"), ("figures", "figures"), ("results", "results"),
             ("cost", "cost"), ("details", "detail"), ("failures", "failures"), ("progress", "progress"),
             ("files", "files"))
 STATE_CLASS = {"ok": "ok", "failed": "failed", "running": "running", "stale": "running", "pending": "pending"}

@@ -1,42 +1,17 @@
-"""Small statistics for the report: mean, std and a t-based 95% interval over seeds.
-
-scipy is not a dependency, so the two-sided 97.5% t quantile comes from a table (exact to 3
-decimals for df <= 30, then interpolated in 1/df, which is how printed tables are read).
-"""
+"""Statistics over seeds, with scipy: mean, std and 95% t interval of one arm; the difference of two
+arms' means (paired by seed when both sides ran the same seeds, else Welch) or of one arm against a
+reference value; the slope of a metric over a numeric tag. Every interval is two-sided 95%."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as st
 
-_T975 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-    20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-    29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980,
-}
-_Z975 = 1.959964
-
-
-def t975(df: int) -> float:
-    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom (df >= 1)."""
-    if df < 1:
-        raise ValueError(f"df must be >= 1, got {df}")
-    if df in _T975:
-        return _T975[df]
-    keys = sorted(_T975)
-    if df > keys[-1]:
-        lo_df, lo_t, hi_inv, hi_t = 120, _T975[120], 0.0, _Z975
-    else:
-        lo_df = max(k for k in keys if k < df)
-        hi_df = min(k for k in keys if k > df)
-        lo_t, hi_inv, hi_t = _T975[lo_df], 1.0 / hi_df, _T975[hi_df]
-    # Linear in 1/df between the two table rows.
-    w = (1.0 / lo_df - 1.0 / df) / (1.0 / lo_df - hi_inv)
-    return lo_t + w * (hi_t - lo_t)
+LEVEL = 0.95
 
 
 @dataclass(frozen=True)
@@ -66,7 +41,7 @@ class Spread:
 
 def spread(values: Iterable[float | None]) -> Spread:
     """Mean, sample std and 95% t interval of the finite values (NaN/None are left out)."""
-    vals = np.array([float(v) for v in values if v is not None and _finite(v)], dtype=float)
+    vals = finite(values)
     n = int(vals.size)
     if n == 0:
         return Spread(0, math.nan, math.nan, None, None)
@@ -74,12 +49,98 @@ def spread(values: Iterable[float | None]) -> Spread:
     if n == 1:
         return Spread(1, mean, math.nan, None, None)
     std = float(vals.std(ddof=1))
-    half = t975(n - 1) * std / math.sqrt(n)
+    half = float(st.t.ppf(0.5 + LEVEL / 2, n - 1)) * std / math.sqrt(n)
     return Spread(n, mean, std, mean - half, mean + half)
 
 
-def _finite(v: object) -> bool:
-    try:
-        return math.isfinite(float(v))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
+@dataclass(frozen=True)
+class Estimate:
+    """An effect with its 95% interval: a difference of means or a slope, in the metric's units.
+
+    ``method`` says how it was computed ('paired', 'Welch', 'one-sample', 'slope'); ``n`` is the
+    number of pairs, the runs per side ('3 vs 2'), or the number of points of a slope.
+    """
+
+    value: float
+    lo: float
+    hi: float
+    p: float
+    n: str
+    method: str
+
+    def fmt(self, digits: int = 2) -> str:
+        """'+3.21 [1.02, 5.40]'."""
+        return f"{self.value:+.{digits}f} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}]"
+
+
+def difference(a: Sequence[float], b: Sequence[float], seeds_a: Sequence[int] | None = None,
+               seeds_b: Sequence[int] | None = None) -> Estimate:
+    """mean(a) - mean(b). Paired over seeds when both sides hold one value per seed for the same
+    seeds (seed-to-seed noise such as the data order then cancels), else Welch's unequal-variance
+    test. Each side needs >= 2 values (ValueError otherwise)."""
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(a_arr.size, b_arr.size) < 2:
+        raise ValueError("each side needs at least 2 values")
+    if seeds_a is not None and seeds_b is not None and _same_seeds(seeds_a, seeds_b):
+        order_a, order_b = np.argsort(seeds_a), np.argsort(seeds_b)
+        d = a_arr[order_a] - b_arr[order_b]
+        return _one_sample(d, 0.0, method="paired", n=str(d.size))
+    diff = float(a_arr.mean() - b_arr.mean())
+    n = f"{a_arr.size} vs {b_arr.size}"
+    va, vb = a_arr.var(ddof=1) / a_arr.size, b_arr.var(ddof=1) / b_arr.size
+    if va + vb == 0:  # no spread on either side (e.g. counts): the difference is exact
+        return Estimate(diff, diff, diff, 0.0 if diff else 1.0, n, "Welch")
+    res = st.ttest_ind(a_arr, b_arr, equal_var=False)
+    ci = res.confidence_interval(LEVEL)
+    return Estimate(diff, float(ci.low), float(ci.high), float(res.pvalue), n, "Welch")
+
+
+def against(values: Sequence[float], reference: float) -> Estimate:
+    """mean(values) - reference, with the one-sample t interval (>= 2 values; exact when the values
+    do not vary, e.g. a parameter count)."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size < 1:
+        raise ValueError("no values")
+    return _one_sample(arr, reference, method="one-sample", n=str(arr.size))
+
+
+def slope(x: Sequence[float], y: Sequence[float]) -> Estimate:
+    """Least-squares slope of y over x (units of y per unit of x) with its t interval (n - 2 df).
+    Needs >= 3 points and >= 2 distinct x (ValueError otherwise)."""
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if xa.size < 3 or np.unique(xa).size < 2:
+        raise ValueError("a slope needs at least 3 points at 2 or more distinct x")
+    res = st.linregress(xa, ya)
+    half = float(st.t.ppf(0.5 + LEVEL / 2, xa.size - 2)) * float(res.stderr)
+    return Estimate(float(res.slope), float(res.slope) - half, float(res.slope) + half, float(res.pvalue),
+                    str(xa.size), "slope")
+
+
+def finite(values: Iterable[object]) -> np.ndarray:
+    """The finite numbers among ``values`` (None, NaN and non-numbers left out)."""
+    out = []
+    for v in values:
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.append(f)
+    return np.array(out, dtype=float)
+
+
+def _same_seeds(a: Sequence[int], b: Sequence[int]) -> bool:
+    return len(set(a)) == len(a) and len(set(b)) == len(b) and set(a) == set(b)
+
+
+def _one_sample(values: np.ndarray, reference: float, *, method: str, n: str) -> Estimate:
+    diff = float(values.mean() - reference)
+    if values.size < 2 or float(values.std()) == 0.0:
+        if values.size < 2 and method != "one-sample":
+            raise ValueError("at least 2 values needed")
+        # Constant values: the estimate has no sampling spread (exact), or one value (no interval
+        # but exact when the caller says the metric does not depend on the seed).
+        return Estimate(diff, diff, diff, 0.0 if diff else 1.0, n, method)
+    res = st.ttest_1samp(values, reference)
+    ci = res.confidence_interval(LEVEL)
+    return Estimate(diff, float(ci.low) - reference, float(ci.high) - reference, float(res.pvalue), n, method)

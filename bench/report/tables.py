@@ -67,8 +67,10 @@ def styled(df: pd.DataFrame, *, bold_rows: list[int] | None = None, table_id: st
     return sty.to_html()
 
 
-def results_table(d: ReportData) -> Table:
-    """Per arm: seeds, failures, mean ± std and 95% CI of the errors, published figure and difference."""
+def results_table(d: ReportData, comparable: bool = False) -> Table:
+    """Per arm: seeds, failures, mean ± std and 95% CI of the errors, and the published figure: with
+    the difference ours - published only when ``comparable`` (the run follows the published protocol)
+    and the entry is for this setting; else as a reference value."""
     main = main_metric(d)
     metrics = list(dict.fromkeys([*RESULT_METRICS, main]))
     spreads = {m: arm_spreads(d, m) for m in metrics}
@@ -92,13 +94,18 @@ def results_table(d: ReportData) -> Table:
         p = d.published_for(d.arm_dict(arm))
         if p is not None:
             pm = str(p.get("metric"))
-            ours = spreads[pm][arm].mean if pm in spreads else float(d.col(d.ok[d.ok["arm_label"] == arm], pm).mean())
-            diff = ours - float(p["value"]) if ours == ours else math.nan
             r.update({"published_value": p["value"], "published_spread": p.get("spread"), "published_metric": pm,
-                      "published_source": p.get("source"), "published_note": p.get("note"), "ours_minus_published": diff})
+                      "published_source": p.get("source"), "published_note": p.get("note")})
             spread_txt = f" ± {p['spread']:g}" if p.get("spread") else ""
-            s["published (%)"] = f"{float(p['value']):.2f}{spread_txt}" + ("" if pm == main else f" ({metric_label(pm)})")
-            s["ours − published"] = "—" if diff != diff else f"{diff:+.2f}"
+            shown_value = f"{float(p['value']):.2f}{spread_txt}" + ("" if pm == main else f" ({metric_label(pm)})")
+            if comparable and p.get("comparable", True):
+                ours = spreads[pm][arm].mean if pm in spreads else float(d.col(d.ok[d.ok["arm_label"] == arm], pm).mean())
+                diff = ours - float(p["value"]) if ours == ours else math.nan
+                r["ours_minus_published"] = diff
+                s["published (%)"] = shown_value
+                s["ours − published"] = "—" if diff != diff else f"{diff:+.2f}"
+            else:
+                s["reference (%)"] = shown_value
             src = str(p.get("source", ""))
             if src not in sources:
                 sources.append(src)

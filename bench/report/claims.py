@@ -1,0 +1,234 @@
+"""Claims against a run: for each :class:`~bench.study.Claim` of a study, our estimate with its 95%
+interval and a verdict.
+
+:func:`evaluate` is a pure function of a claim and the runs table: one row per cell with
+``arm_label``, ``seed``, ``state`` (ok / failed / diverged / oom / running / stale / pending),
+``arm_<axis>`` and ``tag_<name>`` columns and the metric columns of the finished runs. It does not
+care how the records were stored.
+
+Verdicts: **reproduced** (the interval lies on the claimed side of zero and the estimate is at
+least the smallest effect; for 'within': the whole interval lies inside the margin),
+**contradicted** (the interval lies on the other side; for 'within': wholly outside the margin),
+**inconclusive** (otherwise, or fewer than 2 seeds per side), **not tested** (arms missing,
+unfinished or failed: which ones is said).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.report.stats import Estimate, against, difference, finite, slope
+from bench.study import Claim
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "not tested")
+FAILED = ("failed", "diverged", "oom")
+VAL_METRICS = ("best_val_acc", "final_val_acc")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One claim judged against one run: the verdict, the estimate (None when not computed), which
+    arms each side used, and why the verdict is not 'reproduced'."""
+
+    claim: Claim
+    verdict: str
+    estimate: Estimate | None
+    arms_a: tuple[str, ...]
+    arms_b: tuple[str, ...]
+    why: str = ""
+
+    @property
+    def compared(self) -> str:
+        """'plain56 vs plain20', 'slope over depth among net=plain', 'resnet56 vs 6.97'."""
+        c = self.claim
+        a = " + ".join(self.arms_a) or selector_text(c.a)
+        if c.kind == "comparison":
+            return f"{a} vs {' + '.join(self.arms_b) or selector_text(c.b or {})}"
+        if c.kind == "trend":
+            return f"slope over {c.trend} among {selector_text(c.a) or 'all arms'}"
+        return f"{a} vs {c.value:g}"
+
+
+def selector_text(sel: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sel.items())
+
+
+def matches(table: pd.DataFrame, sel: dict[str, Any]) -> pd.Series:
+    """Rows whose arm label or tag equals each selector value (numbers compared as numbers); a key
+    that is neither an axis nor a tag of the table matches nothing."""
+    mask = pd.Series(True, index=table.index)
+    for key, want in sel.items():
+        hit = pd.Series(False, index=table.index)
+        for col in (f"arm_{key}", f"tag_{key}"):
+            if col in table:
+                hit |= table[col].map(lambda v, w=want: _equal(v, w))
+        mask &= hit
+    return mask
+
+
+def _equal(v: Any, want: Any) -> bool:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return False
+    try:
+        return float(v) == float(want)
+    except (TypeError, ValueError):
+        return str(v) == str(want)
+
+
+def evaluate(claim: Claim, table: pd.DataFrame) -> Outcome:
+    """Judge ``claim`` on ``table`` (see the module docstring for the table's columns)."""
+    if claim.kind == "trend":
+        return _trend(claim, table)
+    side_a, why_a = _side(claim, claim.a, table)
+    side_b, why_b = (None, "") if claim.b is None else _side(claim, claim.b, table)
+    arms_a = tuple(side_a["arm_label"].unique()) if side_a is not None else ()
+    arms_b = tuple(side_b["arm_label"].unique()) if side_b is not None else ()
+    if why_a or why_b:
+        return Outcome(claim, "not tested", None, arms_a, arms_b, "; ".join(w for w in (why_a, why_b) if w))
+    assert side_a is not None
+    va, sa = _values(side_a, claim.metric)
+    if claim.kind == "level":
+        need = 1 if claim.exact else 2
+        if va.size < need:
+            return _few(claim, arms_a, arms_b, f"{va.size} finished seed(s) with {claim.metric}")
+        est = against(va, float(claim.value))  # type: ignore[arg-type]
+        return _judge(claim, est, arms_a, arms_b, _failures(table, side_a))
+    assert side_b is not None
+    vb, sb = _values(side_b, claim.metric)
+    need = 1 if claim.exact else 2
+    if min(va.size, vb.size) < need:
+        return _few(claim, arms_a, arms_b, f"{va.size} vs {vb.size} finished seed(s) with {claim.metric}")
+    if claim.exact and min(va.size, vb.size) < 2:
+        d = float(va.mean() - vb.mean())
+        est = Estimate(d, d, d, 0.0 if d else 1.0, f"{va.size} vs {vb.size}", "exact")
+    else:
+        est = difference(va, vb, sa, sb)
+    return _judge(claim, est, arms_a, arms_b, _failures(table, side_a) + _failures(table, side_b))
+
+
+def evaluate_all(claims: list[Claim], table: pd.DataFrame, profile: str | None) -> list[Outcome]:
+    """Every claim that applies to ``profile``, in the study's order."""
+    return [evaluate(c, table) for c in claims if c.applies_to(profile)]
+
+
+def _side(claim: Claim, sel: dict[str, Any], table: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """The ok runs of the arm(s) a selector picks, or None and why the claim cannot be tested."""
+    if table.empty:
+        return None, f"no arm {selector_text(sel)} in this run"
+    rows = table[matches(table, sel)]
+    if rows.empty:
+        return None, f"no arm {selector_text(sel)} in this run"
+    ok = rows[rows["state"] == "ok"]
+    if ok.empty or not finite(ok[claim.metric] if claim.metric in ok else []).size:
+        return None, _not_done(rows, claim.metric)
+    if claim.best_on_val and ok["arm_label"].nunique() > 1:
+        chosen = _best_on_validation(ok)
+        if chosen is None:
+            return None, f"{selector_text(sel)}: no validation accuracy to choose an arm on"
+        ok = ok[ok["arm_label"] == chosen]
+    return ok, ""
+
+
+def _best_on_validation(ok: pd.DataFrame) -> str | None:
+    """The arm with the highest mean validation accuracy (best epoch, else final); test data never
+    choose."""
+    for col in VAL_METRICS:
+        if col in ok and pd.to_numeric(ok[col], errors="coerce").notna().any():
+            means = pd.to_numeric(ok[col], errors="coerce").groupby(ok["arm_label"]).mean().dropna()
+            return str(means.idxmax())
+    return None
+
+
+def _not_done(rows: pd.DataFrame, metric: str) -> str:
+    """'plain56: 1 failed, 1 pending' for each arm of the selector that has no usable run."""
+    parts = []
+    for arm, g in rows.groupby("arm_label", sort=False):
+        counts = g["state"].value_counts()
+        desc = ", ".join(f"{n} {s}" for s, n in counts.items())
+        if (g["state"] == "ok").any():
+            desc += f" (no {metric} recorded)"
+        parts.append(f"{arm}: {desc}")
+    return "; ".join(parts)
+
+
+def _failures(table: pd.DataFrame, side: pd.DataFrame) -> str:
+    """Failed seeds of the arms used, left out of the statistics (said, never hidden)."""
+    rows = table[table["arm_label"].isin(side["arm_label"].unique())]
+    bad = rows[rows["state"].isin(FAILED)]
+    if bad.empty:
+        return ""
+    return "; ".join(f"{arm}: {len(g)} seed(s) {'/'.join(sorted(set(g['state'])))} left out"
+                     for arm, g in bad.groupby("arm_label", sort=False)) + "; "
+
+
+def _values(rows: pd.DataFrame, metric: str) -> tuple[np.ndarray, list[int]]:
+    vals = pd.to_numeric(rows[metric], errors="coerce") if metric in rows else pd.Series(dtype=float)
+    keep = vals.notna() & np.isfinite(vals.astype(float))
+    seeds = [int(s) for s in rows.loc[keep, "seed"]] if "seed" in rows else []
+    return vals[keep].to_numpy(dtype=float), seeds
+
+
+def _few(claim: Claim, arms_a: tuple[str, ...], arms_b: tuple[str, ...], what: str) -> Outcome:
+    return Outcome(claim, "inconclusive", None, arms_a, arms_b,
+                   f"fewer than 2 seeds per side ({what}): no interval")
+
+
+def _trend(claim: Claim, table: pd.DataFrame) -> Outcome:
+    tag = f"tag_{claim.trend}"
+    if table.empty or tag not in table:
+        return Outcome(claim, "not tested", None, (), (), f"no tag {claim.trend} in this run")
+    rows = table[matches(table, claim.a)]
+    rows = rows[pd.to_numeric(rows[tag], errors="coerce").notna()]
+    if rows.empty:
+        return Outcome(claim, "not tested", None, (), (), f"no arm {selector_text(claim.a)} with a numeric {claim.trend}")
+    arms = tuple(rows["arm_label"].unique())
+    ok = rows[rows["state"] == "ok"]
+    vals = pd.to_numeric(ok[claim.metric], errors="coerce") if claim.metric in ok else pd.Series(dtype=float)
+    ok = ok[vals.notna()]
+    levels = pd.to_numeric(rows[tag]).unique()
+    done = pd.to_numeric(ok[tag]).value_counts() if not ok.empty else pd.Series(dtype=int)
+    missing = [lv for lv in levels if lv not in done.index]
+    if missing:
+        gone = rows[pd.to_numeric(rows[tag]).isin(missing)]
+        return Outcome(claim, "not tested", None, arms, (), _not_done(gone, claim.metric))
+    if len(levels) < 2:
+        return Outcome(claim, "not tested", None, arms, (), f"only one value of {claim.trend} in this run")
+    if done.min() < 2:
+        return _few(claim, arms, (), f"{int(done.min())} at {claim.trend}={done.idxmin():g}")
+    est = slope(pd.to_numeric(ok[tag]).to_numpy(float), pd.to_numeric(ok[claim.metric]).to_numpy(float))
+    return _judge(claim, est, arms, (), _failures(table, ok))
+
+
+def _judge(claim: Claim, est: Estimate, arms_a: tuple[str, ...], arms_b: tuple[str, ...], prefix: str) -> Outcome:
+    """The verdict from the interval's position (see the module docstring)."""
+    e, lo, hi = claim.effect, est.lo, est.hi
+    unit = "per unit of " + claim.trend if claim.trend else "points" if claim.metric.endswith("_pct") else "units"
+    if claim.direction == "within":
+        if -e <= lo and hi <= e:
+            return Outcome(claim, "reproduced", est, arms_a, arms_b, prefix.rstrip("; "))
+        if lo > e or hi < -e:
+            why = f"the whole interval lies outside ±{e:g}"
+            return Outcome(claim, "contradicted", est, arms_a, arms_b, prefix + why)
+        return Outcome(claim, "inconclusive", est, arms_a, arms_b, prefix + f"the interval reaches past ±{e:g}")
+    sign = 1.0 if claim.direction == "greater" else -1.0
+    s_lo, s_hi = (lo, hi) if sign > 0 else (-hi, -lo)  # in the claimed direction: positive = as claimed
+    if s_lo > 0 and sign * est.value >= e:
+        return Outcome(claim, "reproduced", est, arms_a, arms_b, prefix.rstrip("; "))
+    if s_hi < 0:
+        return Outcome(claim, "contradicted", est, arms_a, arms_b,
+                       prefix + "the interval lies on the other side of zero")
+    if s_lo > 0:
+        why = f"right side of zero, but {abs(est.value):.2g} is below the smallest effect of {e:g} {unit}"
+    else:
+        why = "the interval includes zero"
+    return Outcome(claim, "inconclusive", est, arms_a, arms_b, prefix + why)
+
+
+def counts(outcomes: list[Outcome]) -> dict[str, int]:
+    """Outcomes per verdict, every verdict present."""
+    return {v: sum(o.verdict == v for o in outcomes) for v in VERDICTS}

@@ -1,0 +1,180 @@
+"""The verdict table of a study (shared by the report, the index and ``bench claims``) and whether a
+run follows the published protocol (the only case where published figures are compared with ours)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from bench.report.analysis import metric_label
+from bench.report.claims import Outcome, counts, evaluate_all
+from bench.report.data import ReportData
+from bench.study import Claim
+
+JPEG_NOTE = "the JPEG copy of CIFAR-10, whose accuracies run a little below the original's"
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The outcomes of a study's claims on one run, with the facts that qualify them."""
+
+    outcomes: list[Outcome]
+    profile: str | None
+    dataset: str
+    seeds: list[int]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return counts(self.outcomes)
+
+    @property
+    def headline(self) -> str:
+        """'2 of 5 claims reproduced' (questions counted apart), or 'no claims for this profile'."""
+        claims = [o for o in self.outcomes if not o.claim.question]
+        if not self.outcomes:
+            return f"no claims apply to profile {self.profile or '?'}"
+        k = sum(o.verdict == "reproduced" for o in claims)
+        q = len(self.outcomes) - len(claims)
+        return f"{k} of {len(claims)} claims reproduced" + (f" (and {q} question(s))" if q else "")
+
+    def frame(self) -> pd.DataFrame:
+        """One row per claim: the columns of the terminal table and of the report's (unescaped)."""
+        rows = []
+        for o in self.outcomes:
+            c, e = o.claim, o.estimate
+            unit = metric_label(c.metric) + (f" per unit of {c.trend}" if c.trend else "")
+            rows.append({
+                "claim": ("[question] " if c.question else "") + c.sentence,
+                "source": c.source,
+                "compared": o.compared,
+                "metric": unit,
+                "claimed": _claimed(c),
+                "ours [95% CI]": e.fmt(_digits(c)) if e is not None else "—",
+                "test": f"{e.method}, n={e.n}, p={e.p:.2g}" if e is not None else "—",
+                "verdict": o.verdict,
+                "why": o.why,
+                "note": c.note,
+            })
+        return pd.DataFrame(rows, columns=["claim", "source", "compared", "metric", "claimed", "ours [95% CI]",
+                                           "test", "verdict", "why", "note"])
+
+    def text(self) -> str:
+        """The table for a terminal: one block per claim, then the counts line."""
+        df = self.frame()
+        lines = []
+        for _, r in df.iterrows():
+            lines.append(f"[{r['verdict']}] {r['claim']}")
+            lines.append(f"    {r['compared']}: {r['metric']}; claimed {r['claimed']}; ours {r['ours [95% CI]']}"
+                         + (f" ({r['test']})" if r["test"] != "—" else ""))
+            if r["why"]:
+                lines.append(f"    why: {r['why']}")
+            lines.append(f"    source: {r['source']}" + (f"; note: {r['note']}" if r["note"] else ""))
+        c = self.counts
+        lines.append(self.headline + " — " + ", ".join(f"{n} {v}" for v, n in c.items()))
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        """The report's verdict table (escaped here: the page marks it safe)."""
+        df = self.frame()
+        if df.empty:
+            return f'<p class="empty">{html.escape(self.headline)}</p>'
+        out = ['<table class="tbl" id="claims-table"><thead><tr><th>claim</th><th>source</th><th>compared</th>'
+               '<th>claimed</th><th>our estimate [95% CI]</th><th>verdict</th><th>why</th></tr></thead><tbody>']
+        for _, r in df.iterrows():
+            note = f'<br><span class="ci">{html.escape(r["note"])}</span>' if r["note"] else ""
+            test = f'<br><span class="ci">{html.escape(r["test"])}</span>' if r["test"] != "—" else ""
+            out.append(
+                f'<tr data-verdict="{html.escape(r["verdict"])}"><td>{html.escape(r["claim"])}{note}</td>'
+                f'<td>{html.escape(r["source"])}</td><td>{html.escape(r["compared"])}<br>'
+                f'<span class="ci">{html.escape(r["metric"])}</span></td><td>{html.escape(r["claimed"])}</td>'
+                f'<td class="nowrap">{html.escape(r["ours [95% CI]"])}{test}</td>'
+                f'<td class="verdict {r["verdict"].replace(" ", "-")}">{html.escape(r["verdict"])}</td>'
+                f'<td>{html.escape(r["why"])}</td></tr>')
+        out.append("</tbody></table>")
+        return "".join(out)
+
+
+def _digits(c: Claim) -> int:
+    return 0 if c.exact and c.metric.startswith(("params", "macs")) else 3 if c.trend else 2
+
+
+def _claimed(c: Claim) -> str:
+    e = f"{c.effect:,.{_digits(c)}f}" if c.effect else "0"
+    if c.direction == "within":
+        return f"within ±{e}"
+    return (">" if c.direction == "greater" else "<") + (f" 0, by at least {e}" if c.effect else " 0")
+
+
+def runs_table(d: ReportData) -> pd.DataFrame:
+    """One row per cell: its state, arm and tag columns, and the finished run's metrics."""
+    cells = d.cells.copy()
+    if d.runs.empty or "run_id" not in d.runs:
+        return cells
+    extra = [c for c in d.runs.columns if c not in cells.columns or c == "run_id"]
+    return cells.merge(d.runs[extra], on="run_id", how="left")
+
+
+def study_claims(d: ReportData) -> list[Claim]:
+    """The claims recorded in study.json (the registry's when the record predates them)."""
+    stored = d.desc.get("claims")
+    if stored is None:
+        try:
+            from bench.study import get_study
+
+            return list(get_study(d.study).claims)
+        except Exception:  # noqa: BLE001 - an unregistered study has no claims to show
+            return []
+    return [Claim.from_dict(c) for c in stored]
+
+
+def verdicts(d: ReportData) -> Verdicts:
+    """Every claim of the study that applies to the run's profile, judged on its records."""
+    table = runs_table(d)
+    seeds = sorted({int(s) for s in d.cells["seed"].dropna()}) if "seed" in d.cells else []
+    return Verdicts(evaluate_all(study_claims(d), table, d.profile), d.profile, dataset_name(d), seeds)
+
+
+def dataset_name(d: ReportData) -> str:
+    """The data set as people would call it: 'cifar10 (JPEG copy)', 'synthetic:...', 'mnist'."""
+    runs = d.runs
+    names = [str(v) for v in dict.fromkeys(runs["dataset"].dropna())] if "dataset" in runs else []
+    if not names and "dataset" in d.cells:
+        names = [str(v) for v in dict.fromkeys(d.cells["dataset"].dropna())]
+    sources = runs["data_source"].dropna().astype(str) if "data_source" in runs else pd.Series(dtype=str)
+    jpeg = bool(sources.str.contains("JPEG", case=False).any())
+    # Records written without training (report previews) say so in their data source.
+    made_up = bool(sources.str.startswith("synthetic").any()) and not any(n.startswith("synthetic") for n in names)
+    if not names:
+        return "—"
+    return ", ".join(names) + (" (JPEG copy)" if jpeg else "") + (" (synthetic records)" if made_up else "")
+
+
+def published_protocol(d: ReportData) -> tuple[bool, str]:
+    """(True, '') when the run follows the published protocol: the ``full`` profile, no --set
+    overrides, the original data set. Else (False, why): profile and length, overrides, data set."""
+    why = []
+    if d.profile != "full":
+        prof = (d.desc.get("profiles") or {}).get(d.profile or "", {}) or {}
+        full = (d.desc.get("profiles") or {}).get("full", {}) or {}
+        ours = f" ({prof['description']})" if prof.get("description") else ""
+        theirs = f" ({full['description']})" if full.get("description") else ""
+        why.append(f"profile {d.profile or 'unknown'}{ours}, not the published protocol of the full profile{theirs}")
+    if d.desc.get("overrides"):
+        shown = ", ".join(f"{k}={v}" for k, v in d.desc["overrides"].items())
+        why.append(f"--set overrides change the protocol ({shown})")
+    data = dataset_name(d)
+    if "synthetic" in data:
+        why.append(f"the data set is synthetic ({data})")
+    elif "JPEG" in data:
+        why.append(f"the data set is {JPEG_NOTE}")
+    return (not why), "; ".join(why)
+
+
+def index_entry(d: ReportData) -> dict[str, Any]:
+    """What results/index.html shows of a study's claims."""
+    v = verdicts(d)
+    return {"claims": v.headline, "claims_counts": v.counts, "dataset": v.dataset,
+            "seeds": ", ".join(map(str, v.seeds)) or "—"}

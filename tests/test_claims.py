@@ -1,0 +1,344 @@
+"""Claims and verdicts: constructed runs tables with known effects give each verdict; every study's
+claims name arms and tags its profiles have; report and ``bench claims`` agree; published figures
+are compared with ours only under the published protocol."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from bench.cli import main
+from bench.config import RunConfig
+from bench.measure import count_compute, count_params
+from bench.models import create_model
+from bench.report import build_index, build_report
+from bench.report.claims import VERDICTS, evaluate, matches
+from bench.report.stats import against, difference, slope, spread
+from bench.report.synthetic import write_synthetic_study
+from bench.store import flatten_summary
+from bench.study import Claim, load_studies
+from bench.train.summary import HISTORY_KEYS, summarise
+
+STUDIES = load_studies().names()
+SRC = "constructed"
+
+
+def table(arms: dict[str, list[float | None]], *, states: dict[str, list[str]] | None = None,
+          metric: str = "final_test_error_pct", tags: dict[str, dict] | None = None,
+          seeds: dict[str, list[int]] | None = None, extra: dict[str, dict[str, list[float]]] | None = None) -> pd.DataFrame:
+    """One row per (arm, seed): arm_model = the arm, state ok unless given, the metric's values."""
+    rows = []
+    for arm, vals in arms.items():
+        for i, v in enumerate(vals):
+            seed = (seeds or {}).get(arm, list(range(len(vals))))[i]
+            state = (states or {}).get(arm, ["ok"] * len(vals))[i]
+            row = {"run_id": f"{arm}-{seed}", "arm_label": arm, "arm_model": arm, "seed": seed, "state": state,
+                   metric: v if state == "ok" else math.nan}
+            for k, t in ((tags or {}).get(arm) or {}).items():
+                row[f"tag_{k}"] = t
+            for col, per_arm in (extra or {}).items():
+                row[col] = per_arm[arm][i]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def less(a: str, b: str, effect: float = 0.5, **kw: object) -> Claim:
+    return Claim(f"{a} < {b}", "final_test_error_pct", "less", effect, SRC, a={"model": a}, b={"model": b}, **kw)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_paired_difference_matches_scipy_and_is_used_when_seeds_agree() -> None:
+    a, b = [7.1, 7.5, 6.9], [8.0, 8.6, 7.7]
+    est = difference(a, b, [0, 1, 2], [0, 1, 2])
+    ref = st.ttest_rel(a, b)
+    ci = ref.confidence_interval()
+    assert est.method == "paired" and est.n == "3"
+    assert (est.value, est.lo, est.hi, est.p) == pytest.approx((np.mean(a) - np.mean(b), ci.low, ci.high, ref.pvalue))
+    # seeds in another order pair by seed, not by position
+    assert difference(a, b[::-1], [0, 1, 2], [2, 1, 0]).value == pytest.approx(est.value)
+    assert difference(a, b[::-1], [0, 1, 2], [2, 1, 0]).lo == pytest.approx(est.lo)
+
+
+def test_welch_when_seeds_differ() -> None:
+    a, b = [7.1, 7.5, 6.9], [8.0, 8.6]
+    est = difference(a, b, [0, 1, 2], [0, 1])
+    ref = st.ttest_ind(a, b, equal_var=False)
+    assert est.method == "Welch" and est.n == "3 vs 2"
+    assert (est.lo, est.hi, est.p) == pytest.approx((ref.confidence_interval().low, ref.confidence_interval().high,
+                                                     ref.pvalue))
+    with pytest.raises(ValueError):
+        difference([1.0], [2.0, 3.0])
+
+
+def test_slope_interval_and_one_sample() -> None:
+    x, y = [20, 20, 56, 56, 110, 110], [9.0, 9.4, 13.1, 12.7, 16.4, 16.0]
+    est = slope(x, y)
+    res = st.linregress(x, y)
+    half = st.t.ppf(0.975, 4) * res.stderr
+    assert (est.value, est.lo, est.hi) == pytest.approx((res.slope, res.slope - half, res.slope + half))
+    one = against([269_722, 269_722], 270_000)
+    assert (one.value, one.lo, one.hi) == (-278, -278, -278)  # no spread: exact
+    s = spread([1.0, 2.0, 3.0])
+    assert s.lo == pytest.approx(2.0 - st.t.ppf(0.975, 2) / math.sqrt(3))
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_reproduced_contradicted_inconclusive_not_tested() -> None:
+    t = table({"res": [6.9, 7.1, 7.0], "plain": [9.0, 9.3, 8.8]})
+    assert evaluate(less("res", "plain"), t).verdict == "reproduced"
+    out = evaluate(less("plain", "res"), t)
+    assert out.verdict == "contradicted" and "other side" in out.why
+    assert out.estimate is not None and out.estimate.method == "paired"
+    # right side of zero but smaller than the smallest effect: inconclusive, said so
+    out = evaluate(less("res", "plain", effect=5.0), t)
+    assert out.verdict == "inconclusive" and "smallest effect" in out.why
+    noisy = table({"res": [6.0, 9.5, 7.0], "plain": [9.0, 7.3, 8.8]})
+    out = evaluate(less("res", "plain"), noisy)
+    assert out.verdict == "inconclusive" and "includes zero" in out.why
+    one = table({"res": [6.0], "plain": [9.0]})
+    out = evaluate(less("res", "plain"), one)
+    assert out.verdict == "inconclusive" and "fewer than 2 seeds" in out.why and out.estimate is None
+    out = evaluate(less("res", "deep"), t)
+    assert out.verdict == "not tested" and "no arm model=deep" in out.why
+
+
+def test_failed_and_unfinished_arms_are_not_tested_and_named() -> None:
+    t = table({"res": [7.0, 7.1], "plain": [None, None]}, states={"plain": ["failed", "pending"]})
+    out = evaluate(less("res", "plain"), t)
+    assert out.verdict == "not tested" and "plain: 1 failed, 1 pending" in out.why
+    # one failed seed of three: judged on the rest (Welch), and the failure is said
+    t = table({"res": [6.9, 7.1, 7.0], "plain": [9.0, 9.3, None]}, states={"plain": ["ok", "ok", "diverged"]})
+    out = evaluate(less("res", "plain"), t)
+    assert out.verdict == "reproduced" and out.estimate is not None and out.estimate.method == "Welch"
+    assert "plain: 1 seed(s) diverged left out" in out.why
+
+
+def test_within_margin() -> None:
+    claim = Claim("gn flat", "final_test_error_pct", "within", 1.0, SRC, a={"model": "b2"}, b={"model": "b32"})
+    assert evaluate(claim, table({"b2": [24.1, 24.3, 24.0], "b32": [24.0, 24.2, 24.1]})).verdict == "reproduced"
+    assert evaluate(claim, table({"b2": [27.1, 27.3, 27.0], "b32": [24.0, 24.2, 24.1]})).verdict == "contradicted"
+    assert evaluate(claim, table({"b2": [24.1, 25.9, 24.0], "b32": [24.0, 24.2, 24.1]})).verdict == "inconclusive"
+
+
+def test_trend_within_a_group() -> None:
+    tags = {f"{n}{d}": {"net": n, "depth": d} for n in ("plain", "resnet") for d in (20, 56, 110)}
+    vals = {"plain20": [9.0, 9.2], "plain56": [13.0, 13.4], "plain110": [16.2, 16.0],
+            "resnet20": [8.7, 8.8], "resnet56": [7.0, 6.9], "resnet110": [6.5, 6.6]}
+    t = table(vals, tags=tags, metric="final_train_error_pct")
+    up = Claim("rises", "final_train_error_pct", "greater", 0.02, SRC, a={"net": "plain"}, trend="depth")
+    out = evaluate(up, t)
+    assert out.verdict == "reproduced" and out.estimate is not None and out.estimate.method == "slope"
+    assert out.estimate.n == "6"  # the residual nets are not in the group
+    assert evaluate(Claim("rises", "final_train_error_pct", "greater", 0.0, SRC, a={"net": "resnet"},
+                          trend="depth"), t).verdict == "contradicted"
+    assert evaluate(Claim("x", "final_train_error_pct", "greater", 0.0, SRC, a={"net": "plain"}, trend="width"),
+                    t).verdict == "not tested"
+
+
+def test_level_claims_and_exact_counts() -> None:
+    t = table({"r20": [269_722]}, metric="params_total")
+    claim = Claim("0.27M", "params_total", "within", 5_000, SRC, a={"model": "r20"}, value=270_000, exact=True)
+    assert evaluate(claim, t).verdict == "reproduced"  # exact: one run suffices
+    t = table({"mnist": [7.6, 8.3, 8.1]})
+    about = Claim("about 92%", "final_test_error_pct", "within", 2.0, SRC, a={"model": "mnist"}, value=8.0)
+    assert evaluate(about, t).verdict == "reproduced"
+    assert evaluate(about, table({"mnist": [1.1, 1.0, 1.2]})).verdict == "contradicted"
+    assert evaluate(about, table({"mnist": [7.9]})).verdict == "inconclusive"
+
+
+def test_best_on_validation_never_looks_at_test() -> None:
+    arms = {"sgd lr=0.1": [7.0, 7.2], "sgd lr=0.3": [5.0, 5.1], "adam lr=0.001": [9.0, 9.1]}
+    val = {"sgd lr=0.1": [0.93, 0.93], "sgd lr=0.3": [0.90, 0.90], "adam lr=0.001": [0.91, 0.91]}
+    tags = {a: {"optimizer": a.split()[0]} for a in arms}
+    t = table(arms, tags=tags, metric="test_error_at_best_val_pct", extra={"best_val_acc": val})
+    claim = Claim("sgd < adam", "test_error_at_best_val_pct", "less", 0.5, SRC, a={"optimizer": "sgd"},
+                  b={"optimizer": "adam"}, best_on_val=True)
+    out = evaluate(claim, t)
+    assert out.arms_a == ("sgd lr=0.1",)  # best validation accuracy, although lr=0.3 has the lower test error
+    assert out.verdict == "reproduced"
+
+
+def test_claim_definition_errors() -> None:
+    with pytest.raises(ValueError, match="direction"):
+        Claim("x", "m", "bigger", 0.0, SRC, b={})
+    with pytest.raises(ValueError, match="exactly one"):
+        Claim("x", "m", "less", 0.0, SRC, b={"a": 1}, value=1.0)
+    with pytest.raises(ValueError, match="effect"):
+        Claim("x", "m", "less", -1.0, SRC, b={"a": 1})
+
+
+# --------------------------------------------------------------------------- the registry's claims
+
+
+def _known_metrics() -> set[str]:
+    cfg = RunConfig(model="resnet20", dataset="cifar10", epochs=1)
+    history = [{**{k: math.nan for k in HISTORY_KEYS}, "epoch": 1, "val_acc": 0.7, "test_acc": 0.69,
+                "train_acc": 0.6, "peak_allocated_bytes": None, "elapsed_train_time_s": 1.0, "epoch_time_s": 1.0}]
+    s = summarise(cfg, history, status="ok", error=None, extra={}, iterations_done=1, steps_per_epoch=1,
+                  train_time_s=1.0, precision_used="fp32", device="cpu", classes=["a", "b"], sizes=(1, 1, 1),
+                  data_source="x")
+    model = create_model("resnet20")
+    measured = {**count_params(model), **count_compute(model, (3, 32, 32))}
+    return set(flatten_summary({"metrics": s, "measurements": measured}))
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_claims_name_arms_and_tags_of_every_profile_they_list(name: str) -> None:
+    study = load_studies().get(name)
+    assert study.claims, f"{name} states no claim"
+    known = _known_metrics()
+    for claim in study.claims:
+        assert claim.metric in known, (claim.sentence, claim.metric)
+        assert claim.source
+        profiles = claim.profiles or tuple(study.profiles)
+        assert set(profiles) <= set(study.profiles), claim.sentence
+        for p in profiles:
+            cells = study.cells(p)
+            t = pd.DataFrame([{"arm_label": c.label, **{f"arm_{k}": v for k, v in c.arm.items()},
+                               **{f"tag_{k}": v for k, v in c.tags.items()}} for c in cells])
+            for side in [claim.a] + ([claim.b] if claim.b is not None else []):
+                picked = t[matches(t, side)]["arm_label"].unique()
+                assert len(picked) >= 1, (name, p, claim.sentence, side)
+                if claim.kind != "trend" and not claim.best_on_val:
+                    assert len(picked) == 1, (name, p, claim.sentence, side, picked)
+            if claim.kind == "trend":
+                group = t[matches(t, claim.a)]
+                values = pd.to_numeric(group[f"tag_{claim.trend}"], errors="raise")
+                assert values.nunique() >= 2, (name, p, claim.sentence)
+        # a claim a profile cannot test must not list it... and one it can should (or say why not)
+        for p in set(study.profiles) - set(profiles):
+            cells = study.cells(p)
+            t = pd.DataFrame([{"arm_label": c.label, **{f"arm_{k}": v for k, v in c.arm.items()},
+                               **{f"tag_{k}": v for k, v in c.tags.items()}} for c in cells])
+            sides = [claim.a] + ([claim.b] if claim.b is not None else [])
+            assert not all(matches(t, s).any() for s in sides), (name, p, claim.sentence, "could be listed")
+
+
+# --------------------------------------------------------------------------- report, index, CLI
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("claims")
+    write_synthetic_study(root, "residual", "quick", seeds=(0, 1, 2), artifacts=False)
+    write_synthetic_study(root, "normalization", "smoke", seeds=(0, 1), artifacts=False)
+    return root
+
+
+def _cli_verdicts(root: Path, study: str, capsys: pytest.CaptureFixture[str]) -> tuple[list[str], str]:
+    assert main(["--results-dir", str(root), "claims", study]) == 0
+    out = capsys.readouterr().out
+    return re.findall(r"^\[(reproduced|contradicted|inconclusive|not tested)\] ", out, re.M), out
+
+
+@pytest.mark.parametrize("study", ["residual", "normalization"])
+def test_report_and_cli_agree(study: str, records: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    html = build_report(study, records).read_text()
+    in_report = re.findall(r'<tr data-verdict="([a-z ]+)">', html)
+    in_cli, out = _cli_verdicts(records, study, capsys)
+    assert in_report and in_report == in_cli
+    assert set(in_cli) <= set(VERDICTS)
+    headline = re.search(r"(\d+ of \d+ claims reproduced)", out)
+    assert headline and headline.group(1) in html
+    # the verdict table comes first: before the overview and the results
+    assert html.index('id="claims-table"') < html.index('id="overview"') < html.index('id="results"')
+    csv = pd.read_csv(records / study / "claims.csv")
+    assert csv["verdict"].tolist() == in_cli
+    build_index(records)
+    index = (records / "index.html").read_text()
+    assert headline.group(1) in index
+
+
+def test_published_only_under_the_published_protocol(records: Path, tmp_path: Path) -> None:
+    # quick profile (synthetic records): reference values only, with the reason
+    build_report("residual", records)
+    res = pd.read_csv(records / "residual" / "results.csv")
+    assert "ours_minus_published" not in res and res["published_value"].notna().any()
+    html = (records / "residual" / "report.html").read_text()
+    assert "ours − published" not in html and "reference (%)" in html
+    assert "profile quick" in html and "synthetic" in html
+    # full profile on the original data: compared
+    write_synthetic_study(tmp_path, "residual", "full", seeds=(0, 1), artifacts=False, failed=0, diverged=0)
+    for summary in (tmp_path / "residual" / "runs").glob("*/summary.json"):
+        s = json.loads(summary.read_text())
+        s["metrics"]["data_source"] = "torchvision CIFAR10 from data (md5-verified by torchvision)"
+        summary.write_text(json.dumps(s))
+    build_report("residual", tmp_path)
+    res = pd.read_csv(tmp_path / "residual" / "results.csv")
+    r20 = res[res["arm"] == "resnet20"].iloc[0]
+    assert r20["ours_minus_published"] == pytest.approx(r20["final_test_error_pct_mean"] - 8.75)
+    assert "ours − published" in (tmp_path / "residual" / "report.html").read_text()
+    # the JPEG copy of CIFAR-10 is not the original data set
+    for summary in (tmp_path / "residual" / "runs").glob("*/summary.json"):
+        s = json.loads(summary.read_text())
+        s["metrics"]["data_source"] = "imagefolder cifar10-jpeg.tar.gz; lossy JPEG copy of CIFAR-10"
+        summary.write_text(json.dumps(s))
+    html = build_report("residual", tmp_path).read_text()
+    assert "ours − published" not in html and "JPEG copy of CIFAR-10" in html
+
+
+def test_smoke_normalization_never_compares(records: Path) -> None:
+    html = build_report("normalization", records).read_text()
+    assert "ours − published" not in html and 'id="reference-note"' in html
+
+
+# --------------------------------------------------------------------------- selection and profiles
+
+
+def test_only_and_seeds_select_cells(results_dir: Path, capsys: pytest.CaptureFixture[str], one_thread: None) -> None:
+    base = ["--results-dir", str(results_dir)]
+    assert main([*base, "plan", "residual", "--profile", "quick", "--only", "model=plain56", "--only",
+                 "model=resnet56", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "selection: model=plain56|resnet56; seeds 0, 1 (4 of 24 cells)" in out
+    assert "plain20" not in out and len(re.findall(r"\splain56\s", out)) == 2
+    assert main([*base, "plan", "residual", "--profile", "quick", "--only", "net=plain", "--only", "depth=20"]) == 0
+    assert "(3 of 24 cells)" in capsys.readouterr().out
+    for bad, msg in ((["--only", "modle=plain56"], "unknown key 'modle'"),
+                     (["--only", "model=plain57"], "accepted values of model: "),
+                     (["--only", "plain56"], "expects key=value"),
+                     (["--seeds", "0,7"], "seed(s) 7 not in this profile (accepted: 0, 1, 2)"),
+                     (["--seeds", "x"], "comma-separated integers")):
+        assert main([*base, "plan", "residual", "--profile", "quick", *bad]) == 2
+        assert msg in capsys.readouterr().err
+    assert main([*base, "run", "residual-mnist", "--profile", "smoke", "--only", "model=mnist_cnn",
+                 "--seeds", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "selection model=mnist_cnn; seeds 0: 1 of 3 cells, 1 to run" in err
+    assert main([*base, "status", "residual-mnist"]) == 0
+    status = capsys.readouterr().out
+    assert "1 done" in status and "2 pending" in status
+    assert not (results_dir / "residual-mnist" / "runs").exists() or len(
+        list((results_dir / "residual-mnist" / "runs").glob("*/summary.json"))) == 1
+
+
+def test_auto_profile_on_a_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from bench.cli import resolve_profile
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    study = load_studies().get("residual")
+    assert resolve_profile("auto", study, str(tmp_path)) == "smoke"
+    assert "no cifar10 in" in capsys.readouterr().err
+    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(b"")
+    assert resolve_profile("auto", study, str(tmp_path)) == "cpu"
+    assert resolve_profile("auto", load_studies().get("bn-placement"), str(tmp_path)) == "smoke"
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for n in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / f"{n}.gz").write_bytes(b"")
+    assert resolve_profile("auto", load_studies().get("residual-mnist"), str(tmp_path)) == "cpu"
+    assert resolve_profile("smoke", study, str(tmp_path)) == "smoke"
