@@ -3,7 +3,8 @@ PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-# auto = quick on a CUDA machine, smoke on a CPU-only one
+# auto = quick on a CUDA machine; on a CPU-only one the study's cpu profile when its real data is in
+# DATA_DIR (residual, residual-mnist), else smoke
 PROFILE ?= auto
 # Real data: BENCH_DATA_DIR wins; else ../shared/data when it exists; else ./data
 DATA_DIR ?= $(or $(BENCH_DATA_DIR),$(wildcard ../shared/data),data)
