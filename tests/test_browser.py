@@ -109,3 +109,51 @@ def test_index_renders(report: Path, tmp_path: Path) -> None:
     out = chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", index.as_uri())
     assert out.returncode == 0, out.stderr[-2000:]
     assert f'href="{STUDY}/report.html"' in out.stdout
+
+
+# Markup that, if the page ran it, marks the body; every kind of string the page shows is poisoned.
+INJECT_IMG = "<img src=x onerror=\"document.body.setAttribute('data-injected','img')\">"
+INJECT_SCRIPT = "<script>document.body.setAttribute('data-injected','script')</script>"
+
+
+def _poison(root: Path) -> None:
+    """Put injected markup where records carry user, record and file-system strings: class names
+    (image-folder directories), --set values (data-set path, model argument), errors, arm labels."""
+    from bench.store import read_json, write_json
+
+    runs = root / STUDY / "runs"
+    desc = read_json(root / STUDY / "study.json")
+    desc["overrides"] = {"dataset": f"imagefolder:/data/{INJECT_SCRIPT}"}
+    write_json(root / STUDY / "study.json", desc)
+    for rd in sorted(runs.iterdir()):
+        s = read_json(rd / "summary.json")
+        for cfg in (s["config"], read_json(rd / "config.json")):
+            cfg["dataset"] = f"imagefolder:/data/{INJECT_SCRIPT}"
+            cfg["model_kwargs"] = {**cfg.get("model_kwargs", {}), "norm": INJECT_IMG}
+        write_json(rd / "config.json", {**read_json(rd / "config.json"), "dataset": s["config"]["dataset"],
+                                        "model_kwargs": s["config"]["model_kwargs"]})
+        if s.get("metrics", {}).get("class_names"):
+            s["metrics"]["class_names"] = [f"{INJECT_IMG}{i}" for i in range(len(s["metrics"]["class_names"]))]
+            s["metrics"]["data_source"] = INJECT_SCRIPT
+        if s["status"] == "failed":
+            s["error"] = f"RuntimeError: {INJECT_IMG}"
+        s["host"] = INJECT_IMG
+        write_json(rd / "summary.json", s)
+
+
+def test_injected_markup_does_not_run(tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium not found on PATH (apt-get install chromium)")
+    root = tmp_path / "results"
+    write_synthetic_study(root, STUDY, "smoke", seeds=(0, 1))
+    _poison(root)
+    page = build_report(STUDY, root)
+    text = page.read_text()
+    assert "&lt;img src=x onerror=" in text and "&lt;script&gt;" in text  # shown, as text
+    out = chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom = Dom()
+    dom.feed(out.stdout)
+    assert dom.body.get("data-checked") == "1", "the page's own load script did not run"
+    assert "data-injected" not in dom.body, f"injected markup ran: {dom.body.get('data-injected')}"
+    assert not [im for im in dom.imgs if im.get("src") == "x"], "an injected <img> became an element"

@@ -57,7 +57,9 @@ def confusion_html(cm: np.ndarray, names: list[str]) -> str:
     far cheaper than a matplotlib heatmap with annotations (which dominated the report's build time)."""
     rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     df = pd.DataFrame(cm, index=pd.Index(names, name="true \\ predicted"), columns=names)
+    # class names come from image-folder directories: escaped like any text from a file system
     sty = (df.style.background_gradient(cmap="Blues", axis=None, gmap=rate, vmin=0, vmax=1)
+           .format_index(escape="html", axis=0).format_index(escape="html", axis=1)
            .set_table_attributes('class="tbl confusion"'))
     return sty.to_html()
 

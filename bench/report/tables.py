@@ -1,17 +1,19 @@
 """Report tables: results per arm (with published figures), lr selection, cost, failures, progress.
 
 Each builder returns a :class:`Table`: the raw numbers (written as CSV) and the HTML of a pandas
-Styler over a formatted copy (missing values shown as '—', never 'nan')."""
+Styler over a formatted copy (missing values shown as '—', never 'nan'). Every cell and header is
+HTML-escaped; only :class:`Html` values (our own markup, built with escaped parts) pass as they are.
+"""
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup, escape
 
 from bench.report.analysis import arm_spreads, main_metric, metric_label, select_lr
 from bench.report.data import FAILED, ReportData
@@ -19,6 +21,25 @@ from bench.report.data import FAILED, ReportData
 MIB = 2.0**20
 RESULT_METRICS = ("final_test_error_pct", "test_error_at_best_val_pct", "best_val_error_pct")
 SHARED_MARK = "†"
+
+
+@dataclass(frozen=True)
+class Html:
+    """A table cell of our own markup; build it with :func:`html_cell` so that its parts are escaped.
+
+    Not a ``str`` subclass on purpose: pandas turns strings into its string dtype, which would drop
+    ``markupsafe.Markup`` and with it the mark that the text is already safe."""
+
+    text: str
+
+
+def html_cell(template: str, *parts: Any) -> Html:
+    """``template`` (trusted) with ``parts`` HTML-escaped into its ``{}`` slots."""
+    return Html(str(Markup(template).format(*parts)))
+
+
+def _cell_html(v: Any) -> str:
+    return v.text if isinstance(v, Html) else str(escape(str(v)))
 
 
 @dataclass
@@ -56,11 +77,14 @@ def sig(v: Any) -> str:
 
 
 def styled(df: pd.DataFrame, *, bold_rows: list[int] | None = None, table_id: str = "") -> str:
-    """Styler HTML for a display frame (all cells already strings), index hidden."""
+    """Styler HTML for a display frame, index hidden; text is escaped (names, errors and values come
+    from records, file systems and the command line), ``Markup`` cells are kept as they are."""
     if df.empty:
         return '<p class="empty">nothing to show</p>'
-    df = df.reset_index(drop=True).fillna("—").astype(str)
-    sty = df.style.hide(axis="index").set_table_attributes(f'class="tbl" id="{table_id}"')
+    df = df.reset_index(drop=True).astype(object)
+    df = df.where(df.notna(), "—")
+    sty = (df.style.hide(axis="index").format(_cell_html).format_index(escape="html", axis=1)
+           .set_table_attributes(f'class="tbl" id="{escape(table_id)}"'))
     if bold_rows:
         rows = set(bold_rows)
         sty = sty.apply(lambda r: ["font-weight:bold" if r.name in rows else "" for _ in r], axis=1)
@@ -89,8 +113,8 @@ def results_table(d: ReportData, comparable: bool = False) -> Table:
             sp = spreads[m][arm]
             r.update({f"{m}_mean": sp.mean, f"{m}_std": sp.std, f"{m}_ci95_lo": sp.lo, f"{m}_ci95_hi": sp.hi})
             # One cell per metric (mean ± std, 95% CI below it) keeps the table narrow enough to read.
-            s[f"{metric_label(m)}: mean ± std [95% CI]"] = sp.fmt() + (
-                f'<br><span class="ci">{sp.fmt_ci()}</span>' if sp.lo is not None else "")
+            s[f"{metric_label(m)}: mean ± std [95% CI]"] = (
+                html_cell('{}<br><span class="ci">{}</span>', sp.fmt(), sp.fmt_ci()) if sp.lo is not None else sp.fmt())
         p = d.published_for(d.arm_dict(arm))
         if p is not None:
             pm = str(p.get("metric"))
@@ -109,7 +133,7 @@ def results_table(d: ReportData, comparable: bool = False) -> Table:
             src = str(p.get("source", ""))
             if src not in sources:
                 sources.append(src)
-            s["source"] = f"[{sources.index(src) + 1}]" + (f" {html.escape(str(p['note']))}" if p.get("note") else "")
+            s["source"] = f"[{sources.index(src) + 1}]" + (f" {p['note']}" if p.get("note") else "")
         raw.append(r)
         shown.append(s)
     # Bold the arm one would choose, on validation error: bolding the best test error would read as
@@ -119,7 +143,7 @@ def results_table(d: ReportData, comparable: bool = False) -> Table:
         means = [r.get(f"{main}_mean", math.nan) for r in raw]
     finite = [(v, i) for i, v in enumerate(means) if v == v]
     best = [min(finite)[1]] if finite else []
-    notes = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
+    notes = "".join(html_cell("<li>{}</li>", s).text for s in sources)
     page = styled(pd.DataFrame(shown), bold_rows=best, table_id="results-table")
     if notes:
         page += f'<ol class="sources">{notes}</ol>'
@@ -179,7 +203,7 @@ def cost_table(d: ReportData) -> Table:
             "total train time (min)": sig(total_min),
             "shared GPU": f"yes ({n_shared}/{len(sub)} runs) {SHARED_MARK}" if n_shared else "no",
             "device": dev or "—",
-            "measurement error": html.escape(merr),
+            "measurement error": merr,
         })
     shown_df = pd.DataFrame(shown)
     if not shown_df.empty and shown_df["device"].nunique() <= 1:
@@ -202,8 +226,7 @@ def failures_table(d: ReportData) -> Table:
     raw = pd.DataFrame(rows, columns=["arm", "seed", "status", "error", "epochs done", "host", "run_id", "log"])
     shown = raw.copy()
     shown["epochs done"] = [num(v, 0) for v in shown["epochs done"]]
-    shown["error"] = [html.escape(str(e)) for e in shown["error"]]
-    shown["log"] = [f'<a href="{html.escape(p)}">log.txt</a>' if p else "" for p in shown["log"]]
+    shown["log"] = [html_cell('<a href="{}">log.txt</a>', p) if p else "" for p in shown["log"]]
     return Table("failures", raw, styled(shown, table_id="failures-table"))
 
 
