@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("claims", help="the verdict table of a study's claims on its recorded runs")
     cl.add_argument("study")
 
+    ex = sub.add_parser("export", help="a study's records as Parquet tables")
+    ex.add_argument("target", help="parquet")
+    ex.add_argument("study")
+
     rp = sub.add_parser("report", help="build the HTML report of a study (and results/index.html)")
     rp.add_argument("study", nargs="?")
     rp.add_argument("--all", action="store_true", help="every study that has results")
@@ -274,6 +278,14 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export
+
+    for line in export(args.target, args.study, args.results_dir, args):
+        print(line)
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     from bench.perf import run_perf
 
@@ -289,6 +301,7 @@ COMMANDS = {
     "models": cmd_models,
     "measure": cmd_measure,
     "claims": cmd_claims,
+    "export": cmd_export,
     "report": cmd_report,
     "perf": cmd_perf,
 }

@@ -20,6 +20,7 @@ from bench.report.figures import FIGURES, render_figures
 from bench.report.tables import (config_tables, cost_table, failures_table, progress_table, results_table,
                                  selection_table)
 from bench.report.verdicts import index_entry, published_protocol, verdicts
+from bench.frames import write_parquet
 from bench.store import ResultsStore, write_atomic
 
 __all__ = ["FIGURES", "build_index", "build_report"]
@@ -43,6 +44,7 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
     csv_files = [t.write_csv(out_dir).name for t in tables]
     claims_csv.to_csv(out_dir / "claims.csv", index=False)
     csv_files.insert(0, "claims.csv")
+    csv_files += [p.name for p in write_parquet(results_dir, study)]  # the same records, for queries
     counts = _html.state_counts(d.cells)
     n_open = counts["running"] + counts["pending"]
     total = int(len(d.cells))
