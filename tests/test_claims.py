@@ -268,6 +268,7 @@ def test_published_only_under_the_published_protocol(records: Path, tmp_path: Pa
     html = (records / "residual" / "report.html").read_text()
     assert "ours − published" not in html and "reference (%)" in html
     assert "profile quick" in html and "synthetic" in html
+    assert "Published figures not drawn (profile quick" in html and "Hollow stars" not in html
     # full profile on the original data: compared
     write_synthetic_study(tmp_path, "residual", "full", seeds=(0, 1), artifacts=False, failed=0, diverged=0)
     for summary in (tmp_path / "residual" / "runs").glob("*/summary.json"):
@@ -278,7 +279,8 @@ def test_published_only_under_the_published_protocol(records: Path, tmp_path: Pa
     res = pd.read_csv(tmp_path / "residual" / "results.csv")
     r20 = res[res["arm"] == "resnet20"].iloc[0]
     assert r20["ours_minus_published"] == pytest.approx(r20["final_test_error_pct_mean"] - 8.75)
-    assert "ours − published" in (tmp_path / "residual" / "report.html").read_text()
+    html = (tmp_path / "residual" / "report.html").read_text()
+    assert "ours − published" in html and "Hollow stars: published figures" in html
     # the JPEG copy of CIFAR-10 is not the original data set
     for summary in (tmp_path / "residual" / "runs").glob("*/summary.json"):
         s = json.loads(summary.read_text())

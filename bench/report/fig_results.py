@@ -13,6 +13,7 @@ from bench.report.analysis import (arm_spreads, arm_values, hue_colour, hue_grou
 from bench.report.data import ReportData
 from bench.report.plotting import (Figure, dedupe_legend, legend_above, log2_axis, mean_errorbar, not_measured,
                                    panels, plain_log_axis, published_marker, short, style, to_png)
+from bench.report.verdicts import published_protocol
 
 
 def _ok_with(d: ReportData, *cols: str) -> pd.DataFrame:
@@ -23,13 +24,29 @@ def _ok_with(d: ReportData, *cols: str) -> pd.DataFrame:
 
 
 def _published_points(d: ReportData, metric: str) -> list[tuple[str, dict]]:
-    """(arm, published entry) pairs for the arms that have a published figure of ``metric``."""
+    """(arm, published entry) pairs for the arms that have a published figure of ``metric``; none
+    unless the run follows the published protocol (beside ours, they would read as a comparison)."""
+    if not published_protocol(d)[0]:
+        return []
     out = []
     for arm in d.arm_order:
         p = d.published_for(d.arm_dict(arm))
-        if p is not None and p.get("metric") == metric:
+        if p is not None and p.get("metric") == metric and p.get("comparable", True):
             out.append((arm, p))
     return out
+
+
+def _published_caption(d: ReportData, metric: str) -> str:
+    """What the figure says about published figures: drawn as stars, or why not."""
+    points = _published_points(d, metric)
+    if points:
+        notes = sorted({str(p["note"]) for _, p in points if p.get("note")})
+        return " Hollow stars: published figures" + (f" (their notes: {'; '.join(notes)})." if notes else ".")
+    if not d.published:
+        return ""
+    ok, why = published_protocol(d)
+    why = why if not ok else "the published figures are for another setting"
+    return f" Published figures not drawn ({why}); they are in the results table as reference values."
 
 
 def _xy_by_hue(d: ReportData, kind: str, title: str, xcol: str, xlabel: str, log2: bool) -> Figure:
@@ -65,10 +82,7 @@ def _xy_by_hue(d: ReportData, kind: str, title: str, xcol: str, xlabel: str, log
         ax.set_ylabel(metric_label(metric))
         dedupe_legend(ax, title=hue[4:] if hue else None, loc="best")
         fig_.png = to_png(fig)
-    # say when the stars come from another setting (e.g. ImageNet figures on a CIFAR axis)
-    notes = sorted({str(p["note"]) for _, p in _published_points(d, metric) if p.get("note")})
-    fig_.caption = ("Mean ± std over seeds (dots: seeds); hollow stars: published figures"
-                    + (f" (their notes: {'; '.join(notes)})." if notes else "."))
+    fig_.caption = "Mean ± std over seeds (dots: seeds)." + _published_caption(d, metric)
     return fig_
 
 
@@ -102,8 +116,8 @@ def error_by_arm(d: ReportData) -> Figure:
                         capsize=3, ls="none")
             v = vals[vals["arm_label"] == arm]["value"]
             ax.scatter(v, np.full(len(v), i) + 0.12, color=c, s=12, alpha=0.6, lw=0)
-            p = d.published_for(d.arm_dict(arm))
-            if p is not None and p.get("metric") == metric:
+            p = dict(_published_points(d, metric)).get(arm)
+            if p is not None:
                 published_marker(ax, i, float(p["value"]), p.get("spread"), color="k", label="published",
                                  horizontal=True)
         ax.set_yticks(range(len(arms)))
@@ -112,7 +126,7 @@ def error_by_arm(d: ReportData) -> Figure:
         ax.set_xlabel(metric_label(metric))
         dedupe_legend(ax, loc="best")
         fig_.png = to_png(fig)
-    fig_.caption = "Diamond: mean ± std over seeds; dots: seeds; hollow stars: published figures."
+    fig_.caption = "Diamond: mean ± std over seeds; dots: seeds." + _published_caption(d, metric)
     return fig_
 
 
