@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from bench.errors import UserError
 
@@ -31,7 +33,7 @@ PROFILE_HELP = ("full | quick | cpu | smoke | auto (quick on a GPU; on a CPU the
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="Benchmarking and ablation harness for CNN classifiers.")
+    p = _Parser(prog="bench", description="Benchmarking and ablation harness for CNN classifiers.")
     p.add_argument("--results-dir", default=os.environ.get("BENCH_RESULTS_DIR", "results"),
                    help="where records and reports go (env BENCH_RESULTS_DIR; default ./results)")
     p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR"),
@@ -111,12 +113,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (a UserError), like every other mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+# Commands that write under --results-dir; the others only read it.
+WRITERS = ("run", "report")
+
+
+def check_results_dir(path: str, write: bool) -> None:
+    """A results folder that is a file, cannot be created or (for writers) cannot be written is one
+    clear line before anything starts, not a traceback halfway."""
+    root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--results-dir {path!r} is a file, not a folder (accepted: a folder, made if missing)")
+    if not write:
+        return
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"--results-dir {path!r} cannot be written ({exc.strerror or exc}); "
+                        "accepted: a writable folder") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if hasattr(args, "results_dir"):
+            check_results_dir(args.results_dir, write=args.command in WRITERS)
+        code = int(COMMANDS[args.command](args) or 0)
+        sys.stdout.flush()  # a closed pipe (bench status | head -1) fails here, inside the handler
+        return code
     except UserError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away: say nothing more, and keep Python's exit-time flush from failing too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+    except OSError as exc:
+        # The file system refused (read-only, full, gone): one line naming the file, nothing lost.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"bench: error: {exc.strerror or exc}{where} (finished records are kept; fix this and rerun)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted; finished runs are kept, a rerun resumes the rest", file=sys.stderr)

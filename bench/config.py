@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,21 +105,60 @@ class RunConfig:
         return cls(**kw)
 
 
+MIN_SIDE = 4  # pixels: the smallest resize or crop any model of the zoo can take
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes no more
+
+
 def validate(cfg: RunConfig) -> None:
-    """Raise :class:`UserError` on a value no run could use."""
+    """Raise :class:`UserError` on a value no run could use (names the field, the value and the rule).
+
+    Values that are legal but costly (``epochs=1e9``) pass: ``bench plan`` shows their cost. Checks
+    that need the registries (model, optimizer, schedule, data set names, model arguments) are in
+    :func:`bench.checks.check_config`, which the study's expansion calls for every cell.
+    """
     _choice("precision", cfg.precision, PRECISIONS)
     _choice("loader", cfg.loader, LOADERS)
     _choice("engine", cfg.engine, ENGINES)
     _choice("schedule_unit", cfg.schedule_unit, SCHEDULE_UNITS)
+    for name in ("model", "dataset", "optimizer", "schedule"):
+        if not getattr(cfg, name).strip():
+            raise UserError(f"{name} must be a non-empty name, got {getattr(cfg, name)!r}")
     if cfg.epochs is None and cfg.iterations is None:
         raise UserError("set epochs or iterations (both are None)")
+    _rule("epochs", cfg.epochs, cfg.epochs is None or cfg.epochs >= 1, "an integer >= 1 (or null with iterations)")
+    _rule("iterations", cfg.iterations, cfg.iterations is None or cfg.iterations >= 1, "an integer >= 1 (or null)")
     for name in ("batch_size", "eval_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise UserError(f"lr must be > 0, got {cfg.lr}")
-    if cfg.val_size < 0:
-        raise UserError(f"val_size must be >= 0, got {cfg.val_size}")
+        _rule(name, getattr(cfg, name), getattr(cfg, name) >= 1, "an integer >= 1")
+    _rule("lr", cfg.lr, cfg.lr > 0, "a finite number > 0")
+    _rule("momentum", cfg.momentum, cfg.momentum >= 0, "a number >= 0")
+    _rule("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0, "a number >= 0")
+    _rule("label_smoothing", cfg.label_smoothing, 0 <= cfg.label_smoothing < 1, "a number in [0, 1)")
+    _rule("gamma", cfg.gamma, cfg.gamma > 0, "a number > 0")
+    _rule("warmup", cfg.warmup, cfg.warmup >= 0, "an integer >= 0")
+    _rule("aux_loss_weight", cfg.aux_loss_weight, cfg.aux_loss_weight >= 0, "a number >= 0")
+    _rule("milestones", list(cfg.milestones), all(m >= 1 for m in cfg.milestones), "integers >= 1")
+    _rule("betas", list(cfg.betas), len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas),
+          "two numbers in [0, 1), e.g. [0.9,0.999]")
+    _rule("acc_thresholds", list(cfg.acc_thresholds), all(0 < t <= 1 for t in cfg.acc_thresholds),
+          "fractions in (0, 1]")
+    _rule("seed", cfg.seed, 0 <= cfg.seed <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
+    _rule("val_size", cfg.val_size, cfg.val_size >= 0 and (cfg.val_size < 1 or cfg.val_size == int(cfg.val_size)),
+          "a fraction in [0, 1) or a whole number of images")
+    for name in ("train_subset", "test_subset"):
+        v = getattr(cfg, name)
+        _rule(name, v, v is None or v >= 1, "an integer >= 1 (or null for all images)")
+    for name in ("image_size", "crop_size"):
+        v = getattr(cfg, name)
+        _rule(name, v, v is None or v >= MIN_SIDE, f"an integer >= {MIN_SIDE} pixels (or null)")
+    if cfg.crop_size is not None and cfg.image_size is not None and cfg.crop_size > cfg.image_size:
+        raise UserError(f"crop_size {cfg.crop_size} is larger than image_size {cfg.image_size} "
+                        "(accepted: crop_size <= image_size)")
+    _rule("crop_padding", cfg.crop_padding, cfg.crop_padding >= 0, "an integer >= 0")
+
+
+def _rule(name: str, value: Any, ok: bool, accepted: str) -> None:
+    if not ok:
+        raise UserError(f"bad {name} {value!r} (accepted: {accepted})")
 
 
 def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
@@ -161,6 +201,12 @@ def _scalar(name: str, tp: Any, value: Any) -> Any:
     if tp in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{name} must be a number, got {value!r}")
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
+            raise UserError(f"bad {name} {value!r} (accepted: a finite number)")
         if tp is int and float(value) != int(value):
             raise UserError(f"{name} must be an integer, got {value!r}")
         return tp(value)

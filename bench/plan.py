@@ -12,9 +12,7 @@ from bench.data.synthetic import SyntheticSpec, parse_spec
 from bench.store import ResultsStore
 from bench.study import Selection, Study
 
-# Training-set sizes of the named data sets (before the validation split), for estimates only.
-KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000}
-KNOWN_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
+from bench.checks import KNOWN_SHAPES, KNOWN_TRAIN_SIZES  # noqa: F401  (re-exported: one table)
 
 
 def _synthetic(name: str) -> SyntheticSpec:

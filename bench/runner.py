@@ -290,13 +290,17 @@ def run_cells_inline(
 
 
 def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str, Any] | None,
-            retry_failed: bool = False, selection: Selection | None = None) -> tuple[list[Cell], list[Cell]]:
-    """Expand the study, record its description, archive failed attempts that will be retried.
+            retry_failed: bool = False, selection: Selection | None = None,
+            data_dir: str | None = None) -> tuple[list[Cell], list[Cell]]:
+    """Expand (and so validate) the study, load the data its pending cells need, then record its
+    description and archive failed attempts that will be retried: a rejected run writes nothing.
 
     With a ``selection`` only its cells are to do; study.json still lists every cell of the profile
     (the report shows the others as pending)."""
     cells = study.cells(profile, overrides)
     chosen = selection.apply(cells) if selection else cells  # a bad selection: before anything is written
+    # Missing data is one clear error here, before anything is written or any worker starts.
+    check_data(pending_cells(chosen, store, retry_failed), data_dir)
     store.write_study(study.name, {**study.describe(), "profile": profile, "overrides": overrides or {},
                                    "run_ids": [c.run_id for c in cells]})
     todo = pending_cells(chosen, store, retry_failed)

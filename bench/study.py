@@ -199,6 +199,9 @@ class Study:
             for seed in prof.seeds:
                 cfg = apply_overrides(base, {**merged, "seed": seed, **(overrides or {})})
                 out.append(Cell(self.name, profile, arm_labels, tags, seed, cfg))
+        from bench.checks import check_cells_configs
+
+        check_cells_configs([c.config for c in out])  # one place: plan, run, status and workers agree
         return out
 
     def fixed_and_varied(self, profile: str) -> tuple[dict[str, Any], list[str]]:

@@ -58,10 +58,18 @@ def measure_table(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
     from bench.runner import resolve_device
 
     info = model_info(args.model)
+    from bench.config import MIN_SIDE, PRECISIONS
+
+    if args.precision not in PRECISIONS:
+        raise UserError(f"bad --precision {args.precision!r} (accepted: {', '.join(PRECISIONS)})")
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, MIN_SIDE),
+                             ("--in-channels", args.in_channels, 1), ("--num-classes", args.num_classes, 1)):
+        if value is not None and value < low:
+            raise UserError(f"bad {flag} {value} (accepted: an integer >= {low})")
     c, h, w = info["input_size"]
-    if args.in_channels:
+    if args.in_channels is not None:
         c = args.in_channels
-    if args.image_size:
+    if args.image_size is not None:
         h = w = args.image_size
     kwargs: dict[str, Any] = {}
     for k, v in overrides.items():

@@ -53,7 +53,7 @@ def test_overrides_coerce_types() -> None:
         (["epochs=2.5"], "epochs must be an integer"),
         (["precision=fp8"], "bad precision 'fp8' (accepted: fp32, tf32, bf16, fp16)"),
         (["lr"], "expected key=value"),
-        (["batch_size=0"], "batch_size must be >= 1"),
+        (["batch_size=0"], "bad batch_size 0 (accepted: an integer >= 1)"),
     ],
 )
 def test_bad_overrides_are_user_errors(items: list[str], fragment: str) -> None:

@@ -17,7 +17,7 @@ from bench.errors import UserError
 from bench.executors.local import auto_parallel, parse_gpus, resolve_slots, run_local
 from bench.executors.slurm import build_slurm_parameters, run_submitit
 from bench.executors.status import status_frame, status_table
-from bench.runner import check_data, prepare
+from bench.runner import prepare
 from bench.store import ResultsStore
 from bench.study import Study
 
@@ -84,12 +84,11 @@ def run_with_executor(study: Study, profile: str, args: argparse.Namespace) -> d
     from bench.study import parse_selection
 
     selection = parse_selection(getattr(args, "only", None), getattr(args, "seeds", None))
-    cells, todo = prepare(study, profile, store, overrides, bool(getattr(args, "retry_failed", False)), selection)
+    cells, todo = prepare(study, profile, store, overrides, bool(getattr(args, "retry_failed", False)), selection,
+                          data_dir=opts["data_dir"])  # validates and loads the data before any write
     if selection:
         print(f"bench: selection {selection.describe()}: {len(selection.apply(cells))} of {len(cells)} cells, "
               f"{len(todo)} to run", file=sys.stderr)
-    # Missing data is one clear error here, before any worker starts or any job is queued.
-    check_data(todo, opts["data_dir"])
     if executor == "local":
         return run_local(study, profile, cells, todo, store, overrides=overrides, parallel=parallel,
                          gpus=getattr(args, "gpus", None), **opts)

@@ -40,16 +40,22 @@ SMALL_PARAMS, SMALL_SIDE, MEDIUM_PARAMS = 2_000_000, 64, 30_000_000
 POLL_S = 0.5
 
 
-def parse_gpus(value: str | None, count: int) -> list[int] | None:
-    """'0,2' -> [0, 2] (indices among the ``count`` visible GPUs); None -> None (all of them)."""
+def parse_gpus_format(value: str | None) -> list[int] | None:
+    """'0,2' -> [0, 2]; None or '' -> None; anything but distinct indices >= 0 is a UserError."""
     if value is None or str(value).strip() == "":
         return None
-    try:
-        gpus = [int(v) for v in str(value).split(",") if v.strip() != ""]
-    except ValueError:
-        gpus = []
-    if not gpus or len(set(gpus)) != len(gpus):
-        raise UserError(f"bad --gpus {value!r} (accepted: comma-separated GPU indices, e.g. 0,2)")
+    parts = [v.strip() for v in str(value).split(",")]
+    gpus = [int(v) for v in parts if v.isdigit()]
+    if len(gpus) != len(parts) or len(set(gpus)) != len(gpus):
+        raise UserError(f"malformed --gpus {value!r} (accepted: comma-separated distinct GPU indices, e.g. 0,2)")
+    return gpus
+
+
+def parse_gpus(value: str | None, count: int) -> list[int] | None:
+    """'0,2' -> [0, 2] (indices among the ``count`` visible GPUs); None -> None (all of them)."""
+    gpus = parse_gpus_format(value)
+    if gpus is None:
+        return None
     if count == 0:
         raise UserError(f"--gpus {value} asked for, but no CUDA GPU is visible")
     bad = [g for g in gpus if not 0 <= g < count]
@@ -136,6 +142,7 @@ def resolve_slots(device: str, gpus: str | None) -> tuple[str, list[int | None]]
 
     device = resolve_device(device)
     count = torch.cuda.device_count() if device.startswith("cuda") else 0
+    parse_gpus_format(gpus)  # a malformed value is named as such whatever the device
     if device == "cpu":
         if gpus:
             raise UserError(f"--gpus {gpus} asked for with --device cpu (drop one of them)")
