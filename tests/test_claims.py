@@ -169,6 +169,17 @@ def test_best_on_validation_never_looks_at_test() -> None:
     assert out.verdict == "reproduced"
 
 
+def test_questions_are_answered_in_words() -> None:
+    from bench.report.verdicts import Verdicts
+
+    t = table({"res": [6.9, 7.1, 7.0], "plain": [9.0, 9.3, 8.8]})
+    outs = [evaluate(less("plain", "res", question=True), t), evaluate(less("res", "plain"), t)]
+    v = Verdicts(outs, "quick", "cifar10", [0, 1, 2])
+    frame = v.frame()
+    assert frame["why"][0].startswith("answer in this run: no") and frame["claim"][0].startswith("[question]")
+    assert v.headline == "1 of 1 claims reproduced (and 1 question(s))"
+
+
 def test_claim_definition_errors() -> None:
     with pytest.raises(ValueError, match="direction"):
         Claim("x", "m", "bigger", 0.0, SRC, b={})

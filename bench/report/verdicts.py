@@ -55,7 +55,7 @@ class Verdicts:
                 "ours [95% CI]": e.fmt(_digits(c)) if e is not None else "—",
                 "test": f"{e.method}, n={e.n}, p={e.p:.2g}" if e is not None else "—",
                 "verdict": o.verdict,
-                "why": o.why,
+                "why": _answer(o) + o.why if c.question else o.why,
                 "note": c.note,
             })
         return pd.DataFrame(rows, columns=["claim", "source", "compared", "metric", "claimed", "ours [95% CI]",
@@ -95,6 +95,12 @@ class Verdicts:
                 f'<td>{html.escape(r["why"])}</td></tr>')
         out.append("</tbody></table>")
         return "".join(out)
+
+
+def _answer(o: Outcome) -> str:
+    """A question's verdict in words: reproduced answers yes, contradicted no."""
+    word = {"reproduced": "yes", "contradicted": "no"}.get(o.verdict, "open")
+    return f"answer in this run: {word}" + ("; " if o.why else "")
 
 
 def _digits(c: Claim) -> int:
