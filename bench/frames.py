@@ -23,7 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.store import ResultsStore, flatten_summary, read_json, write_atomic
+from bench.files import read_json, write_atomic
+from bench.record import RENAMED_HISTORY, RunRecord, identity_row
+from bench.store import ResultsStore
 
 RUNS_FILE = "runs.parquet"
 HISTORY_FILE = "history.parquet"
@@ -48,9 +50,12 @@ class RunView:
 
     def row(self) -> dict[str, Any]:
         """The run's flat row (summary flattened; for an unfinished run its identity and state)."""
-        base = self.summary if self.summary is not None else {**self.cell, "config": self.config}
-        row = flatten_summary(base)
-        row["status"] = row.get("status") if self.summary is not None else None
+        if self.summary is not None:
+            row = RunRecord.from_dict(self.summary).to_row()
+        else:
+            row = {**identity_row(self.cell), "status": None}
+            row.update({f"cfg_{k}": json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+                        for k, v in self.config.items()})
         return {"study": self.study, "run_id": self.run_id, "arm": row.pop("arm_label", None),
                 "seed": row.pop("seed", None), "state": self.state,
                 **{k: v for k, v in row.items() if k not in ("study", "run_id")}}
@@ -89,6 +94,7 @@ def read_runs(results_dir: str | Path, study: str, *, finished_only: bool = Fals
         if (rd / "history.csv").exists():
             try:
                 history = pd.read_csv(rd / "history.csv")
+                history = history.rename(columns={o: n for o, n in RENAMED_HISTORY.items() if n not in history})
             except (pd.errors.EmptyDataError, ValueError):
                 pass
         yield RunView(study=study, run_id=rd.name, path=rd, state=store.state(study, rd.name), cell=cell,

@@ -16,13 +16,15 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bench.config import RunConfig
 from bench.errors import UserError
-from bench.store import ResultsStore, read_json, write_atomic, write_json
-from bench.study import Cell, Selection, Study, get_study
+from bench.files import read_json, write_atomic, write_json
+from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
+from bench.store import ResultsStore
+from bench.study import Selection, Study
 
 RETRYABLE = ("failed", "oom")
 
@@ -128,12 +130,12 @@ def execute_cell(
     progress: bool = False,
     measure: bool = True,
     worker: str | None = None,
-) -> dict[str, Any] | None:
-    """Claim and run one cell; returns its summary, or None if another worker holds it.
+) -> RunRecord | None:
+    """Claim and run one cell; returns its record, or None if another worker holds it.
 
-    Every outcome is written to ``summary.json``: ok, diverged, oom (CUDA out of memory) or failed
-    (any other exception, with the traceback in ``log.txt``). Only an interrupt (Ctrl-C, a kill)
-    leaves the cell unfinished; its checkpoint lets the next run resume it.
+    Every outcome is written as the run's record (``summary.json``): ok, diverged, oom (CUDA out of
+    memory) or failed (any other exception, with the traceback in ``log.txt``). Only an interrupt
+    (Ctrl-C, a kill) leaves the cell unfinished; its checkpoint lets the next run resume it.
     """
     import torch
 
@@ -144,14 +146,13 @@ def execute_cell(
         return None
     with claim:
         claim.start_heartbeat()
-        done = store.summary(cell.study, cell.run_id)
+        done = store.read_record(cell.study, cell.run_id)
         if done is not None:
             return done  # finished by another worker between our look and our claim
         rd = store.run_dir(cell.study, cell.run_id)
-        write_json(rd / "config.json", cell.config.to_dict())
-        write_json(rd / "cell.json", cell_record(cell))
+        store.write_cell(cell)
         started = time.time()
-        history: list[dict[str, Any]] = []
+        history: list[EpochRow] = []
         metrics: dict[str, Any] = {}
         measurements: dict[str, Any] = {}
         status, error = "ok", None
@@ -161,15 +162,14 @@ def execute_cell(
                 measurements = get_measurements(cell.config, data, store, cell.study, device)
 
             def on_epoch(row: dict[str, Any]) -> None:
-                history.append(row)
+                history.append(EpochRow(**row))
                 store.write_history(cell.study, cell.run_id, history)
 
             from bench.train import save_artifacts, train
 
             result = train(cell.config, device=device, data_dir=data_dir, run_dir=rd, on_epoch=on_epoch,
                            progress=progress, data=data)
-            history = result.history or history
-            store.write_history(cell.study, cell.run_id, history)
+            history = [EpochRow(**r) for r in result.history] or history
             status, metrics = result.status, dict(result.summary)
             error = metrics.pop("error", None)
             if result.artifacts:
@@ -182,41 +182,15 @@ def execute_cell(
         finally:
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
-        summary = {
-            **cell_record(cell),
-            "status": status,
-            "error": error,
-            "complete": True,
-            "started_at": started,
-            "finished_at": time.time(),
-            "wall_time_s": time.time() - started,
-            "host": socket.gethostname(),
-            "device": device,
-            "shared_gpu": shared_gpu,
-            "worker": worker,
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "config": cell.config.to_dict(),
-            "environment": environment(),
-            "metrics": metrics,
-            "measurements": measurements,
-        }
-        write_json(rd / "summary.json", summary)
-        return summary
-
-
-def cell_record(cell: Cell) -> dict[str, Any]:
-    """What identifies a cell within its study (stored as ``cell.json`` and in the summary)."""
-    return {
-        "run_id": cell.run_id,
-        "study": cell.study,
-        "profile": cell.profile,
-        "arm": cell.arm,
-        "arm_label": cell.label,
-        "tags": cell.tags,
-        "seed": cell.seed,
-        "model": cell.config.model,
-        "dataset": cell.config.dataset,
-    }
+        metrics.pop("status", None)  # the outcome says it once
+        finished = time.time()
+        placement = Placement(started_at=started, finished_at=finished, wall_time_s=finished - started,
+                              host=socket.gethostname(), device=str(metrics.pop("device", device)),
+                              shared_gpu=shared_gpu, worker=worker, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+        record = RunRecord(cell=cell, outcome=Outcome(status, error), placement=placement, metrics=metrics,
+                           measurements=measurements, environment=environment(), history=tuple(history))
+        store.write_record(record)
+        return record
 
 
 def pending_cells(cells: Sequence[Cell], store: ResultsStore, retry_failed: bool = False) -> list[Cell]:
@@ -231,35 +205,48 @@ def pending_cells(cells: Sequence[Cell], store: ResultsStore, retry_failed: bool
 
 @dataclass
 class WorkSpec:
-    """Everything a worker process needs to re-create its cells (picklable, for submitit too)."""
+    """What a worker process runs: its cells, serialised (:meth:`Cell.to_dict`; picklable, for
+    submitit too), and where. Workers never re-expand the study: a job runs the cells it was given
+    even when the study's definition has changed since it was submitted."""
 
     study: str
-    profile: str
-    run_ids: list[str]
+    cells: list[dict[str, Any]]
     results_dir: str
     data_dir: str | None
     device: str
-    overrides: dict[str, Any] = field(default_factory=dict)
     shared_gpu: bool = False
     progress: bool = False
     worker: str | None = None
     measure: bool = True
 
+    @classmethod
+    def of(cls, cells: Sequence[Cell], results_dir: str, data_dir: str | None, device: str, **kw: Any) -> WorkSpec:
+        """A spec for ``cells`` (all of one study)."""
+        studies = {c.study for c in cells}
+        if len(studies) != 1:
+            raise ValueError(f"a work spec holds the cells of one study, not {sorted(studies)}")
+        return cls(studies.pop(), [c.to_dict() for c in cells], results_dir, data_dir, device, **kw)
 
-def work(spec: WorkSpec) -> list[dict[str, Any]]:
-    """Worker loop: run every listed cell this worker can claim; returns the summaries it wrote."""
-    study = get_study(spec.study)
+    @property
+    def run_ids(self) -> list[str]:
+        return [str(c["run_id"]) for c in self.cells]
+
+    def to_cells(self) -> list[Cell]:
+        """The cells, rebuilt from their serialised form."""
+        return [Cell.from_dict(c) for c in self.cells]
+
+
+def work(spec: WorkSpec) -> list[RunRecord]:
+    """Worker loop: run every listed cell this worker can claim; returns the records it wrote."""
     store = ResultsStore(spec.results_dir)
-    wanted = set(spec.run_ids)
-    cells = [c for c in study.cells(spec.profile, spec.overrides) if c.run_id in wanted]
     out = []
-    for c in cells:
+    for c in spec.to_cells():
         if store.summary(c.study, c.run_id) is not None:
             continue
-        s = execute_cell(c, store, device=spec.device, data_dir=spec.data_dir, shared_gpu=spec.shared_gpu,
+        r = execute_cell(c, store, device=spec.device, data_dir=spec.data_dir, shared_gpu=spec.shared_gpu,
                          progress=spec.progress, worker=spec.worker, measure=spec.measure)
-        if s is not None:
-            out.append(s)
+        if r is not None:
+            out.append(r)
     return out
 
 
@@ -270,9 +257,9 @@ def run_cells_inline(
     device: str,
     data_dir: str | None,
     progress: bool,
-    on_done: Callable[[dict[str, Any]], None] | None = None,
+    on_done: Callable[[RunRecord], None] | None = None,
     measure: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[RunRecord]:
     """Run cells one after another in this process (the default on one device)."""
     from tqdm.auto import tqdm
 
@@ -301,8 +288,10 @@ def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str
     chosen = selection.apply(cells) if selection else cells  # a bad selection: before anything is written
     # Missing data is one clear error here, before anything is written or any worker starts.
     check_data(pending_cells(chosen, store, retry_failed), data_dir)
+    # the cells themselves, so that the report and ``bench status`` need not re-expand the study
     store.write_study(study.name, {**study.describe(), "profile": profile, "overrides": overrides or {},
-                                   "run_ids": [c.run_id for c in cells]})
+                                   "run_ids": [c.run_id for c in cells],
+                                   "cells": [c.identity() for c in cells]})
     todo = pending_cells(chosen, store, retry_failed)
     for c in todo:
         if store.summary(c.study, c.run_id) is not None:

@@ -31,12 +31,15 @@ def find_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
 
 def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> str:
     """Text view of a run: where it is, key results, config and per-epoch history."""
-    from bench.store import flatten_summary
+    from bench.record import RecordError, RunRecord
 
     rd = find_run(results_dir, run_id, study)
     lines = [f"run {rd.name}  ({rd})"]
     if (rd / "summary.json").exists():
-        row = flatten_summary(read_json(rd / "summary.json"))
+        try:
+            row = RunRecord.from_dict(read_json(rd / "summary.json")).to_row()
+        except RecordError as exc:
+            raise RecordError(f"{rd / 'summary.json'}: {exc}") from None
         lines += [f"  {k:<24} {row[k]}" for k in _KEY_METRICS if k in row]
     else:
         lines.append("  not finished (no summary.json yet)")
@@ -47,7 +50,7 @@ def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
     if (rd / "history.csv").exists():
         hist = pd.read_csv(rd / "history.csv")
         cols = [c for c in ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_acc", "test_acc",
-                            "epoch_time_s", "train_samples_per_s") if c in hist]
+                            "epoch_time_s", "epoch_train_samples_per_s", "train_samples_per_s") if c in hist]
         lines.append("history:")
         lines.append(hist[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return "\n".join(lines)

@@ -19,47 +19,23 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench.files import read_json, write_atomic, write_json
+from bench.record import RENAMED_HISTORY, Cell, EpochRow, RecordError, RunRecord, identity_row
+
+__all__ = ["Claim", "ResultsStore", "read_json", "write_atomic", "write_json"]
+
 STALE_AFTER_S = 120.0  # a claim whose heartbeat is older than this is taken to be dead
 HEARTBEAT_EVERY_S = 15.0
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` through a temp file and ``os.replace`` (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are shared on cluster file systems
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (sorted keys, NaN written as null)."""
-    write_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,19 +48,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _clean(obj: Any) -> Any:
-    """Replace NaN/inf floats (invalid JSON) by None, recursively."""
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        return _clean(obj.item())  # numpy / torch scalars
-    return obj
 
 
 @dataclass
@@ -262,27 +225,63 @@ class ResultsStore:
                 shutil.move(str(rd / name), str(dest / name))
         return dest
 
-    def write_history(self, study: str, run_id: str, rows: list[dict[str, Any]]) -> None:
-        write_atomic(self.run_dir(study, run_id) / "history.csv", pd.DataFrame(rows).to_csv(index=False))
+    def write_cell(self, cell: Cell) -> None:
+        """``config.json`` and ``cell.json`` (the serialised cell) of a run about to start."""
+        rd = self.run_dir(cell.study, cell.run_id)
+        write_json(rd / "config.json", cell.config.to_dict())
+        write_json(rd / "cell.json", cell.to_dict())
 
-    def load_summaries(self, study: str) -> list[dict[str, Any]]:
+    def write_history(self, study: str, run_id: str, rows: Sequence[EpochRow | dict[str, Any]]) -> None:
+        """``history.csv``: one row per epoch, columns in :data:`bench.record.HISTORY_KEYS` order."""
+        dicts = [r.to_dict() if isinstance(r, EpochRow) else dict(r) for r in rows]
+        write_atomic(self.run_dir(study, run_id) / "history.csv", pd.DataFrame(dicts).to_csv(index=False))
+
+    def write_record(self, record: RunRecord) -> None:
+        """Write a finished run as it is: its history (when it has one), then ``summary.json``, last,
+        since a summary marks the run finished."""
+        c = record.cell
+        if record.history:
+            self.write_history(c.study, record.run_id, record.history)
+        write_json(self.run_dir(c.study, record.run_id) / "summary.json", record.to_dict())
+
+    def read_record(self, study: str, run_id: str, history: bool = False) -> RunRecord | None:
+        """The finished run as a :class:`RunRecord` (None if unfinished); RecordError, one line naming
+        the file, when its schema is not readable."""
+        s = self.summary(study, run_id)
+        if s is None:
+            return None
+        rows: list[dict[str, Any]] = []
+        hist = self.run_dir(study, run_id) / "history.csv"
+        if history and hist.exists():
+            try:
+                rows = pd.read_csv(hist).to_dict("records")
+            except (pd.errors.EmptyDataError, ValueError):
+                rows = []
+        try:
+            return RunRecord.from_dict(s, rows)
+        except RecordError as exc:
+            raise RecordError(f"{self.run_dir(study, run_id) / 'summary.json'}: {exc}") from None
+
+    def records(self, study: str) -> list[RunRecord]:
+        """Every finished run of ``study`` (any status), in run-id order."""
         out = []
         for rd in self.run_dirs(study):
-            s = self.summary(study, rd.name)
-            if s is not None:
-                out.append(s)
+            r = self.read_record(study, rd.name)
+            if r is not None:
+                out.append(r)
         return out
 
     def load_runs(self, study: str, include_pending: bool = False) -> pd.DataFrame:
-        """One row per finished run: ids, arm labels and tags, config (``cfg_*``), metrics, env (``env_*``)."""
-        rows = [flatten_summary(s) for s in self.load_summaries(study)]
+        """One row per finished run (:meth:`RunRecord.to_row`); with ``include_pending`` also the
+        identity columns and state of runs that have started but not finished."""
+        rows = [r.to_row() for r in self.records(study)]
         if include_pending:
             done = {r["run_id"] for r in rows}
             for rd in self.run_dirs(study):
                 if rd.name in done or not (rd / "cell.json").exists():
                     continue
                 cell = read_json(rd / "cell.json")
-                rows.append(flatten_summary({**cell, "status": self.state(study, rd.name), "complete": False}))
+                rows.append({**identity_row(cell), "status": self.state(study, rd.name), "complete": False})
         return pd.DataFrame(rows)
 
     def load_history(self, study: str) -> pd.DataFrame:
@@ -296,6 +295,7 @@ class ResultsStore:
                 df = pd.read_csv(hist)
             except (pd.errors.EmptyDataError, ValueError):
                 continue
+            df = df.rename(columns={o: n for o, n in RENAMED_HISTORY.items() if n not in df})  # schema 1
             cell = read_json(rd / "cell.json")
             df.insert(0, "run_id", rd.name)
             df.insert(1, "arm", cell.get("arm_label", ""))
@@ -306,31 +306,3 @@ class ResultsStore:
                 df[f"tag_{k}"] = v
             frames.append(df)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def flatten_summary(s: dict[str, Any]) -> dict[str, Any]:
-    """Flat row: top-level scalars, ``arm_<axis>``, ``tag_<name>``, ``cfg_<field>``, ``env_<key>``,
-    metrics and measurements as they are (their names carry units)."""
-    row: dict[str, Any] = {}
-    for k, v in s.items():
-        if k in ("arm", "tags", "config", "environment", "metrics", "measurements", "class_names"):
-            continue
-        row[k] = v
-    for k, v in (s.get("arm") or {}).items():
-        row[f"arm_{k}"] = v
-    for k, v in (s.get("tags") or {}).items():
-        row[f"tag_{k}"] = v
-    for k, v in (s.get("config") or {}).items():
-        row[f"cfg_{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-    for k, v in (s.get("environment") or {}).items():
-        row[f"env_{k}"] = v
-    row.update(s.get("metrics") or {})
-    row.update(s.get("measurements") or {})  # distinct names: train_samples_per_s here is the step measurement
-    for k in ("test_acc", "val_acc", "train_acc"):
-        for prefix in ("final_", "best_"):
-            key = f"{prefix}{k}"
-            if key in row and row[key] is not None and not isinstance(row[key], str):
-                row[f"{prefix}{k.replace('_acc', '_error')}_pct"] = 100.0 * (1.0 - float(row[key]))
-    if row.get("test_acc_at_best_val") is not None:
-        row["test_error_at_best_val_pct"] = 100.0 * (1.0 - float(row["test_acc_at_best_val"]))
-    return row

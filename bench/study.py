@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.config import RunConfig, apply_overrides, split_fixed_varied
 from bench.errors import UserError
+from bench.record import Cell, _is_number, arm_label
 from bench.registry import Registry
 
 PROFILES = ("full", "quick", "smoke")
@@ -129,27 +130,6 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One run of a study: its arm labels, tags, seed and full config."""
-
-    study: str
-    profile: str
-    arm: dict[str, str]
-    tags: dict[str, Any]
-    seed: int
-    config: RunConfig
-
-    @property
-    def run_id(self) -> str:
-        return self.config.run_id
-
-    @property
-    def label(self) -> str:
-        """The arm as people name it, without the seed: ``'plain20'``, ``'bn, batch 2'``."""
-        return arm_label(self.arm)
-
-
-@dataclass(frozen=True)
 class Study:
     """A registered comparison: what it asks, what it varies, and how to run it at each scale."""
 
@@ -228,20 +208,6 @@ class Study:
             "figures": list(self.figures),
             "timing_critical": self.timing_critical,
         }
-
-
-def arm_label(arm: dict[str, str]) -> str:
-    """Arm labels joined with ', '; a bare number gets its axis name (``{'norm': 'bn', 'batch': '2'}``
-    -> ``'bn, batch 2'``), since '2' alone says nothing."""
-    return ", ".join(f"{axis} {v}" if _is_number(v) else str(v) for axis, v in arm.items())
-
-
-def _is_number(v: object) -> bool:
-    try:
-        float(str(v))
-    except ValueError:
-        return False
-    return True
 
 
 def arms(axis: str, values: list[Any] | tuple[Any, ...]) -> tuple[Arm, ...]:

@@ -385,7 +385,7 @@ def test_requeued_task_drops_its_own_old_claim(tmp_path: Path) -> None:
         lock = tmp_path / STUDY / "runs" / c.run_id / "claim.lock"
         lock.parent.mkdir(parents=True)
         lock.write_text(json.dumps({"token": "x", "host": "node9", "pid": 5, "slurm_job_id": job}))
-    spec = WorkSpec(STUDY, PROFILE, [c.run_id for c in cells[:2]], str(tmp_path), None, "cpu", OVERRIDES)
+    spec = WorkSpec.of(cells[:2], str(tmp_path), None, "cpu")
     assert slurm_mod.release_own_claims(spec, "77") == [cells[0].run_id]
     assert not (tmp_path / STUDY / "runs" / cells[0].run_id / "claim.lock").exists()
     assert (tmp_path / STUDY / "runs" / cells[1].run_id / "claim.lock").exists()

@@ -17,7 +17,7 @@ from bench.report.fig_cost import batch_time
 from bench.report.palette import Palette
 from bench.report.stats import spread
 from bench.report.synthetic import write_synthetic_study
-from bench.store import flatten_summary
+from bench.record import Cell, Outcome, Placement, RunRecord
 from bench.study import load_studies
 from bench.train.summary import HISTORY_KEYS, summarise
 
@@ -37,7 +37,7 @@ def _data(rows: list[dict]) -> ReportData:
     arms = list(dict.fromkeys(runs["arm_label"]))
     cells = runs[["run_id", "arm_label", "seed", "status"]].rename(columns={"status": "state"})
     return ReportData(study="t", root=Path("."), desc={}, profile=None, axes=[], arm_order=arms, cells=cells,
-                      runs=runs, history=pd.DataFrame(), summaries={}, palette=Palette(arms, {}))
+                      runs=runs, history=pd.DataFrame(), records={}, palette=Palette(arms, {}))
 
 
 def test_selection_and_best_run_use_validation_only() -> None:
@@ -82,7 +82,10 @@ def test_published_metrics_are_load_runs_columns() -> None:
     s = summarise(cfg, history, status="ok", error=None, extra={}, iterations_done=2, steps_per_epoch=1,
                   train_time_s=2.0, precision_used="fp32", device="cpu", classes=["a", "b"], sizes=(1, 1, 1),
                   data_source="x")
-    row = flatten_summary({"metrics": s, "measurements": {}})
+    metrics = {k: v for k, v in s.items() if k not in ("status", "error", "device")}  # as the runner keeps them
+    record = RunRecord(Cell("x", "smoke", {}, {}, 0, cfg), Outcome("ok"), Placement(0.0, 1.0, 1.0, "h", "cpu"),
+                       metrics=metrics)
+    row = record.to_row()
     assert row["final_test_error_pct"] == pytest.approx(38.0)
     assert row["test_error_at_best_val_pct"] == pytest.approx(31.0)  # test at the best-validation epoch
     for study in load_studies().names():

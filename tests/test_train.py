@@ -124,7 +124,7 @@ from bench.train import engine as engine_mod  # noqa: E402
 from bench.train.checkpoint import CHECKPOINT_NAME  # noqa: E402
 
 SPEC = "synthetic:train=640,test=160,size=28,channels=1,noise=0.2"
-TIMING_KEYS = {"epoch_time_s", "eval_time_s", "train_samples_per_s", "elapsed_train_time_s"}
+TIMING_KEYS = {"epoch_time_s", "eval_time_s", "epoch_train_samples_per_s", "elapsed_train_time_s"}
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def check_history(res: TrainResult, epochs: int) -> None:
     for i, row in enumerate(res.history):
         assert tuple(row) == HISTORY_KEYS
         assert row["epoch"] == i + 1
-        assert row["epoch_time_s"] > 0 and row["eval_time_s"] > 0 and row["train_samples_per_s"] > 0
+        assert row["epoch_time_s"] > 0 and row["eval_time_s"] > 0 and row["epoch_train_samples_per_s"] > 0
         for k in ("train_acc", "val_acc", "test_acc"):
             assert 0.0 <= row[k] <= 1.0
         assert row["peak_allocated_bytes"] is None  # CPU

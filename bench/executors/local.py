@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from bench.errors import UserError
@@ -165,23 +166,18 @@ def _measure_main(spec: WorkSpec, cuda_visible: str | None, threads: int | None)
 
         torch.set_num_threads(threads)
     from bench.runner import get_measurements
-    from bench.study import get_study
 
     store = ResultsStore(spec.results_dir)
-    wanted = set(spec.run_ids)
-    for c in get_study(spec.study).cells(spec.profile, spec.overrides):
-        if c.run_id in wanted:
-            try:
-                get_measurements(c.config, load_data(c.config.dataset, spec.data_dir), store, c.study, spec.device)
-            except Exception:  # noqa: BLE001
-                traceback.print_exc()
+    for c in spec.to_cells():
+        try:
+            get_measurements(c.config, load_data(c.config.dataset, spec.data_dir), store, c.study, spec.device)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
 
 
 def _measure_alone(spec: WorkSpec, slot: int | None) -> None:
     """Measure each model before the workers start: speed and memory measured while other runs
     share the device would be wrong, and the cache makes the workers skip them."""
-    from dataclasses import replace
-
     import torch
 
     visible = None if slot is None else _physical_gpu(slot)
@@ -239,9 +235,7 @@ def run_local(
         one = device if slots == [None] or device != "cuda" or not gpus else f"cuda:{slots[0]}"
         run_cells_inline(todo, store, device=one, data_dir=data_dir, progress=True, measure=measure)
         return status_counts(study.name, cells, store)
-    spec = WorkSpec(study=study.name, profile=profile, run_ids=[c.run_id for c in todo],
-                    results_dir=str(store.root), data_dir=data_dir, device="cpu", overrides=dict(overrides),
-                    measure=measure)
+    spec = WorkSpec.of(todo, str(store.root), data_dir, "cpu", measure=measure)
     if measure and per_slot > 1:
         _measure_alone(spec, slots[0])
     crashed = _run_workers(spec, slots, per_slot, todo, store)
@@ -252,7 +246,7 @@ def run_local(
         # retakes it. Only one: a cell that kills its worker every time is left for the next run.
         print(f"bench: {crashed} worker(s) died; retrying the {len(left)} unfinished cell(s) once",
               file=sys.stderr)
-        spec.run_ids = [c.run_id for c in left]
+        spec = replace(spec, cells=[c.to_dict() for c in left])
         _run_workers(spec, slots, per_slot, left, store)
     return status_counts(study.name, cells, store)
 
@@ -261,8 +255,6 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
                  store: ResultsStore) -> int:
     """Start ``per_slot`` workers per slot (a GPU index, or None for the CPU), show a progress bar
     over finished cells until all workers exit; returns how many exited abnormally."""
-    from dataclasses import replace
-
     import torch
     from tqdm.auto import tqdm
 

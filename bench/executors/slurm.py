@@ -24,7 +24,9 @@ import submitit
 
 from bench.errors import UserError
 from bench.runner import WorkSpec, resolve_device, status_counts, work
-from bench.store import ResultsStore, read_json, write_json
+from bench.files import read_json, write_json
+from bench.record import RunRecord
+from bench.store import ResultsStore
 from bench.study import Cell, Study
 
 SIGNAL_DELAY_S = 120  # warning before the kill: time to finish the epoch's checkpoint write
@@ -71,7 +73,7 @@ def build_slurm_parameters(
 class CellTask(submitit.helpers.Checkpointable):
     """The callable submitted per array task: ``work(spec)`` for its cell(s)."""
 
-    def __call__(self, spec: WorkSpec) -> list[dict[str, Any]]:
+    def __call__(self, spec: WorkSpec) -> list[RunRecord]:
         job = os.environ.get("SLURM_JOB_ID")
         if job:
             release_own_claims(spec, job)
@@ -223,9 +225,8 @@ def run_submitit(
     # Tasks may start in another working directory: give them absolute paths.
     results_dir = str(Path(store.root).resolve())
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
-    specs = [WorkSpec(study=study.name, profile=profile, run_ids=[c.run_id for c in chunk], results_dir=results_dir,
-                      data_dir=data_dir, device=device, overrides=dict(overrides), measure=measure)
-             for chunk in ([c] for c in todo)]
+    # one task per cell, the cell itself in the task: a changed study file cannot change what runs
+    specs = [WorkSpec.of([c], results_dir, data_dir, device, measure=measure) for c in todo]
     jobs = submit_cells(executor, specs, parameters)
     entry = record_jobs(store, study.name, profile, jobs, specs, cluster, parameters)
     if cluster == "slurm":

@@ -12,8 +12,10 @@ from typing import Any
 import pandas as pd
 
 from bench.config import split_fixed_varied
-from bench.store import ResultsStore, flatten_summary, read_json
+from bench.files import read_json
+from bench.record import RunRecord
 from bench.report.palette import Palette
+from bench.store import ResultsStore
 
 FAILED = ("failed", "diverged", "oom")
 # States that produce curves worth drawing (a diverged run would swamp the axis).
@@ -33,7 +35,7 @@ class ReportData:
     cells: pd.DataFrame  # every expected or present cell: run_id, arm_label, seed, state, error, arm_*, tag_*
     runs: pd.DataFrame  # finished runs (any status), flattened, plus the explicit columns below
     history: pd.DataFrame  # all epochs, with a 'state' column from ``cells``
-    summaries: dict[str, dict[str, Any]]
+    records: dict[str, RunRecord]  # finished runs by run id
     palette: Palette
     published: list[dict[str, Any]] = field(default_factory=list)
     excluded: int = 0  # records under runs/ that belong to another profile or --set overrides
@@ -81,19 +83,10 @@ class ReportData:
         return {c[4:]: r[c] for c in rows.columns if c.startswith("tag_") and pd.notna(r[c])}
 
 
-def _expected_cells(study: str, desc: dict[str, Any], profile: str | None) -> list[dict[str, Any]]:
-    """The cells the runner means to run (from the registry), as cell records; [] if unknown."""
-    if profile is None:
-        return []
-    try:
-        from bench.runner import cell_record
-        from bench.study import get_study
-
-        cells = get_study(study).cells(profile, desc.get("overrides") or None)
-    except Exception:  # noqa: BLE001 - a report of an unregistered or changed study still works
-        return []
-    wanted = set(desc.get("run_ids") or [c.run_id for c in cells])
-    return [cell_record(c) for c in cells if c.run_id in wanted]
+def _expected_cells(desc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells the last ``bench run`` meant to run, as recorded in study.json ([] for a study.json
+    written before it listed them: such a report shows only the cells that have a folder)."""
+    return [dict(c) for c in desc.get("cells") or [] if isinstance(c, dict) and c.get("run_id")]
 
 
 def _cell_row(rec: dict[str, Any], state: str, error: Any) -> dict[str, Any]:
@@ -107,23 +100,18 @@ def _cell_row(rec: dict[str, Any], state: str, error: Any) -> dict[str, Any]:
 
 
 def load(study: str, results_dir: str | Path) -> ReportData:
-    """Read a study's records from ``results_dir`` (study.json, summaries, cells, histories)."""
+    """Read a study's records from ``results_dir``: study.json, the run records, cells and histories."""
     store = ResultsStore(results_dir)
     desc = store.read_study(study)
     if desc is None:
-        try:
-            from bench.study import get_study
-
-            desc = get_study(study).describe()
-        except Exception:  # noqa: BLE001
-            desc = {"name": study, "question": "", "notes": "", "axes": {}, "published": [], "figures": []}
-    summaries: dict[str, dict[str, Any]] = {}
+        desc = {"name": study, "question": "", "notes": "", "axes": {}, "published": [], "figures": []}
+    records: dict[str, RunRecord] = {}
     present: dict[str, dict[str, Any]] = {}
     for rd in store.run_dirs(study):
-        s = store.summary(study, rd.name)
-        if s is not None:
-            summaries[rd.name] = s
-            present[rd.name] = s
+        r = store.read_record(study, rd.name)
+        if r is not None:
+            records[rd.name] = r
+            present[rd.name] = r.cell.identity()
         elif (rd / "cell.json").exists():
             try:
                 present[rd.name] = read_json(rd / "cell.json")
@@ -135,18 +123,18 @@ def load(study: str, results_dir: str | Path) -> ReportData:
     excluded = sorted(set(present) - listed) if listed else []
     for rid in excluded:
         present.pop(rid)
-        summaries.pop(rid, None)
+        records.pop(rid, None)
     profile = desc.get("profile") or next((s.get("profile") for s in present.values() if s.get("profile")), None)
-    expected = _expected_cells(study, desc, profile)
+    expected = _expected_cells(desc)
     order = [c["run_id"] for c in expected] + sorted(set(present) - {c["run_id"] for c in expected})
     by_id = {c["run_id"]: c for c in expected}
     rows = []
     for rid in order:
         rec = present.get(rid) or by_id.get(rid) or {"run_id": rid}
         state = store.state(study, rid)
-        error = summaries[rid].get("error") if rid in summaries else None
+        error = records[rid].outcome.error if rid in records else None
         rows.append(_cell_row({**by_id.get(rid, {}), **rec}, state, error))
-    for rid in desc.get("run_ids") or []:  # listed in study.json but not expandable: still pending
+    for rid in desc.get("run_ids") or []:  # listed in study.json without a cell entry: still pending
         if rid not in by_id and rid not in present:
             rows.append(_cell_row({"run_id": rid}, store.state(study, rid), None))
     cells = pd.DataFrame(rows)
@@ -161,11 +149,7 @@ def load(study: str, results_dir: str | Path) -> ReportData:
                                                           and c != "arm_label"]
     arm_order = list(dict.fromkeys(cells["arm_label"].tolist()))
 
-    flat = []
-    for rid, s in summaries.items():
-        row = flatten_summary(s)
-        flat.append(row)
-    runs = pd.DataFrame(flat)
+    runs = pd.DataFrame([r.to_row() for r in records.values()])
     history = store.load_history(study)
     if not history.empty:
         history = history.merge(cells[["run_id", "state"]], on="run_id", how="inner")
@@ -173,7 +157,7 @@ def load(study: str, results_dir: str | Path) -> ReportData:
     tag_cols = {c: cells[c].dropna().unique().tolist() for c in cells.columns
                 if c.startswith("tag_") or (c.startswith("arm_") and c != "arm_label")}
     return ReportData(study=study, root=Path(results_dir), desc=desc, profile=profile, axes=axes,
-                      arm_order=arm_order, cells=cells, runs=runs, history=history, summaries=summaries,
+                      arm_order=arm_order, cells=cells, runs=runs, history=history, records=records,
                       palette=Palette(arm_order, tag_cols), published=list(desc.get("published") or []),
                       excluded=len(excluded))
 
@@ -181,13 +165,13 @@ def load(study: str, results_dir: str | Path) -> ReportData:
 def config_difference(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(varied keys per arm, fixed keys with values), comparing the configs of all present cells.
 
-    Configs come from summaries, else config.json; seeds are left out (they are listed apart).
+    Configs come from the records, else config.json; seeds are left out (they are listed apart).
     """
     configs: dict[str, dict[str, Any]] = {}
     for rid in data.cells["run_id"]:
-        s = data.summaries.get(rid)
-        if s and s.get("config"):
-            configs[rid] = s["config"]
+        r = data.records.get(rid)
+        if r is not None:
+            configs[rid] = r.cell.config.to_dict()
         elif (data.run_dir(rid) / "config.json").exists():
             try:
                 configs[rid] = read_json(data.run_dir(rid) / "config.json")

@@ -110,7 +110,8 @@ def arm_detail(d: ReportData, arm: str, run: Any) -> Detail:
     if art is None:
         det.note = "no artifacts.npz saved for this run"
         return det
-    names = list((d.summaries.get(rid, {}).get("metrics") or {}).get("class_names") or [])
+    rec = d.records.get(rid)
+    names = list((rec.metrics.get("class_names") if rec else None) or [])
     if "test_pred" in art and "test_true" in art and art["test_true"].size:
         cm, labels = confusion_matrix(art["test_true"], art["test_pred"], names)
         if len(labels) <= MAX_TABLE_CLASSES:

@@ -48,7 +48,7 @@ def state_counts(cells: pd.DataFrame) -> dict[str, int]:
 
 def last_update(d: ReportData) -> float | None:
     """Latest finish time, or the newest history/claim file when nothing finished yet."""
-    times = [float(s["finished_at"]) for s in d.summaries.values() if isinstance(s.get("finished_at"), (int, float))]
+    times = [r.placement.finished_at for r in d.records.values() if math.isfinite(r.placement.finished_at)]
     for rid in d.cells["run_id"]:
         for name in ("history.csv", "claim.lock"):
             p = d.run_dir(str(rid)) / name

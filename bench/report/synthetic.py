@@ -1,6 +1,7 @@
-"""Synthetic records in the store's exact format, for the report's tests and for previewing a
-report's layout without training anything (``write_synthetic_study``). Numbers are random but
-plausible: deeper plain nets get worse, errors spread a little over seeds."""
+"""Synthetic records for the report's tests and for previewing a report's layout without training
+anything (``write_synthetic_study``). They are built as :class:`~bench.record.RunRecord` and
+:class:`~bench.record.EpochRow` and written by the store, so a schema change reaches them at once.
+Numbers are random but plausible: deeper plain nets get worse, errors spread a little over seeds."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from bench.config import apply_overrides
-from bench.runner import cell_record
-from bench.store import ResultsStore, write_atomic, write_json
-from bench.study import Cell, get_study
+from bench.files import write_atomic
+from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
+from bench.store import ResultsStore
+from bench.study import get_study
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -49,7 +51,7 @@ def _target_error(cell: Cell, rng: np.random.Generator, arm_index: int) -> float
 
 
 def _history(err: float, epochs: int, steps: int, batch: int, rng: np.random.Generator,
-             cuda: bool, stop: int | None = None) -> list[dict[str, Any]]:
+             cuda: bool, stop: int | None = None) -> list[EpochRow]:
     rows, elapsed = [], 0.0
     for e in range(1, (stop or epochs) + 1):
         frac = e / epochs
@@ -57,28 +59,30 @@ def _history(err: float, epochs: int, steps: int, batch: int, rng: np.random.Gen
         train_err = max(0.2, test_err - 3 - 4 * frac + rng.normal(0, 0.3))
         t = 10.0 * steps * batch / 50000 * (1 + rng.normal(0, 0.02)) + (2 if e == 1 else 0)
         elapsed += t
-        rows.append({"epoch": e, "iteration": e * steps, "lr": 0.1 if frac <= 0.5 else 0.01,
-                     "train_loss": train_err / 30, "train_acc": 1 - train_err / 100, "val_loss": test_err / 28,
-                     "val_acc": 1 - (test_err + rng.normal(0.3, 0.2)) / 100, "test_loss": test_err / 28,
-                     "test_acc": 1 - test_err / 100, "epoch_time_s": t, "eval_time_s": 0.3,
-                     "train_samples_per_s": steps * batch / t, "elapsed_train_time_s": elapsed,
-                     "peak_allocated_bytes": 3.1e8 + 2e5 * batch if cuda else None})
+        rows.append(EpochRow(
+            epoch=e, iteration=e * steps, lr=0.1 if frac <= 0.5 else 0.01,
+            train_loss=train_err / 30, train_acc=1 - train_err / 100, val_loss=test_err / 28,
+            val_acc=1 - (test_err + rng.normal(0.3, 0.2)) / 100, test_loss=test_err / 28,
+            test_acc=1 - test_err / 100, epoch_time_s=t, eval_time_s=0.3,
+            epoch_train_samples_per_s=steps * batch / t, elapsed_train_time_s=elapsed,
+            peak_allocated_bytes=int(3.1e8 + 2e5 * batch) if cuda else None))
     return rows
 
 
-def _metrics(h: list[dict[str, Any]], status: str, steps: int, classes: list[str], sizes: tuple[int, int, int],
+def _metrics(rows: list[EpochRow], status: str, steps: int, classes: list[str], sizes: tuple[int, int, int],
              cuda: bool) -> dict[str, Any]:
+    h = [r.to_dict() for r in rows]
     last = h[-1]
     best = max(h, key=lambda r: r["val_acc"])
     m: dict[str, Any] = {
-        "status": status, "epochs_done": len(h), "iterations_done": last["iteration"], "steps_per_epoch": steps,
+        "epochs_done": len(h), "iterations_done": last["iteration"], "steps_per_epoch": steps,
         "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"], "final_val_acc": last["val_acc"],
         "final_val_loss": last["val_loss"], "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
         "best_val_acc": best["val_acc"], "best_val_epoch": best["epoch"], "test_acc_at_best_val": best["test_acc"],
         "train_time_s": last["elapsed_train_time_s"], "median_epoch_time_s": float(np.median([r["epoch_time_s"] for r in h[1:]] or [1.0])),
-        "epoch_train_samples_per_s": float(np.median([r["train_samples_per_s"] for r in h])),
+        "epoch_train_samples_per_s": float(np.median([r["epoch_train_samples_per_s"] for r in h])),
         "peak_allocated_bytes": last["peak_allocated_bytes"], "precision_used": "fp32", "engine_used": "eager",
-        "device": "cuda" if cuda else "cpu", "num_classes": len(classes), "class_names": classes,
+        "num_classes": len(classes), "class_names": classes,
         "train_size": sizes[0], "val_size": sizes[1], "test_size": sizes[2], "data_source": "synthetic",
         "final_train_acc_evalmode": last["train_acc"] - 0.01, "final_train_acc_trainmode": last["train_acc"] + 0.005,
     }
@@ -129,7 +133,7 @@ def write_synthetic_study(root: str | Path, study: str, profile: str = "smoke", 
              for s in seeds for c in base if c.seed == base[0].seed]
     store = ResultsStore(root)
     store.write_study(study, {**st.describe(), "profile": profile, "overrides": {},
-                              "run_ids": [c.run_id for c in cells]})
+                              "run_ids": [c.run_id for c in cells], "cells": [c.identity() for c in cells]})
     rng = np.random.default_rng(abs(hash(study)) % 2**32)
     arms = list(dict.fromkeys(c.label for c in cells))
     n = len(cells)
@@ -137,8 +141,7 @@ def write_synthetic_study(root: str | Path, study: str, profile: str = "smoke", 
         if i >= n - pending:
             continue
         rd = store.run_dir(study, cell.run_id)
-        write_json(rd / "config.json", cell.config.to_dict())
-        write_json(rd / "cell.json", cell_record(cell))
+        store.write_cell(cell)
         ch, side = _shape(cell.config.dataset)
         classes = CIFAR_CLASSES if ch == 3 else [str(k) for k in range(10)]
         bs = cell.config.batch_size
@@ -151,21 +154,21 @@ def write_synthetic_study(root: str | Path, study: str, profile: str = "smoke", 
             os.utime(rd / "claim.lock")
             continue
         status = "failed" if i < failed else "diverged" if i < failed + diverged else "ok"
-        summary: dict[str, Any] = {**cell_record(cell), "status": status, "complete": True,
-                                   "started_at": time.time() - 100, "finished_at": time.time() - 50 + i,
-                                   "wall_time_s": 50.0, "host": "node01", "device": "cuda" if cuda else "cpu",
-                                   "shared_gpu": i % 3 == 2, "worker": "w0", "slurm_job_id": None,
-                                   "config": cell.config.to_dict(), "environment": _environment(cuda)}
+        now = time.time()
+        placement = Placement(started_at=now - 100, finished_at=now - 50 + i, wall_time_s=50.0, host="node01",
+                              device="cuda" if cuda else "cpu", shared_gpu=i % 3 == 2, worker="w0")
         if status == "failed":
-            summary.update(error="RuntimeError: synthetic failure in cell setup", metrics={}, measurements={})
+            record = RunRecord(cell, Outcome("failed", "RuntimeError: synthetic failure in cell setup"), placement,
+                               environment=_environment(cuda))
             write_atomic(rd / "log.txt", "Traceback (most recent call last):\nRuntimeError: synthetic failure\n")
         else:
             h = _history(err, epochs, steps, bs, rng, cuda, stop=2 if status == "diverged" else None)
-            store.write_history(study, cell.run_id, h)
-            summary.update(error="loss became non-finite at iteration 13" if status == "diverged" else None,
-                           metrics=_metrics(h, status, steps, classes, (320, 64, 128), cuda),
-                           measurements=_measurements(cell, rng, cuda))
+            error = "loss became non-finite at iteration 13" if status == "diverged" else None
+            record = RunRecord(cell, Outcome(status, error), placement,
+                               metrics=_metrics(h, status, steps, classes, (320, 64, 128), cuda),
+                               measurements=_measurements(cell, rng, cuda), environment=_environment(cuda),
+                               history=tuple(h))
             if artifacts and status == "ok":
                 _artifacts(rd / "artifacts.npz", rng, classes, ch, side, 128, err)
-        write_json(rd / "summary.json", summary)
+        store.write_record(record)
     return cells

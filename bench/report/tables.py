@@ -217,11 +217,13 @@ def failures_table(d: ReportData) -> Table:
     """Every failed, diverged or out-of-memory cell with its error."""
     rows = []
     for _, c in d.cells[d.cells["state"].isin(FAILED)].iterrows():
-        s = d.summaries.get(c["run_id"], {})
+        r = d.records.get(c["run_id"])
         log = d.run_dir(c["run_id"]) / "log.txt"
         rows.append({"arm": c["arm_label"], "seed": c["seed"], "status": c["state"],
-                     "error": s.get("error") or ("diverged (loss not finite)" if c["state"] == "diverged" else "—"),
-                     "epochs done": (s.get("metrics") or {}).get("epochs_done"), "host": s.get("host"),
+                     "error": (r.outcome.error if r else None)
+                     or ("diverged (loss not finite)" if c["state"] == "diverged" else "—"),
+                     "epochs done": r.metrics.get("epochs_done") if r else None,
+                     "host": r.placement.host if r else None,
                      "run_id": c["run_id"], "log": f"runs/{c['run_id']}/log.txt" if log.exists() else ""})
     raw = pd.DataFrame(rows, columns=["arm", "seed", "status", "error", "epochs done", "host", "run_id", "log"])
     shown = raw.copy()

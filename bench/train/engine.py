@@ -40,6 +40,7 @@ from torch import nn
 from bench.config import RunConfig
 from bench.data import LoadedData, load_dataset, make_loader, split_train_val, stratified_subset
 from bench.models import create_model
+from bench.record import EpochRow
 from bench.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bench.train.evaluate import evaluate, first_conv_weight, prediction_artifacts, save_artifacts
 from bench.train.graphed import GraphTrainer, GraphUnsupported, graph_decision
@@ -178,7 +179,7 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.schedule.load_state_dict(state["schedule"])
-        self.history = list(state["history"])
+        self.history = [EpochRow.from_dict(r).to_dict() for r in state["history"]]  # older rows: renamed keys
         self.start_epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
         self.train_time = float(state["train_time_s"])
         self.filters_init = state["filters_init"]
@@ -307,14 +308,14 @@ class _Run:
         else:
             train_loss = nan if stats.diverged else train_loss
         eval_time = time.perf_counter() - t1  # evaluate() ends with a host read, so this is synced
-        return {
-            "epoch": epoch + 1, "iteration": self.iteration, "lr": stats.last_lr,
-            "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
-            "epoch_time_s": epoch_time, "eval_time_s": eval_time,
-            "train_samples_per_s": stats.samples / epoch_time if epoch_time > 0 else nan,
-            "elapsed_train_time_s": self.train_time, "peak_allocated_bytes": peak,
-        }
+        return EpochRow(
+            epoch=epoch + 1, iteration=self.iteration, lr=stats.last_lr,
+            train_loss=train_loss, train_acc=train_acc,
+            val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
+            epoch_time_s=epoch_time, eval_time_s=eval_time,
+            epoch_train_samples_per_s=stats.samples / epoch_time if epoch_time > 0 else nan,
+            elapsed_train_time_s=self.train_time, peak_allocated_bytes=peak,
+        ).to_dict()
 
     # ---------------------------------------------------------------------------- end of run
 

@@ -8,10 +8,9 @@ from typing import Any
 
 from bench.config import RunConfig
 
-HISTORY_KEYS: tuple[str, ...] = (
-    "epoch", "iteration", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-    "epoch_time_s", "eval_time_s", "train_samples_per_s", "elapsed_train_time_s", "peak_allocated_bytes",
-)
+from bench.record import HISTORY_KEYS  # the fields of bench.record.EpochRow, the rows summarised here
+
+__all__ = ["HISTORY_KEYS", "summarise", "threshold_key", "time_to_accuracy"]
 
 NAN = float("nan")
 
@@ -89,7 +88,7 @@ def summarise(
         "test_acc_at_best_val": best["test_acc"] if best else NAN,
         "train_time_s": train_time_s,
         "median_epoch_time_s": _steady(history, "epoch_time_s"),
-        "epoch_train_samples_per_s": _steady(history, "train_samples_per_s"),
+        "epoch_train_samples_per_s": _steady(history, "epoch_train_samples_per_s"),
         "peak_allocated_bytes": max(peaks) if peaks else None,
         "final_train_acc_evalmode": NAN,
         "final_train_acc_trainmode": NAN,

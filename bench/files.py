@@ -1,0 +1,77 @@
+"""Files written whole or not at all, and JSON without NaN: the one atomic writer of the package.
+
+Every record, cache entry, checkpoint, artifact file and report goes through :func:`write_atomic`
+(a temporary file in the same folder, fsync, ``os.replace``), so a reader, including a concurrent
+runner of the same study, sees either no file or a whole one. :func:`clean_json` is the one place
+where NaN and infinities (invalid JSON) become ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[Any]], None], *, binary: bool | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temp file and ``os.replace`` (never half a file).
+
+    ``data`` is text, bytes, or a callable that writes into the open file (``binary`` then says
+    whether the file is opened in binary mode; default binary). The file gets the permissions of an
+    ordinary file under the umask: records and caches are shared on cluster file systems, and
+    ``mkstemp`` alone would make them 0600.
+    """
+    path = Path(path)
+    if binary is None:
+        binary = not isinstance(data, str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def clean_json(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats replaced by None and numpy/torch scalars by Python ones, recursively."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return clean_json(obj.item())  # numpy / torch scalars
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical record JSON: NaN as null, sorted keys, indented, one trailing newline."""
+    return json.dumps(clean_json(obj), indent=2, sort_keys=True, default=str) + "\n"
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomic JSON write (sorted keys, NaN written as null)."""
+    return write_atomic(path, dumps_json(obj))
+
+
+def read_json(path: str | Path) -> Any:
+    """The parsed JSON at ``path`` (FileNotFoundError / ValueError as json raises them)."""
+    with open(path) as f:
+        return json.load(f)
