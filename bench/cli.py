@@ -11,9 +11,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bench.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.executors.options import RunOptions
 
 
 def _common_set(p: argparse.ArgumentParser) -> None:
@@ -247,13 +250,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The ``bench run`` options, parsed and checked once (the executors never see ``args``)."""
+    from bench.executors import RunOptions
+    from bench.executors.options import parse_executor, parse_parallel
+    from bench.study import parse_selection
+
+    return RunOptions(
+        results_dir=args.results_dir, data_dir=args.data_dir, overrides=_overrides(args),
+        executor=parse_executor(args.executor), device=args.device, parallel=parse_parallel(args.parallel),
+        gpus=args.gpus, retry_failed=bool(args.retry_failed),
+        selection=parse_selection(getattr(args, "only", None), getattr(args, "seeds", None)),
+        slurm_partition=args.slurm_partition, gpus_per_task=args.gpus_per_task, timeout_min=args.timeout_min,
+        max_parallel=args.max_parallel,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.executors import run_with_executor
     from bench.study import get_study
 
     study = get_study(args.study)
     profile = resolve_profile(args.profile, study, args.data_dir)
-    counts = run_with_executor(study, profile, args)
+    counts = run_with_executor(study, profile, run_options(args))
     if counts is not None:
         done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
         print(f"{study.name} [{profile}]: {done} -> {args.results_dir}/{study.name}/")

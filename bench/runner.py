@@ -27,6 +27,9 @@ from bench.store import ResultsStore
 from bench.study import Selection, Study
 
 RETRYABLE = ("failed", "oom")
+# Part of every measurement cache key: raise it when what get_measurements records changes, so
+# that cached measurements of the old kind are taken again instead of reaching new records.
+MEASUREMENT_SCHEMA = 2
 
 
 def resolve_device(device: str | None) -> str:
@@ -65,6 +68,7 @@ def input_shape(cfg: RunConfig, data: Any) -> tuple[int, int, int]:
 def measurement_key(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int, device_name: str) -> str:
     """Measurements depend on the model, its input and how it runs, not on seeds or schedules."""
     key = {
+        "schema": MEASUREMENT_SCHEMA,
         "model": cfg.model,
         "model_kwargs": cfg.model_kwargs,
         "shape": shape,

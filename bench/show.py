@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import UserError
-from bench.store import ResultsStore, read_json
+from bench.files import read_json
+from bench.store import ResultsStore
 
 _KEY_METRICS = (
     "status", "error", "arm_label", "seed", "final_test_acc", "test_acc_at_best_val", "best_val_acc",

@@ -8,7 +8,7 @@ uses one thread throughout, so that runs in different processes compute the same
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -27,6 +27,7 @@ import torch
 
 from bench.errors import UserError
 from bench.executors import (
+    RunOptions,
     auto_parallel,
     build_slurm_parameters,
     parse_executor,
@@ -64,12 +65,10 @@ def one_thread_in_workers() -> Any:
         os.environ["OMP_NUM_THREADS"] = old_env
 
 
-def args(results_dir: Path, **kw: Any) -> argparse.Namespace:
-    d = dict(results_dir=str(results_dir), data_dir=None, sets=list(SETS), executor="local", parallel="auto",
-             gpus=None, device="cpu", retry_failed=False, slurm_partition=None, gpus_per_task=1, timeout_min=60,
-             max_parallel=None, measure=False)
-    d.update(kw)
-    return argparse.Namespace(**d)
+def args(results_dir: Path, **kw: Any) -> RunOptions:
+    base: dict[str, Any] = dict(results_dir=str(results_dir), overrides=dict(OVERRIDES), device="cpu",
+                                timeout_min=60, measure=False)
+    return RunOptions(**{**base, **kw})
 
 
 def records(results_dir: Path) -> dict[str, dict[str, Any]]:
@@ -106,7 +105,7 @@ def no_leftovers(results_dir: Path) -> None:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, Any]]]:
     """The plain inline local run every backend must reproduce."""
     d = tmp_path_factory.mktemp("inline")
-    counts = run_with_executor(get_study(STUDY), PROFILE, args(d, parallel="1"))
+    counts = run_with_executor(get_study(STUDY), PROFILE, args(d, parallel=1))
     assert counts == {"ok": 4}
     ref = records(d)
     assert {r["worker"] for r in ref.values()} == {"inline"}
@@ -218,7 +217,7 @@ def test_workers_stale_claims_then_debug(reference: tuple[Path, dict[str, Any]],
     assert df["state"].tolist() == ["stale", "stale", "running", "pending"]
     assert h["counts"]["stale"] == 2 and df["worker"][2] == "other-runner"
 
-    counts = run_with_executor(get_study(STUDY), PROFILE, args(tmp_path, parallel="2"))
+    counts = run_with_executor(get_study(STUDY), PROFILE, args(tmp_path, parallel=2))
     assert counts == {"ok": 3, "running": 1}
     got = records(tmp_path)
     assert_same_records(got, ref)
@@ -389,3 +388,33 @@ def test_requeued_task_drops_its_own_old_claim(tmp_path: Path) -> None:
     assert slurm_mod.release_own_claims(spec, "77") == [cells[0].run_id]
     assert not (tmp_path / STUDY / "runs" / cells[0].run_id / "claim.lock").exists()
     assert (tmp_path / STUDY / "runs" / cells[1].run_id / "claim.lock").exists()
+
+
+def test_workers_run_the_cells_they_were_given(tmp_path: Path) -> None:
+    """A worker gets its cells, not run ids to look up in the registry: a cell the study no longer
+    produces (its file changed after a Slurm submission) still runs, from the pickled spec."""
+    import pickle
+
+    from bench.config import apply_overrides
+    from bench.runner import work
+    from bench.store import ResultsStore
+
+    now = get_study(STUDY).cells(PROFILE, OVERRIDES)
+    changed = dataclasses.replace(now[0], config=apply_overrides(now[0].config, {"epochs": 1}))
+    assert changed.run_id not in {c.run_id for c in now}
+    spec = pickle.loads(pickle.dumps(WorkSpec.of([changed], str(tmp_path), None, "cpu", measure=False)))
+    out = work(spec)
+    assert [(r.run_id, r.status) for r in out] == [(changed.run_id, "ok")]
+    rec = ResultsStore(tmp_path).read_record(STUDY, changed.run_id, history=True)
+    assert rec is not None and rec.cell == changed and len(rec.history) == 1 == rec.metrics["epochs_done"]
+
+
+def test_run_options_are_checked_when_built() -> None:
+    with pytest.raises(UserError, match="accepted: local, slurm, debug"):
+        RunOptions(executor="cluster")
+    with pytest.raises(UserError, match="accepted: auto, or an integer >= 1"):
+        RunOptions(parallel=0)
+    opts = RunOptions(overrides={"epochs": 2})
+    assert opts.replace(device="cpu").device == "cpu" and opts.device == "auto"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.device = "cpu"  # type: ignore[misc]

@@ -46,7 +46,7 @@ def test_history_keys_are_the_epoch_row_fields() -> None:
 
 def test_cell_round_trip() -> None:
     back = Cell.from_dict(json.loads(json.dumps(CELL.to_dict())))
-    assert back == CELL and back.run_id == CFG.run_id and back.label == "net=plain"
+    assert back == CELL and back.run_id == CFG.run_id and back.label == "plain"
     with pytest.raises(RecordError, match="no config"):
         Cell.from_dict(CELL.identity())
 
@@ -112,7 +112,7 @@ def test_records_written_before_versions_still_load(tmp_path: Path) -> None:
     hist = store.load_history("residual")
     assert hist["epoch_train_samples_per_s"].tolist() == [500.0, 500.0]
     d = load("residual", tmp_path)
-    assert d.cells["arm_label"].tolist() == ["net=plain"] and len(d.ok) == 1
+    assert d.cells["arm_label"].tolist() == ["plain"] and len(d.ok) == 1
     assert build_report("residual", tmp_path).exists()
 
 
@@ -139,3 +139,24 @@ def test_synthetic_records_are_run_records(tmp_path: Path) -> None:
     assert ok and all(len(r.history) == 6 and math.isfinite(r.history[-1].test_acc) for r in ok if r)
     # the report knows every cell from study.json, pending ones included, without the registry
     assert set(load("residual", tmp_path).cells["run_id"]) == {c.run_id for c in cells}
+
+
+def test_a_new_per_epoch_metric_is_one_field_and_one_computation(tmp_path: Path) -> None:
+    """A metric added to EpochRow (the field) reaches history.csv, the record read back and the
+    report's history frame with no other change; the engine's row then fails to build until it
+    computes the value (the computation), so it cannot be forgotten."""
+    extended = dataclasses.make_dataclass(
+        "ExtendedRow", [("grad_norm", float)], bases=(EpochRow,), frozen=True)
+    fields = {f.name: v for f, v in zip(dataclasses.fields(EpochRow), dataclasses.astuple(_row(1)))}
+    with pytest.raises(TypeError, match="grad_norm"):
+        extended(**fields)  # the field without its computation
+    rows = tuple(extended(**{**_row(e).to_dict(), "grad_norm": 0.5 * e}) for e in (1, 2))  # the computation
+    store = ResultsStore(tmp_path)
+    store.write_cell(CELL)
+    store.write_record(_record(history=rows))
+    hist = store.load_history("residual")
+    assert hist["grad_norm"].tolist() == [0.5, 1.0]
+    back = pd.read_csv(store.run_dir("residual", CELL.run_id) / "history.csv").to_dict("records")
+    assert [extended.from_dict(r).grad_norm for r in back] == [0.5, 1.0]
+    store.write_study("residual", {"name": "residual", "run_ids": [CELL.run_id], "cells": [CELL.identity()]})
+    assert load("residual", tmp_path).history["grad_norm"].tolist() == [0.5, 1.0]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from bench.files import write_atomic
+
 CACHE_ENV = "BENCH_CACHE_DIR"
 DATA_ENV = "BENCH_DATA_DIR"
 
@@ -122,22 +124,9 @@ def is_writable_dir(path: Path) -> bool:
 
 
 def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
-    """Write ``path`` through a temporary file in the same folder and rename it into place.
-
-    Readers (including a concurrent run of the same study) then see either no file or a whole one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``path`` through :func:`bench.files.write_atomic`: readers (including a concurrent run of
+    the same study) then see either no file or a whole one."""
+    write_atomic(path, write, binary="b" in mode)  # type: ignore[arg-type]
 
 
 def sha256_files(paths: Iterable[Path], chunk: int = 1 << 20) -> str:

@@ -20,8 +20,9 @@ from bench.report.figures import FIGURES, render_figures
 from bench.report.tables import (config_tables, cost_table, failures_table, progress_table, results_table,
                                  selection_table)
 from bench.report.verdicts import index_entry, published_protocol, verdicts
+from bench.files import write_atomic
 from bench.frames import write_parquet
-from bench.store import ResultsStore, write_atomic
+from bench.store import ResultsStore
 
 __all__ = ["FIGURES", "build_index", "build_report"]
 

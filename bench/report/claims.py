@@ -188,7 +188,8 @@ def _trend(claim: Claim, table: pd.DataFrame) -> Outcome:
         return Outcome(claim, "not tested", None, (), (), f"no arm {selector_text(claim.a)} with a numeric {claim.trend}")
     arms = tuple(rows["arm_label"].unique())
     ok = rows[rows["state"] == "ok"]
-    vals = pd.to_numeric(ok[claim.metric], errors="coerce") if claim.metric in ok else pd.Series(dtype=float)
+    vals = (pd.to_numeric(ok[claim.metric], errors="coerce") if claim.metric in ok
+            else pd.Series(float("nan"), index=ok.index))  # a record without the metric: not done
     ok = ok[vals.notna()]
     levels = pd.to_numeric(rows[tag]).unique()
     done = pd.to_numeric(ok[tag]).value_counts() if not ok.empty else pd.Series(dtype=int)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.files import write_atomic
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -35,15 +37,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`bench.files.write_atomic` (a whole file or none)."""
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path, run_id: str) -> dict[str, Any] | None:

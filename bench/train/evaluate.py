@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench.files import write_atomic
 from torch import nn
 
 from bench.models.outputs import split_outputs
@@ -85,14 +87,4 @@ def prediction_artifacts(
 
 def save_artifacts(path: str | Path, artifacts: dict[str, np.ndarray]) -> Path:
     """Write ``artifacts`` to ``path`` with ``np.savez_compressed``, atomically (tmp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **artifacts)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: np.savez_compressed(f, **artifacts))
