@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
 
-from bench.config import RunConfig, apply_overrides, split_fixed_varied
+from bench.config import RunConfig, apply_overrides
 from bench.errors import UserError
 from bench.record import Cell, _is_number, arm_label
 from bench.registry import Registry
@@ -183,10 +183,6 @@ class Study:
 
         check_cells_configs([c.config for c in out])  # one place: plan, run, status and workers agree
         return out
-
-    def fixed_and_varied(self, profile: str) -> tuple[dict[str, Any], list[str]]:
-        """Config fields held fixed across the profile's cells (with values) and those that vary."""
-        return split_fixed_varied([c.config.to_dict() for c in self.cells(profile)])
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description stored with the results (read by the report)."""

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from bench.config import RunConfig, apply_overrides, parse_set_args
+from bench.config import RunConfig, apply_overrides, parse_set_args, split_fixed_varied
 from bench.errors import UserError
 from bench.registry import Registry
 from bench.study import PROFILES, Arm, Profile, Study, load_studies
@@ -90,7 +90,7 @@ def test_cells_are_the_grid_times_seeds() -> None:
     y = [c for c in cells if c.arm["a"] == "y"]
     assert all(c.config.lr == 0.2 and c.config.weight_decay == 0.0 and c.config.batch_size == 8 for c in y)
     assert {c.seed for c in cells} == {0, 1}
-    fixed, varied = _toy_study().fixed_and_varied("smoke")
+    fixed, varied = split_fixed_varied([c.config.to_dict() for c in cells])
     assert varied == ["lr", "weight_decay"] and fixed["batch_size"] == 8
 
 

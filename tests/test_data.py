@@ -227,13 +227,20 @@ def test_split_stratified_disjoint_deterministic():
     torch.manual_seed(2)  # the global RNG must not matter
     train2, val2 = split_train_val(ds, 0.1, seed=0)
     assert torch.equal(val.labels, val2.labels) and len(val2) == 100
-    # disjoint and complete: split an index-labelled copy with the same class structure
-    from bench.data.split import stratified_indices
+    # disjoint and complete: split a copy whose images spell their index, with the same class structure
+    idx = torch.arange(1000)
+    indexed = ArrayDataset(torch.stack([idx // 256, idx % 256], 1).to(torch.uint8).view(1000, 1, 1, 2), labels,
+                           list("abcdefghij"))
 
-    picked, rest = stratified_indices(labels, 100, seed=0)
+    def split_indices(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rest_ds, picked_ds = split_train_val(indexed, 100, seed)
+        assert picked_ds is not None
+        return tuple(d.images.view(-1, 2).long() @ torch.tensor([256, 1]) for d in (picked_ds, rest_ds))
+
+    picked, rest = split_indices(0)
     assert set(picked.tolist()).isdisjoint(rest.tolist()) and len(set(picked.tolist()) | set(rest.tolist())) == 1000
-    assert not torch.equal(picked, stratified_indices(labels, 100, seed=1)[0])
-    assert torch.equal(picked, stratified_indices(labels, 100, seed=0)[0])
+    assert not torch.equal(picked, split_indices(1)[0])
+    assert torch.equal(picked, split_indices(0)[0])
     assert split_train_val(ds, 0, seed=0) == (ds, None)
     for bad in (1000, 2000, 10.5, -1):
         with pytest.raises(UserError):
@@ -257,7 +264,7 @@ def test_split_uneven_classes():
 
 def test_synthetic_deterministic_and_options():
     a, b = load_dataset("synthetic"), load_dataset("synthetic")
-    assert isinstance(a, LoadedData) and a.num_classes == 10 and a.in_channels == 3 and a.image_size == 32
+    assert isinstance(a, LoadedData) and a.num_classes == 10 and a.in_channels == 3 and a.image_shape == (3, 32, 32)
     assert len(a.train) == 2000 and len(a.test) == 500
     assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
     assert a.mean == b.mean and all(0 < s for s in a.std)

@@ -111,11 +111,6 @@ def test_plateau_reduces_after_patience_and_round_trips() -> None:
     assert s2(0) == s(0)
 
 
-def test_table_is_the_pure_function() -> None:
-    s = build_schedule(RunConfig(schedule="cosine", warmup=1), 5, 40)
-    assert torch.allclose(s.table(40), torch.tensor([s(i) for i in range(40)], dtype=torch.float32))
-
-
 # ----------------------------------------------------------------------------------------- engine
 
 from bench.data import LoadedData, load_dataset  # noqa: E402

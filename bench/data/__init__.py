@@ -4,9 +4,10 @@ See ``docs/architecture.md`` (Data contract): sources give uint8 NCHW :class:`Ar
 with their mean/std; loaders yield normalised float batches on the device.
 """
 
-from bench.data.dataset import ArrayDataset, LoadedData, channel_stats, default_cache_dir, default_data_dir
-from bench.data.gpu_loader import GpuLoader, Loader, crop_windows, make_loader
+from bench.data.dataset import ArrayDataset, LoadedData, Loader, channel_stats, default_cache_dir, default_data_dir
+from bench.data.gpu_loader import GpuLoader, crop_windows
 from bench.data.imagefolder import load_imagefolder
+from bench.data.loaders import make_loader
 from bench.data.sources import DATASETS, available_locally, load_dataset
 from bench.data.split import split_train_val, stratified_subset
 from bench.data.synthetic import make_synthetic

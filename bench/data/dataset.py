@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
+from bench.errors import UserError
 from bench.files import write_atomic
 
 CACHE_ENV = "BENCH_CACHE_DIR"
@@ -66,15 +68,42 @@ class LoadedData:
         return int(self.train.images.shape[1])
 
     @property
-    def image_size(self) -> int:
-        """Height of the stored images (all built-in sources are square)."""
-        return int(self.train.images.shape[2])
-
-    @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of the stored images."""
         _, c, h, w = self.train.images.shape
         return int(c), int(h), int(w)
+
+
+class Loader(Protocol):
+    """What the training engine needs from a loader (GpuLoader and TorchLoader both satisfy it).
+
+    ``example()`` is one ``(x, y)`` batch shaped as the loader yields them, drawn without moving the
+    loader's epoch or its random streams (static input buffers are shaped from it).
+    """
+
+    num_samples: int
+    batch_size: int
+    channels_last: bool
+
+    def set_epoch(self, epoch: int) -> None: ...
+    def example(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit seed for ``(seed, epoch)``; nearby pairs give unrelated streams."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:8], "little") >> 1
+
+
+def output_size(height: int, image_size: int | None, crop_size: int | None) -> int:
+    """Side of a loader's output images; raises UserError when the crop cannot fit."""
+    size = image_size or height
+    if image_size is not None and image_size < 1:
+        raise UserError(f"image_size must be >= 1, got {image_size}")
+    if crop_size is not None and not 1 <= crop_size <= size:
+        raise UserError(f"crop_size {crop_size} must be between 1 and the image size {size}")
+    return crop_size or size
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -7,43 +7,13 @@ gather does the padded random crop and the flip for the whole batch).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from bench.data.dataset import ArrayDataset, LoadedData
+from bench.data.dataset import ArrayDataset, epoch_seed, output_size
 from bench.errors import UserError
-
-if TYPE_CHECKING:
-    from bench.config import RunConfig
-
-
-class Loader(Protocol):
-    """What the training engine needs from a loader (GpuLoader and TorchLoader both satisfy it)."""
-
-    num_samples: int
-
-    def set_epoch(self, epoch: int) -> None: ...
-    def __len__(self) -> int: ...
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A well-mixed 63-bit seed for ``(seed, epoch)``; nearby pairs give unrelated streams."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:8], "little") >> 1
-
-
-def output_size(height: int, image_size: int | None, crop_size: int | None) -> int:
-    """Side of the loader's output images; raises UserError when the crop cannot fit."""
-    size = image_size or height
-    if image_size is not None and image_size < 1:
-        raise UserError(f"image_size must be >= 1, got {image_size}")
-    if crop_size is not None and not 1 <= crop_size <= size:
-        raise UserError(f"crop_size {crop_size} must be between 1 and the image size {size}")
-    return crop_size or size
 
 
 class GpuLoader:
@@ -126,6 +96,14 @@ class GpuLoader:
                 x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
             yield self.transform(x, gen if self.train else None), y
 
+    def example(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first batch of the current epoch, leaving the epoch counter where it was."""
+        epoch = self._epoch
+        try:
+            return next(iter(self))
+        finally:
+            self._epoch = epoch
+
     def transform(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         """uint8 batch -> normalised float batch; random augmentation only when ``gen`` is given."""
         aug = gen is not None and self.augment
@@ -177,35 +155,3 @@ def crop_windows(
     cols = left[:, None] + cols  # [B, w]
     idx = (rows[:, :, None] * ws + cols[:, None, :]).reshape(bsz, 1, h * w).expand(bsz, ch, h * w)
     return x.reshape(bsz, ch, hs * ws).gather(2, idx).view(bsz, ch, h, w)
-
-
-def make_loader(
-    ds: ArrayDataset, info: LoadedData, cfg: RunConfig, *, train: bool, device: torch.device | str
-) -> Loader:
-    """Build the loader ``cfg.loader`` names ('gpu' | 'torch') from the run's config.
-
-    Train batches are ``cfg.batch_size``, eval batches ``cfg.eval_batch_size``; both keep the last
-    partial batch (``drop_last=False``), so every image is seen once per epoch and evaluated.
-    """
-    from bench.data.torch_loader import TorchLoader  # the torch path imports torchvision transforms
-
-    kwargs = dict(
-        device=device,
-        train=train,
-        mean=info.mean,
-        std=info.std,
-        crop_padding=cfg.crop_padding,
-        hflip=cfg.hflip,
-        augment=cfg.augment,
-        image_size=cfg.image_size,
-        crop_size=cfg.crop_size,
-        channels_last=cfg.channels_last,
-        seed=cfg.seed,
-        drop_last=False,
-    )
-    batch = cfg.batch_size if train else cfg.eval_batch_size
-    if cfg.loader == "gpu":
-        return GpuLoader(ds, batch, **kwargs)  # type: ignore[arg-type]
-    if cfg.loader == "torch":
-        return TorchLoader(ds, batch, **kwargs)  # type: ignore[arg-type]
-    raise UserError(f"bad loader {cfg.loader!r} (accepted: gpu, torch)")

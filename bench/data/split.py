@@ -45,11 +45,6 @@ def stratified_subset(ds: ArrayDataset, n: int, seed: int) -> ArrayDataset:
     return ds.subset(picked)
 
 
-def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(picked, rest)`` sorted index tensors with ``len(picked) == n``, stratified by ``labels``."""
-    return _stratified_pick(labels, n, seed)
-
-
 def _stratified_pick(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     y = labels.cpu().numpy()
     classes, counts = np.unique(y, return_counts=True)

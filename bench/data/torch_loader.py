@@ -14,8 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from torchvision import transforms
 
-from bench.data.dataset import ArrayDataset
-from bench.data.gpu_loader import epoch_seed, output_size
+from bench.data.dataset import ArrayDataset, epoch_seed, output_size
 from bench.errors import UserError
 
 
@@ -164,6 +163,18 @@ class TorchLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def example(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item 0 transformed in this process, as a batch of one on the device.
+
+        The workers' RNG streams stay as an epoch would find them, and the CPU RNG the transforms
+        draw from is forked, so taking an example changes nothing the run sees.
+        """
+        with torch.random.fork_rng(devices=[]):
+            x0, y0 = self.loader.dataset[0]
+        fmt = torch.channels_last if self.channels_last and x0.dim() == 3 else torch.contiguous_format
+        x = x0.unsqueeze(0).to(self.device).contiguous(memory_format=fmt)
+        return x, torch.tensor([y0], dtype=torch.int64, device=self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self._epoch = self._epoch, self._epoch + 1

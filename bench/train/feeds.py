@@ -10,11 +10,11 @@ static buffers before each replay.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 
-from bench.data.gpu_loader import GpuLoader, epoch_seed
+from bench.data.dataset import Loader, epoch_seed
+from bench.data.gpu_loader import GpuLoader
 
 __all__ = ["CopyFeed", "DeviceFeed"]
 
@@ -64,31 +64,19 @@ class DeviceFeed:
 class CopyFeed:
     """Any loader's batches copied into static input buffers (one pair per captured batch size)."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Loader) -> None:
         self.loader = loader
         self.static: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def example(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One ``(x, y)`` sample batch, drawn without touching the loader's own random state.
-
-        A :class:`~bench.data.torch_loader.TorchLoader` transforms item 0 in this process (its workers'
-        RNG streams stay as the eager run would find them); another loader yields its first batch.
-        The CPU RNG the transforms may draw from is forked, so nothing here changes the run.
-        """
-        from bench.data.torch_loader import TorchLoader
-
+        """One ``(x, y)`` sample batch from the loader's own :meth:`~bench.data.dataset.Loader.example`,
+        under a forked CPU RNG, so nothing here changes the run."""
         with torch.random.fork_rng(devices=[]):
-            if isinstance(self.loader, TorchLoader):
-                x0, y0 = self.loader.loader.dataset[0]
-                fmt = torch.channels_last if self.loader.channels_last and x0.dim() == 3 else torch.contiguous_format
-                x = x0.unsqueeze(0).to(self.loader.device).contiguous(memory_format=fmt)
-                return x, torch.tensor([y0], dtype=torch.int64, device=self.loader.device)
-            x, y = next(iter(self.loader))
-            return x, y
+            return self.loader.example()
 
     def prepare_from(self, x: torch.Tensor, y: torch.Tensor, sizes: Iterable[int]) -> None:
         """Static buffers shaped like ``(x, y)`` (memory format kept) for each batch size."""
-        channels_last = bool(getattr(self.loader, "channels_last", False)) and x.dim() == 4
+        channels_last = self.loader.channels_last and x.dim() == 4
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         for s in sizes:
             xs = torch.empty((s, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)

@@ -2,9 +2,10 @@
 
 A schedule is a multiplier of ``cfg.lr`` per iteration. Every shape is a pure function of the
 iteration index, so the engine can set the lr each step from a Python float (no host sync), and a
-CUDA-graph engine can precompute the whole curve once (:meth:`Schedule.table`) and index it on the
-device. The one exception is ``plateau``: its factor changes only between epochs, from a metric the
-engine reads anyway, via :meth:`Schedule.step_epoch`.
+CUDA-graph engine can precompute the whole curve once (``bench.train.graphed.lr_table_values``) and
+index it on the device. The one exception is ``plateau`` (its own type, :class:`PlateauSchedule`):
+its factor changes only between epochs, from a metric the engine reads anyway, via
+:meth:`Schedule.step_epoch`.
 """
 
 from __future__ import annotations
@@ -66,13 +67,15 @@ def build_optimizer(cfg: RunConfig, params: Iterable[Any]) -> torch.optim.Optimi
 
     Weight decay applies to every parameter (as in He et al.). On CUDA, SGD/Adam/AdamW use the fused
     multi-tensor kernels (``fused=True``; GradScaler supports them) and RMSprop, which has no fused
-    kernel, uses ``foreach=True``. On CPU torch's defaults are kept.
+    kernel, uses ``foreach=True``. On CPU, and for an optimiser registered without ``accel=``, torch's
+    defaults are kept.
     """
     factory = OPTIMIZERS.get(cfg.optimizer)
     params = list(params)
     tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
     on_cuda = bool(tensors) and all(t.is_cuda for t in tensors)
-    accel = {OPTIMIZERS.meta(cfg.optimizer)["accel"]: True} if on_cuda else {}
+    flag = OPTIMIZERS.meta(cfg.optimizer).get("accel")  # registered without accel=: torch's defaults
+    accel = {flag: True} if on_cuda and flag else {}
     return factory(cfg, params, accel)
 
 
@@ -125,41 +128,48 @@ def _onecycle(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Callabl
     return f
 
 
-@SCHEDULES.register("plateau")
-def _plateau(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
-    # The per-iteration shape is flat; Schedule.step_epoch applies the reductions.
-    return lambda i: 1.0
-
-
 @dataclass
 class Schedule:
     """lr multiplier per iteration: ``warmup(i) * shape(i) * plateau_factor``.
 
-    ``__call__`` is a pure function of ``i`` (plus the plateau factor, constant within an epoch).
-    Warm-up (Goyal et al.) is linear, ``(i + 1) / W`` for the first ``W`` iterations, so it starts
-    near 0 and reaches 1 at iteration ``W - 1``; it multiplies any shape.
+    ``__call__`` is a pure function of ``i`` (plus the plateau factor, constant within an epoch;
+    1 except for a :class:`PlateauSchedule`). Warm-up (Goyal et al.) is linear, ``(i + 1) / W`` for
+    the first ``W`` iterations, so it starts near 0 and reaches 1 at iteration ``W - 1``; it
+    multiplies any shape.
     """
 
     name: str
     shape: Callable[[int], float]
     warmup_steps: int = 0
-    plateau: bool = False
     plateau_factor: float = 1.0
-    gamma: float = 0.1
-    _best: float = math.inf
-    _bad_epochs: int = 0
 
     def __call__(self, i: int) -> float:
         w = min(1.0, (i + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
         return w * self.shape(i) * self.plateau_factor
 
-    def table(self, n: int, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Multipliers for iterations ``0..n-1`` as a float32 tensor (for device-side lr)."""
-        return torch.tensor([self(i) for i in range(n)], dtype=torch.float32, device=device)
+    def step_epoch(self, metric: float) -> None:
+        """End-of-epoch hook; a schedule that is a pure function of the iteration ignores it."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The mutable state, for checkpoints."""
+        return {"plateau_factor": self.plateau_factor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (older checkpoints also carry the plateau keys: ignored)."""
+        self.plateau_factor = float(state["plateau_factor"])
+
+
+@dataclass
+class PlateauSchedule(Schedule):
+    """ReduceLROnPlateau (mode min, relative threshold): the factor drops by ``gamma`` between epochs
+    once the metric has not improved for more than :data:`PLATEAU_PATIENCE` epochs."""
+
+    gamma: float = 0.1
+    _best: float = math.inf
+    _bad_epochs: int = 0
 
     def step_epoch(self, metric: float) -> None:
-        """End-of-epoch hook: ReduceLROnPlateau (mode min, relative threshold) for ``plateau``."""
-        if not self.plateau or not math.isfinite(metric):
+        if not math.isfinite(metric):
             return
         if metric < self._best * (1 - PLATEAU_THRESHOLD):
             self._best, self._bad_epochs = metric, 0
@@ -170,27 +180,30 @@ class Schedule:
                 self._bad_epochs = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """The mutable (plateau) state, for checkpoints."""
         return {"plateau_factor": self.plateau_factor, "best": self._best, "bad_epochs": self._bad_epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict`."""
         self.plateau_factor = float(state["plateau_factor"])
         self._best = float(state["best"])
         self._bad_epochs = int(state["bad_epochs"])
+
+
+@SCHEDULES.register("plateau", schedule_type=PlateauSchedule)
+def _plateau(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+    # The per-iteration shape is flat; PlateauSchedule.step_epoch applies the reductions.
+    return lambda i: 1.0
 
 
 def build_schedule(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Schedule:
     """The schedule ``cfg.schedule`` with ``cfg.warmup`` linear warm-up, in iterations.
 
     Milestones and warm-up count in ``cfg.schedule_unit``; ``total_steps`` is the run's length in
-    iterations. Unknown names raise :class:`~bench.errors.UserError`.
+    iterations. A schedule registered with ``schedule_type=`` (``plateau``) is built as that type.
+    Unknown names raise :class:`~bench.errors.UserError`.
     """
     shape = SCHEDULES.get(cfg.schedule)(cfg, steps_per_epoch, max(total_steps, 1))
-    return Schedule(
-        name=cfg.schedule,
-        shape=shape,
-        warmup_steps=cfg.warmup * _unit(cfg, steps_per_epoch),
-        plateau=cfg.schedule == "plateau",
-        gamma=cfg.gamma,
-    )
+    warmup_steps = cfg.warmup * _unit(cfg, steps_per_epoch)
+    kind = SCHEDULES.meta(cfg.schedule).get("schedule_type", Schedule)
+    if kind is PlateauSchedule:
+        return PlateauSchedule(name=cfg.schedule, shape=shape, warmup_steps=warmup_steps, gamma=cfg.gamma)
+    return kind(name=cfg.schedule, shape=shape, warmup_steps=warmup_steps)
