@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
+from bench.models.cifar_resnet import UNITS
+from bench.models.classic import CONV_UNITS
 from bench.study import Arm, Claim, Profile, Published, Study, register_study
 from experiments._common import HE2016_CIFAR, QUICK_15_EPOCHS, smoke_profile
 
 HE2016B = "He et al. 2016b, Identity Mappings in Deep Residual Networks, Table 2 (ResNet-110, CIFAR-10 test error)"
 
-UNITS = (
-    ("original", "original"),
-    ("bn_after_add", "BN after addition"),
-    ("relu_before_add", "ReLU before addition"),
-    ("relu_preact", "ReLU-only pre-activation"),
-    ("full_preact", "full pre-activation"),
-)
-
-
 def unit_arms(model: str) -> tuple[Arm, ...]:
-    """The five residual units of Table 2 in ``model``, plus BN before/after ReLU in a plain conv net."""
-    arms = [Arm(unit, {"model": model, "model_kwargs.unit": unit}, {"family": "residual", "unit": name})
-            for unit, name in UNITS]
+    """The five residual units of Table 2 in ``model``, plus BN before/after ReLU in a plain conv net.
+
+    Both lists come from the model zoo's unit tables (``UNITS``, ``CONV_UNITS``) with their labels.
+    """
+    arms = [Arm(unit, {"model": model, "model_kwargs.unit": unit}, {"family": "residual", "unit": cls.label})
+            for unit, cls in UNITS.items() if cls.identity_mappings]
     # BN before vs. after the activation in a plain (no shortcut) conv net of the same width.
-    arms += [
-        Arm("plain_bn_relu", {"model": "convnet", "model_kwargs.unit": "bn_relu"},
-            {"family": "plain", "unit": "conv-BN-ReLU"}),
-        Arm("plain_relu_bn", {"model": "convnet", "model_kwargs.unit": "relu_bn"},
-            {"family": "plain", "unit": "conv-ReLU-BN"}),
-    ]
+    arms += [Arm(f"plain_{unit}", {"model": "convnet", "model_kwargs.unit": unit},
+                 {"family": "plain", "unit": cls.label})  # type: ignore[attr-defined]
+             for unit, cls in CONV_UNITS.items()]
     return tuple(arms)
 
 

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from bench.config import RunConfig
+from bench.models.norms import NORM_TABLE
 from bench.study import Arm, Claim, Profile, Published, Study, register_study
 from experiments._common import smoke_profile
 
 WU_HE = "Wu & He 2018, Group Normalization, Table 1 (ImageNet ResNet-50 val error at batch 32; context only)"
 WU_HE_B2 = "Wu & He 2018, Group Normalization, Table 2 (ImageNet ResNet-50 val error at batch 2; context only)"
 
-NORMS = (("bn", "BatchNorm"), ("gn", "GroupNorm"), ("ln", "LayerNorm"), ("in", "InstanceNorm"), ("none", "no norm"))
 BASE_LR, BASE_BATCH = 0.1, 128  # lr 0.1 at batch 128, scaled linearly (Wu & He scale lr with batch too)
 
 
 def norm_arms() -> tuple[Arm, ...]:
+    """One arm per norm of the zoo's table (bench.models.norms.NORM_TABLE), labelled as it labels them."""
     # GroupNorm uses 8 groups: ResNet-20's narrowest stage has 16 channels, so the paper's 32
     # groups would make GN identical to InstanceNorm there.
-    return tuple(Arm(n, {"model_kwargs.norm": n, **({"model_kwargs.groups": 8} if n == "gn" else {})}, {"norm": label})
-                 for n, label in NORMS)
+    return tuple(Arm(n, {"model_kwargs.norm": n, **({"model_kwargs.groups": 8} if n == "gn" else {})},
+                     {"norm": norm.label})
+                 for n, norm in NORM_TABLE.items())
 
 
 def batch_arms(sizes: tuple[int, ...]) -> tuple[Arm, ...]:

@@ -257,6 +257,56 @@ def test_make_norm_layer() -> None:
         make_norm_layer("xx")
 
 
+class FakeNorm(nn.GroupNorm):
+    """A norm the zoo does not ship, added to the table by the tests below."""
+
+
+def test_norm_table_is_read_by_models_init_cli_and_study(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import main
+    from bench.models.norms import NORM_TABLE, Norm
+    from experiments.normalization import norm_arms
+
+    assert NORMS == tuple(NORM_TABLE)
+    assert [(a.label, a.tags["norm"]) for a in norm_arms()] == [(n, v.label) for n, v in NORM_TABLE.items()]
+    # one entry in the table: the models build with it, init_weights initialises it, the study has an arm
+    monkeypatch.setitem(NORM_TABLE, "fake", Norm("FakeNorm", lambda groups: (lambda c: FakeNorm(2, c)), FakeNorm))
+    model = create_model("resnet20", norm="fake")
+    fakes = [m for m in model.modules() if isinstance(m, FakeNorm)]
+    assert fakes and all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in fakes)
+    with torch.no_grad():
+        fakes[0].weight.fill_(3.0)
+    from bench.models.norms import init_weights
+
+    assert torch.all(init_weights(model).layer1[0].bn1.weight == 1)
+    assert ("fake", "FakeNorm") in [(a.label, a.tags["norm"]) for a in norm_arms()]
+    # the CLI's accepted values are the table's keys
+    assert main(["measure", "resnet20", "--device", "cpu", "--no-speed", "--set", "model_kwargs.norm=bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "'bogus'" in err and f"accepted: {', '.join(sorted(NORM_TABLE))}" in err
+
+
+def test_units_table_is_read_by_models_and_the_bn_placement_study(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.models.cifar_resnet import BasicBlock
+    from bench.models.classic import CONV_UNITS
+    from experiments.bn_placement import unit_arms
+
+    arms = unit_arms("resnet20")
+    residual = [(u, c.label) for u, c in UNITS.items() if c.identity_mappings]
+    assert [a.label for a in arms if a.tags["family"] == "residual"] == list(FIVE_UNITS) == [u for u, _ in residual]
+    assert [a.tags["unit"] for a in arms if a.tags["family"] == "residual"] == [lbl for _, lbl in residual]
+    assert [(a.label, a.tags["unit"]) for a in arms if a.tags["family"] == "plain"] == [
+        (f"plain_{u}", c.label) for u, c in CONV_UNITS.items()]
+
+    class NewUnit(BasicBlock):
+        label = "a new unit"
+
+    monkeypatch.setitem(UNITS, "new_unit", NewUnit)
+    assert type(create_model("resnet20", unit="new_unit").layer2[0]) is NewUnit
+    new = [a for a in unit_arms("resnet20") if a.label == "new_unit"]
+    assert len(new) == 1 and new[0].tags["unit"] == "a new unit"
+
+
 # --------------------------------------------------------------------------- user errors
 
 

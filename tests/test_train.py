@@ -14,7 +14,14 @@ from torch import nn
 
 from bench.config import RunConfig
 from bench.errors import UserError
-from bench.train.optim import OPTIMIZERS, PLATEAU_PATIENCE, SCHEDULES, build_optimizer, build_schedule
+from bench.train.optim import (
+    OPTIMIZERS,
+    PLATEAU_PATIENCE,
+    SCHEDULES,
+    accel_kwargs,
+    build_optimizer,
+    build_schedule,
+)
 
 # ------------------------------------------------------------------------------------- optimisers
 
@@ -36,6 +43,28 @@ def test_each_optimizer_builds_and_steps(name: str) -> None:
     model(torch.randn(8, 4)).sum().backward()
     opt.step()
     assert not torch.equal(before, model.weight)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimizer_registered_without_accel_works_on_every_device(device: str) -> None:
+    def plain_sgd(cfg: RunConfig, params: list, accel: dict[str, bool]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=cfg.lr, **accel)
+
+    OPTIMIZERS.add("plain_sgd_test", plain_sgd)  # no accel=
+    try:
+        # what a CUDA run asks for, decided without needing a GPU: nothing for it, fused for sgd
+        assert accel_kwargs("plain_sgd_test", on_cuda=True) == {} == accel_kwargs("plain_sgd_test", on_cuda=False)
+        assert accel_kwargs("sgd", on_cuda=True) == {"fused": True} and accel_kwargs("sgd", on_cuda=False) == {}
+        w = nn.Parameter(torch.ones(3, device=device))
+        opt = build_optimizer(RunConfig(optimizer="plain_sgd_test", lr=0.5), [w])
+        (w * torch.arange(3.0, device=device)).sum().backward()
+        opt.step()
+        assert w.detach().cpu().tolist() == [1.0, 0.5, 0.0]
+    finally:
+        OPTIMIZERS.remove("plain_sgd_test")
 
 
 def test_registries_list_the_documented_names() -> None:

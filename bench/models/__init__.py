@@ -12,7 +12,7 @@ Importing this package imports the model modules, which register their models wi
 from __future__ import annotations
 
 from bench.models._registry import MODELS, create_model, list_models, model_info, register_model
-from bench.models.norms import NORMS, make_norm_layer
+from bench.models.norms import NORM_TABLE, NORMS, make_norm_layer
 
 # Imported for their registrations.
 from bench.models import cifar_resnet, classic, mnist, torchvision_resnet  # noqa: E402,F401  isort: skip
@@ -20,6 +20,7 @@ from bench.models import cifar_resnet, classic, mnist, torchvision_resnet  # noq
 __all__ = [
     "MODELS",
     "NORMS",
+    "NORM_TABLE",
     "create_model",
     "list_models",
     "make_norm_layer",

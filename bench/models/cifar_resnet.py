@@ -98,11 +98,15 @@ class Unit(nn.Module):
 
     ``expansion``: output channels / planes. ``convs``: weighted layers per block (for depth).
     ``preact``: the block expects a bare-conv stem and needs a final norm + ReLU after the last one.
+    ``label``: the unit's name in tables and figures. ``identity_mappings``: one of the five units of
+    He et al. 2016b, Table 2 (the bn-placement study compares those, reading :data:`UNITS`).
     """
 
     expansion: ClassVar[int] = 1
     convs: ClassVar[int] = 2
     preact: ClassVar[bool] = False
+    label: ClassVar[str] = ""
+    identity_mappings: ClassVar[bool] = False
 
 
 class _ConvNormPair(Unit):
@@ -129,6 +133,9 @@ class _ConvNormPair(Unit):
 class BasicBlock(_ConvNormPair):
     """(a) original: conv-norm-ReLU-conv-norm, add, ReLU."""
 
+    label = "original"
+    identity_mappings = True
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -137,6 +144,8 @@ class BasicBlock(_ConvNormPair):
 
 class PlainBlock(_ConvNormPair):
     """Plain twin of the original unit: conv-norm-ReLU-conv-norm-ReLU, no shortcut."""
+
+    label = "plain (no shortcut)"
 
     has_shortcut = False
 
@@ -148,6 +157,9 @@ class PlainBlock(_ConvNormPair):
 class BNAfterAddBlock(_ConvNormPair):
     """(b) BN after addition: conv-norm-ReLU-conv, add, norm, ReLU."""
 
+    label = "BN after addition"
+    identity_mappings = True
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.conv2(out) + self.shortcut(x)
@@ -157,6 +169,9 @@ class BNAfterAddBlock(_ConvNormPair):
 class ReLUBeforeAddBlock(_ConvNormPair):
     """(c) ReLU before addition: conv-norm-ReLU-conv-norm-ReLU, add (no activation after it)."""
 
+    label = "ReLU before addition"
+    identity_mappings = True
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
@@ -165,6 +180,9 @@ class ReLUBeforeAddBlock(_ConvNormPair):
 
 class ReLUPreActBlock(_ConvNormPair):
     """(d) ReLU-only pre-activation: ReLU-conv-norm-ReLU-conv-norm, add."""
+
+    label = "ReLU-only pre-activation"
+    identity_mappings = True
 
     preact = True
 
@@ -183,6 +201,9 @@ class ReLUPreActBlock(_ConvNormPair):
 
 class PreActBlock(Unit):
     """(e) full pre-activation: norm-ReLU-conv-norm-ReLU-conv, add."""
+
+    label = "full pre-activation"
+    identity_mappings = True
 
     preact = True
 
@@ -210,6 +231,8 @@ class PreActBlock(Unit):
 
 class PreActBottleneck(Unit):
     """Full pre-activation bottleneck: norm-ReLU-conv1x1, norm-ReLU-conv3x3/s, norm-ReLU-conv1x1 (x4)."""
+
+    label = "pre-activation bottleneck"
 
     expansion = 4
     convs = 3
@@ -239,6 +262,7 @@ class PreActBottleneck(Unit):
         return out + self.shortcut(pre if self.project_preact else x)
 
 
+# unit= name -> block class: the one table of residual units (models, tests and the bn-placement study).
 UNITS: dict[str, type[Unit]] = {
     "original": BasicBlock,
     "bn_after_add": BNAfterAddBlock,

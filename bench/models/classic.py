@@ -27,6 +27,7 @@ Each reuses torchvision's implementation where one exists and changes only what 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -184,6 +185,8 @@ def simple_cnn(
 class ConvNormReLU(nn.Sequential):
     """conv3x3 -> norm -> ReLU (norm before the activation)."""
 
+    label: ClassVar[str] = "conv-BN-ReLU"
+
     def __init__(self, cin: int, cout: int, norm_layer: NormLayer | None = nn.BatchNorm2d):
         super().__init__(OrderedDict(
             conv=nn.Conv2d(cin, cout, 3, padding=1, bias=norm_layer is None),
@@ -196,6 +199,8 @@ class ConvReLUNorm(nn.Sequential):
     """conv3x3 -> ReLU -> norm (norm after the activation); the conv keeps its bias, which the
     ReLU sees before any norm could absorb it."""
 
+    label: ClassVar[str] = "conv-ReLU-BN"
+
     def __init__(self, cin: int, cout: int, norm_layer: NormLayer | None = nn.BatchNorm2d):
         super().__init__(OrderedDict(
             conv=nn.Conv2d(cin, cout, 3, padding=1, bias=True),
@@ -204,6 +209,7 @@ class ConvReLUNorm(nn.Sequential):
         ))
 
 
+# unit= name -> plain conv unit (with its ``label``), read by the bn-placement study too.
 CONV_UNITS: dict[str, type[nn.Module]] = {"bn_relu": ConvNormReLU, "relu_bn": ConvReLUNorm}
 CONVNET_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, "M")
 

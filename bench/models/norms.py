@@ -6,7 +6,8 @@ one. ``norm='none'`` gives ``None``: the model then puts an ``nn.Identity`` wher
 turns the bias of the preceding conv back on (torchvision's ``bias = norm_layer is None`` rule),
 because without a norm nothing else supplies the per-channel shift.
 
-Choices:
+Choices (the table :data:`NORM_TABLE`, read by :func:`make_norm_layer`, :func:`init_weights`, the
+accepted values of ``norm=`` and the normalization study; a new norm is one entry there):
 
 * ``'bn'``  ``nn.BatchNorm2d``.
 * ``'gn'``  ``nn.GroupNorm`` with the largest divisor of ``channels`` that is ``<= groups`` as the
@@ -22,13 +23,12 @@ Choices:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from bench.errors import UserError, unknown_value
-
-NORMS: tuple[str, ...] = ("bn", "gn", "ln", "in", "none")
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -41,33 +41,58 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
     return 1
 
 
+@dataclass(frozen=True)
+class Norm:
+    """One entry of :data:`NORM_TABLE`.
+
+    ``factory(groups)`` gives the ``channels -> nn.Module`` layer factory (None: no norm);
+    ``module`` is the class :func:`init_weights` sets to weight 1, bias 0; ``label`` is its name in
+    tables and figures.
+    """
+
+    label: str
+    factory: Callable[[int], NormLayer | None]
+    module: type[nn.Module] | None
+
+
+def _group_norm(groups: int) -> NormLayer:
+    def group_norm(channels: int) -> nn.Module:
+        return nn.GroupNorm(largest_divisor_at_most(channels, groups), channels)
+
+    return group_norm
+
+
+def _layer_norm(groups: int) -> NormLayer:
+    def layer_norm(channels: int) -> nn.Module:
+        return nn.GroupNorm(1, channels)
+
+    return layer_norm
+
+
+def _instance_norm(groups: int) -> NormLayer:
+    def instance_norm(channels: int) -> nn.Module:
+        return nn.GroupNorm(channels, channels)
+
+    return instance_norm
+
+
+NORM_TABLE: dict[str, Norm] = {
+    "bn": Norm("BatchNorm", lambda groups: nn.BatchNorm2d, nn.BatchNorm2d),
+    "gn": Norm("GroupNorm", _group_norm, nn.GroupNorm),
+    "ln": Norm("LayerNorm", _layer_norm, nn.GroupNorm),
+    "in": Norm("InstanceNorm", _instance_norm, nn.GroupNorm),
+    "none": Norm("no norm", lambda groups: None, None),
+}
+NORMS: tuple[str, ...] = tuple(NORM_TABLE)  # the accepted values of norm=, in table order
+
+
 def make_norm_layer(norm: str, groups: int = 32) -> NormLayer | None:
-    """A ``channels -> nn.Module`` factory for ``norm`` (one of :data:`NORMS`), or None for 'none'."""
+    """A ``channels -> nn.Module`` factory for ``norm`` (a key of :data:`NORM_TABLE`), or None for 'none'."""
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise UserError(f"norm groups must be a positive integer, got {groups!r}")
-    if norm == "bn":
-        return nn.BatchNorm2d
-    if norm == "gn":
-
-        def group_norm(channels: int) -> nn.Module:
-            return nn.GroupNorm(largest_divisor_at_most(channels, groups), channels)
-
-        return group_norm
-    if norm == "ln":
-
-        def layer_norm(channels: int) -> nn.Module:
-            return nn.GroupNorm(1, channels)
-
-        return layer_norm
-    if norm == "in":
-
-        def instance_norm(channels: int) -> nn.Module:
-            return nn.GroupNorm(channels, channels)
-
-        return instance_norm
-    if norm == "none":
-        return None
-    raise unknown_value("norm", norm, NORMS)
+    if norm not in NORM_TABLE:
+        raise unknown_value("norm", norm, NORM_TABLE)
+    return NORM_TABLE[norm].factory(groups)
 
 
 def norm_or_identity(norm_layer: NormLayer | None, channels: int) -> nn.Module:
@@ -92,13 +117,17 @@ def restore_conv_biases(model: nn.Module) -> nn.Module:
 
 
 def init_weights(model: nn.Module) -> nn.Module:
-    """He (Kaiming) init as in torchvision's ResNet: conv fan_out/ReLU, norms weight 1 bias 0."""
+    """He (Kaiming) init as in torchvision's ResNet: conv fan_out/ReLU, norms weight 1 bias 0.
+
+    The norms are the module classes of :data:`NORM_TABLE` (affine ones: a weight and a bias).
+    """
+    norm_types = tuple({n.module for n in NORM_TABLE.values() if n.module is not None})
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(m, norm_types) and getattr(m, "weight", None) is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     return model

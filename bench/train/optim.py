@@ -74,9 +74,14 @@ def build_optimizer(cfg: RunConfig, params: Iterable[Any]) -> torch.optim.Optimi
     params = list(params)
     tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
     on_cuda = bool(tensors) and all(t.is_cuda for t in tensors)
-    flag = OPTIMIZERS.meta(cfg.optimizer).get("accel")  # registered without accel=: torch's defaults
-    accel = {flag: True} if on_cuda and flag else {}
-    return factory(cfg, params, accel)
+    return factory(cfg, params, accel_kwargs(cfg.optimizer, on_cuda))
+
+
+def accel_kwargs(name: str, on_cuda: bool) -> dict[str, bool]:
+    """``{accel: True}`` for an optimiser registered with ``accel=`` whose parameters are all on CUDA;
+    ``{}`` otherwise (on a CPU, or when none was registered: torch's defaults on every device)."""
+    flag = OPTIMIZERS.meta(name).get("accel")
+    return {flag: True} if on_cuda and flag else {}
 
 
 # ---------------------------------------------------------------------------------------- schedules
