@@ -16,10 +16,6 @@ from typing import Any
 from bench.config import RunConfig
 from bench.errors import UserError
 
-# Training-set sizes and image shapes of the named data sets (before the validation split).
-KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000}
-KNOWN_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
-
 _built: set[str] = set()  # model configs already built once in this process
 
 
@@ -28,7 +24,7 @@ def dataset_facts(dataset: str) -> tuple[int | None, tuple[int, int, int] | None
 
     Unknown base names and bad ``synthetic:`` options are a UserError."""
     from bench.data import DATASETS
-    from bench.data.synthetic import parse_spec
+    from bench.data.sources import stored_shape, stored_train_size
 
     base, colon, arg = dataset.partition(":")
     DATASETS.get(base.strip())  # unknown name -> UserError with close matches
@@ -36,10 +32,7 @@ def dataset_facts(dataset: str) -> tuple[int | None, tuple[int, int, int] | None
         raise UserError(f"data set {base!r} takes no options, got {dataset!r}")
     if base.strip() == "imagefolder" and not arg.strip():
         raise UserError("data set 'imagefolder:' needs a path (accepted: imagefolder:<folder or .tar[.gz]>)")
-    if base.strip() == "synthetic":
-        spec = parse_spec(arg.strip() or None)
-        return spec.train, (spec.channels, spec.size, spec.size)
-    return KNOWN_TRAIN_SIZES.get(base.strip()), KNOWN_SHAPES.get(base.strip())
+    return stored_train_size(dataset), stored_shape(dataset)  # the data layer's one lookup
 
 
 def check_config(cfg: RunConfig) -> None:

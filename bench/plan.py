@@ -8,24 +8,16 @@ from typing import Any
 import pandas as pd
 
 from bench.config import RunConfig
-from bench.data.synthetic import SyntheticSpec, parse_spec
+from bench.data.sources import input_shape, stored_shape, stored_train_size
 from bench.store import ResultsStore
 from bench.study import Selection, Study
-
-from bench.checks import KNOWN_SHAPES, KNOWN_TRAIN_SIZES  # noqa: F401  (re-exported: one table)
-
-
-def _synthetic(name: str) -> SyntheticSpec:
-    return parse_spec(name.split(":", 1)[1] if ":" in name else None)
 
 
 def estimate_samples(cfg: RunConfig) -> int | None:
     """Training samples the run processes (epochs x train size, or iterations x batch)."""
     if cfg.iterations:
         return cfg.iterations * cfg.batch_size
-    n = KNOWN_TRAIN_SIZES.get(cfg.dataset)
-    if cfg.dataset.startswith("synthetic"):
-        n = _synthetic(cfg.dataset).train
+    n = stored_train_size(cfg.dataset)
     if n is None:
         return None
     n = cfg.train_subset or n - (int(cfg.val_size) if cfg.val_size >= 1 else int(n * cfg.val_size))
@@ -33,13 +25,8 @@ def estimate_samples(cfg: RunConfig) -> int | None:
 
 
 def estimate_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
-    if cfg.dataset.startswith("synthetic"):
-        o = _synthetic(cfg.dataset)
-        shape = (o.channels, o.size, o.size)
-    else:
-        shape = KNOWN_SHAPES.get(cfg.dataset, (3, 32, 32))
-    side = cfg.crop_size or cfg.image_size
-    return (shape[0], side, side) if side else shape
+    """The model's input shape, without loading the data (CIFAR-sized when only loading can tell)."""
+    return input_shape(cfg, stored_shape(cfg.dataset) or (3, 32, 32))
 
 
 def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: dict[str, Any] | None,

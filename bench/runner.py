@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.config import RunConfig
-from bench.errors import UserError
+from bench.data.sources import input_shape
 from bench.files import read_json, write_atomic, write_json
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
 from bench.store import ResultsStore
@@ -30,19 +30,6 @@ RETRYABLE = ("failed", "oom")
 # Part of every measurement cache key: raise it when what get_measurements records changes, so
 # that cached measurements of the old kind are taken again instead of reaching new records.
 MEASUREMENT_SCHEMA = 2
-
-
-def resolve_device(device: str | None) -> str:
-    """'auto' (or None) -> 'cuda' when a GPU is visible, else 'cpu'; anything else is checked."""
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for, but no CUDA GPU is visible (accepted here: cpu, auto)")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise UserError(f"bad device {device!r} (accepted: auto, cpu, cuda, cuda:<index>)")
-    return device
 
 
 _DATA: dict[tuple[str, str], Any] = {}
@@ -56,13 +43,6 @@ def load_data(dataset: str, data_dir: str | None) -> Any:
     if key not in _DATA:
         _DATA[key] = load_dataset(dataset, data_dir)
     return _DATA[key]
-
-
-def input_shape(cfg: RunConfig, data: Any) -> tuple[int, int, int]:
-    """The (C, H, W) the model sees: crop size, else resize size, else the data's own size."""
-    c, h, w = data.train.images.shape[1:]
-    side = cfg.crop_size or cfg.image_size
-    return (int(c), int(side or h), int(side or w))
 
 
 def measurement_key(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int, device_name: str) -> str:
@@ -85,15 +65,15 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
     """Params, MACs/FLOPs, speed and memory for this model and input, measured once and cached."""
     from bench.measure import environment, measure_model
 
-    shape = input_shape(cfg, data)
-    num_classes = len(data.train.classes)
+    shape = input_shape(cfg, data.image_shape)
+    num_classes = data.num_classes
     key = measurement_key(cfg, shape, num_classes, str(environment().get("device_name")) + device)
     path = store.study_dir(study) / "measurements" / f"{key}.json"
     if path.exists():
         return read_json(path)
     import torch
 
-    from bench.train.loop import resolve_precision
+    from bench.device import resolve_precision
 
     # measure in the precision the run will actually use (e.g. fp16 -> bf16 on a CPU)
     precision = resolve_precision(cfg.precision, torch.device(device)).used

@@ -55,7 +55,7 @@ def measure_table(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
     """The full measurement of one model as a two-column table, plus the layer view if asked."""
     from bench.measure import layer_table, measure_model
     from bench.models import create_model, model_info
-    from bench.runner import resolve_device
+    from bench.device import parse_device
 
     info = model_info(args.model)
     from bench.config import MIN_SIDE, PRECISIONS
@@ -76,7 +76,7 @@ def measure_table(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
         if not k.startswith("model_kwargs."):
             raise UserError(f"bench measure takes only --set model_kwargs.<name>=<value>, got {k!r}")
         kwargs[k.split(".", 1)[1]] = v  # parsed by parse_set_args
-    device = resolve_device(args.device)
+    device = parse_device(args.device)  # the text: measure_model resolves it (and records it as given)
     m = measure_model(args.model, input_shape=(c, h, w), batch_size=args.batch_size, device=device,
                       num_classes=args.num_classes, model_kwargs=kwargs, precision=args.precision,
                       speed=not args.no_speed)

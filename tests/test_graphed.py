@@ -28,7 +28,8 @@ from bench.train import engine as engine_mod
 from bench.train import graphed
 from bench.train import train
 from bench.train.graphed import AUTO_USES_GRAPH, GraphTrainer, GraphUnsupported, graph_decision, lr_table_values
-from bench.train.loop import Precision, resolve_precision, train_epoch
+from bench.device import Precision, resolve_precision
+from bench.train.loop import train_epoch
 from bench.train.optim import build_optimizer, build_schedule
 
 SPEC = "synthetic:train=200,test=40,size=28,channels=1,noise=0.2"  # 200 = 3 x 64 + 8: a partial batch

@@ -17,6 +17,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 import torch
@@ -33,9 +34,12 @@ from bench.data.dataset import (
     sha256_files,
 )
 from bench.data.imagefolder import load_imagefolder
-from bench.data.synthetic import make_synthetic
+from bench.data.synthetic import make_synthetic, parse_spec
 from bench.errors import UserError
 from bench.registry import Registry
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
 
 # A source takes the text after ``name:`` (None if absent), the data folder and the cache folder.
 Source = Callable[[str | None, Path, Path], LoadedData]
@@ -83,6 +87,34 @@ def available_locally(name: str, data_dir: str | Path | None = None) -> bool:
     return base == "cifar10" and _find_cifar10_jpeg(root) is not None
 
 
+def stored_shape(dataset: str) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of the images of ``dataset``, known without loading it: the registry's ``shape``
+    for the named sets, the options for ``synthetic[:...]``; None when only loading can tell
+    (image folders, unknown names). A loaded set has it as ``LoadedData.image_shape``."""
+    base, _, arg = dataset.partition(":")
+    base = base.strip()
+    if base == "synthetic":
+        spec = parse_spec(arg.strip() or None)
+        return (spec.channels, spec.size, spec.size)
+    return DATASETS.meta(base).get("shape") if base in DATASETS else None
+
+
+def stored_train_size(dataset: str) -> int | None:
+    """Training images of ``dataset`` before any split, known without loading it (as :func:`stored_shape`)."""
+    base, _, arg = dataset.partition(":")
+    if base.strip() == "synthetic":
+        return parse_spec(arg.strip() or None).train
+    return DATASETS.meta(base.strip()).get("train_size") if base.strip() in DATASETS else None
+
+
+def input_shape(cfg: RunConfig, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` the model sees for images of ``image_shape``: crop size, else resize size,
+    else the images' own size (the loaders' output, :func:`~bench.data.dataset.output_size`)."""
+    c, h, w = image_shape
+    side = cfg.crop_size or cfg.image_size
+    return (int(c), int(side or h), int(side or w))
+
+
 @DATASETS.register("synthetic", takes_arg=True, description="deterministic class-template images (options)")
 def _synthetic(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
     return make_synthetic(arg, name=f"synthetic:{arg}" if arg else "synthetic")
@@ -102,17 +134,20 @@ def _imagefolder(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData
 # ---------------------------------------------------------------- torchvision sets
 
 
-def _torchvision(name: str, cls: type, description: str) -> None:
+def _torchvision(name: str, cls: type, description: str, shape: tuple[int, int, int], train_size: int) -> None:
     def source(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
         return _load_torchvision(name, cls, data_dir, cache_dir)
 
-    DATASETS.add(name, source, description=description, torchvision=cls.__name__)
+    DATASETS.add(name, source, description=description, torchvision=cls.__name__, shape=shape,
+                 train_size=train_size)
 
 
-_torchvision("cifar10", datasets.CIFAR10, "CIFAR-10 (torchvision; or cifar10-jpeg.tar.gz in the data folder)")
-_torchvision("cifar100", datasets.CIFAR100, "CIFAR-100 (torchvision)")
-_torchvision("mnist", datasets.MNIST, "MNIST (torchvision; raw .gz files accepted)")
-_torchvision("fashion_mnist", datasets.FashionMNIST, "Fashion-MNIST (torchvision; raw .gz files accepted)")
+_torchvision("cifar10", datasets.CIFAR10, "CIFAR-10 (torchvision; or cifar10-jpeg.tar.gz in the data folder)",
+             (3, 32, 32), 50_000)
+_torchvision("cifar100", datasets.CIFAR100, "CIFAR-100 (torchvision)", (3, 32, 32), 50_000)
+_torchvision("mnist", datasets.MNIST, "MNIST (torchvision; raw .gz files accepted)", (1, 28, 28), 60_000)
+_torchvision("fashion_mnist", datasets.FashionMNIST, "Fashion-MNIST (torchvision; raw .gz files accepted)",
+             (1, 28, 28), 60_000)
 
 
 def _is_mnist_like(cls: type) -> bool:

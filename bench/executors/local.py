@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from bench.data.sources import input_shape
+from bench.device import parse_device
 from bench.errors import UserError
 from bench.runner import (
     WorkSpec,
-    input_shape,
     load_data,
-    resolve_device,
     run_cells_inline,
     status_counts,
     work,
@@ -76,10 +76,10 @@ def _largest_model(cells: Sequence[Cell], data_dir: str | None) -> tuple[int, in
     for c in cells:
         cfg = c.config
         data = load_data(cfg.dataset, data_dir)  # already loaded by check_data: cached
-        ch, h, w = input_shape(cfg, data)
-        key = repr((cfg.model, cfg.model_kwargs, ch, len(data.train.classes)))
+        ch, h, w = input_shape(cfg, data.image_shape)
+        key = repr((cfg.model, cfg.model_kwargs, ch, data.num_classes))
         if key not in seen:
-            kwargs = dict(num_classes=len(data.train.classes), in_channels=ch, **cfg.model_kwargs)
+            kwargs = dict(num_classes=data.num_classes, in_channels=ch, **cfg.model_kwargs)
             try:
                 with torch.device("meta"):  # builds the model without allocating its weights
                     model = create_model(cfg.model, **kwargs)
@@ -141,7 +141,7 @@ def resolve_slots(device: str, gpus: str | None) -> tuple[str, list[int | None]]
     anything is written)."""
     import torch
 
-    device = resolve_device(device)
+    device = parse_device(device)
     count = torch.cuda.device_count() if device.startswith("cuda") else 0
     parse_gpus_format(gpus)  # a malformed value is named as such whatever the device
     if device == "cpu":

@@ -23,9 +23,10 @@ from typing import Any
 import submitit
 
 from bench.errors import UserError
-from bench.runner import WorkSpec, resolve_device, status_counts, work
+from bench.device import parse_device
 from bench.files import read_json, write_json
 from bench.record import RunRecord
+from bench.runner import WorkSpec, status_counts, work
 from bench.store import ResultsStore
 from bench.study import Cell, Study
 
@@ -78,7 +79,7 @@ class CellTask(submitit.helpers.Checkpointable):
         if job:
             release_own_claims(spec, job)
         worker = f"slurm:{job}@{socket.gethostname()}" if job else f"submitit:{os.getpid()}@{socket.gethostname()}"
-        return work(replace(spec, device=resolve_device(spec.device), worker=spec.worker or worker))
+        return work(replace(spec, device=parse_device(spec.device), worker=spec.worker or worker))
 
     def checkpoint(self, spec: WorkSpec) -> submitit.helpers.DelayedSubmission:
         """Requeue this same task: the run folder's checkpoint carries the training state."""
@@ -221,7 +222,7 @@ def run_submitit(
     executor = executor or make_executor(cluster, folder)
     if cluster == "debug":
         parameters = {}  # the debug executor runs in this process: no resources to ask for
-        device = resolve_device(device)  # here, where it runs
+        device = parse_device(device)  # here, where it runs
     # Tasks may start in another working directory: give them absolute paths.
     results_dir = str(Path(store.root).resolve())
     data_dir = str(Path(data_dir).resolve()) if data_dir else None

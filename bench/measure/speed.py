@@ -6,7 +6,6 @@ host-to-device copies are not in the figures.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bench.device import on_device
 from bench.errors import UserError
 from bench.measure._step import (
     OptimizerFactory,
@@ -64,12 +64,6 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, repe
     return times
 
 
-def _on(device: torch.device):
-    """Make ``device`` the current CUDA device (kernels of ops on it go there anyway; this keeps
-    library calls that use the current device, e.g. cuBLAS handles, on the same one)."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
 def measure_speed(
     model: nn.Module,
     input_shape: tuple[int, int, int],
@@ -100,7 +94,7 @@ def measure_speed(
     m = private_copy(model, dev, channels_last)
     x = make_input(tuple(input_shape), batch_size, dev, channels_last)
     step = build_step(m, x, mode, precision, dev, optimizer)
-    with _on(dev):
+    with on_device(dev):
         times = time_steps(step, dev, warmup, repeats)
     q1, med, q3 = _quartiles(times)
     return {

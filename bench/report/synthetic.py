@@ -9,7 +9,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.config import apply_overrides
+from bench.data.sources import stored_shape
 from bench.files import write_atomic
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
 from bench.store import ResultsStore
@@ -26,12 +26,9 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 def _shape(dataset: str) -> tuple[int, int]:
-    """(channels, side) of a data set name as the registry spells it."""
-    if dataset.startswith("synthetic"):
-        ch = re.search(r"channels=(\d+)", dataset)
-        size = re.search(r"size=(\d+)", dataset)
-        return int(ch.group(1)) if ch else 3, int(size.group(1)) if size else 32
-    return (1, 28) if "mnist" in dataset else (3, 32)
+    """(channels, side) of a data set name, from the data layer's shape lookup."""
+    c, h, _ = stored_shape(dataset) or (3, 32, 32)
+    return c, h
 
 
 def _environment(cuda: bool) -> dict[str, Any]:

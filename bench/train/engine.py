@@ -22,7 +22,6 @@ eager loop and the summary says why (``engine_fallback_reason``); ``engine_used`
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -44,7 +43,8 @@ from bench.record import EpochRow
 from bench.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bench.train.evaluate import evaluate, first_conv_weight, prediction_artifacts, save_artifacts
 from bench.train.graphed import GraphTrainer, GraphUnsupported, graph_decision
-from bench.train.loop import Precision, numerics, resolve_precision, train_epoch
+from bench.device import Precision, numerics, on_device, resolve_device, resolve_precision
+from bench.train.loop import train_epoch
 from bench.train.optim import build_optimizer, build_schedule
 from bench.train.summary import HISTORY_KEYS, summarise
 
@@ -112,13 +112,10 @@ def train(
     after each epoch's checkpoint, so an exception raised there leaves a resumable run. A non-finite
     loss ends the run with status 'diverged' (no exception); user mistakes raise ``UserError``.
     """
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = resolve_device(device)
     # cuda:N the current device for the run: bf16 support, events, CUDA-graph capture, cuBLAS/cuDNN
     # handles and the optimizers' capture check all use the current device, not the tensors' device
-    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with on_device:
+    with on_device(device):
         prec = resolve_precision(cfg.precision, device)
         splits = prepare_splits(cfg, data_dir, data)
         with numerics(prec, device):
@@ -147,7 +144,7 @@ class _Run:
 
         torch.manual_seed(cfg.seed)  # the model's initialisation depends on cfg.seed only
         model = create_model(
-            cfg.model, num_classes=len(self.classes), in_channels=int(splits.train.images.shape[1]),
+            cfg.model, num_classes=splits.info.num_classes, in_channels=splits.info.in_channels,
             **cfg.model_kwargs,
         ).to(device)
         if cfg.channels_last:

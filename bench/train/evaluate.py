@@ -14,7 +14,7 @@ from bench.files import write_atomic
 from torch import nn
 
 from bench.models.outputs import split_outputs
-from bench.train.loop import Precision, autocast
+from bench.device import Precision, autocast
 
 MAX_MISCLASSIFIED = 36
 

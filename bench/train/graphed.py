@@ -60,10 +60,10 @@ from torch import nn
 
 from bench.config import RunConfig
 from bench.data.gpu_loader import GpuLoader
+from bench.device import Precision
 from bench.train.capture import CudaGraphOps, GraphUnsupported, Snapshot
 from bench.train.feeds import CopyFeed, DeviceFeed
-from bench.models.outputs import split_outputs
-from bench.train.loop import DIVERGENCE_CHECK_EVERY, DivergenceWatch, EpochStats, Precision
+from bench.train.loop import DIVERGENCE_CHECK_EVERY, DivergenceWatch, EpochStats, TrainStep
 from bench.train.optim import Schedule
 
 __all__ = [
@@ -122,18 +122,11 @@ def lr_table_values(schedule: Schedule, base_lr: float, n: int) -> list[float]:
     return [base_lr * schedule(i) for i in range(max(n, 1))]
 
 
-def _autocast(prec: Precision, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    # cache_enabled=False: autocast's weight-cast cache must not outlive a captured region; the values
-    # are the same as with the cache (it only avoids casting a weight twice).
-    if prec.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=prec.autocast_dtype, cache_enabled=False)
-
-
 class StaticStep:
     """One training step as a function of static device state: the body a CUDA graph captures.
 
-    Owns the 0-dim device tensors the step reads and writes: ``lr`` (every param group's lr),
+    The step itself is the eager loop's :class:`~bench.train.loop.TrainStep` (``capturable``: no
+    autocast weight cache, no GradScaler); around it, the 0-dim device tensors it reads and writes: ``lr`` (every param group's lr),
     ``step`` (global iteration, int64), ``loss_sum`` (sum of batch-mean loss x batch size) and
     ``correct`` (main-head argmax hits). Called directly it is an ordinary eager step, on any device
     and any batch size: the same code path as the captured one, minus the capture.
@@ -151,8 +144,9 @@ class StaticStep:
         channels_last: bool,
         lr_table: torch.Tensor,
     ) -> None:
-        self.model, self.optimizer, self.criterion = model, optimizer, criterion
-        self.aux_weight, self.prec, self.device, self.channels_last = aux_weight, prec, device, channels_last
+        self.model, self.optimizer = model, optimizer
+        self.train_step = TrainStep(model, criterion, optimizer, prec, device, channels_last=channels_last,
+                                    aux_weight=aux_weight, capturable=True)
         self.lr_table = lr_table
         self.lr = torch.zeros((), dtype=torch.float32, device=device)
         self.step = torch.zeros((), dtype=torch.int64, device=device)
@@ -170,19 +164,10 @@ class StaticStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         last = self.lr_table.shape[0] - 1
         self.lr.copy_(self.lr_table.index_select(0, self.step.clamp(max=last).view(1)).squeeze(0))
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)  # no-op when the feed already did it
-        with _autocast(self.prec, self.device):
-            main, aux = split_outputs(self.model(x))
-            loss = self.criterion(main, y)
-            for a in aux:
-                loss = loss + self.aux_weight * self.criterion(a, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        loss, main = self.train_step(x, y)
         n = y.shape[0]
-        self.loss_sum += loss.detach().float() * n
-        self.correct += (main.detach().argmax(1) == y).sum()
+        self.loss_sum += loss.float() * n
+        self.correct += (main.argmax(1) == y).sum()
         self.step += 1
 
 

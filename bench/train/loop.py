@@ -1,4 +1,10 @@
-"""The eager training step loop and its numerics: precision, loss over tuple outputs, divergence.
+"""The training step and the eager loop: :class:`TrainStep`, the per-step lr, device-side sums, divergence.
+
+:class:`TrainStep` is what the eager loop, the CUDA-graph engine (:mod:`bench.train.graphed`, which
+captures it), the step micro-benchmark (:mod:`bench.measure.speed` and ``.memory``) and ``bench perf``
+call. It owns the decisions a step makes: the memory format of the input, the autocast region, the
+loss over tuple outputs (main head plus weighted auxiliary heads), gradient zeroing and loss
+scaling. The lr, sums and counters are the callers' business.
 
 Nothing here reads a device value inside the step loop: loss and correct counts accumulate in
 device tensors that the caller reads once per epoch, and the divergence check reads a flag that was
@@ -7,74 +13,75 @@ copied to pinned host memory without blocking (CUDA) or every ``DIVERGENCE_CHECK
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from bench.device import Precision, autocast
 from bench.models.outputs import split_outputs
 from bench.train.optim import Schedule
+
 
 # Steps between divergence flag reads. On CUDA the read is of a copy made K steps earlier whose
 # event has completed, so it never waits on the GPU; a NaN is caught within ~2K steps of appearing.
 DIVERGENCE_CHECK_EVERY = 50
 
 
-@dataclass(frozen=True)
-class Precision:
-    """How a run computes: the precision actually used and what that means for autocast/scaling."""
-
-    used: str  # fp32 | tf32 | bf16 | fp16
-    autocast_dtype: torch.dtype | None
-    use_scaler: bool
-    tf32: bool
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def resolve_precision(requested: str, device: torch.device) -> Precision:
-    """Map ``cfg.precision`` to what ``device`` can do, falling back honestly (recorded as ``used``).
+@dataclass
+class TrainStep:
+    """``step(x, y) -> (loss, main_logits)``, both detached; never reads a device value on the host.
 
-    CPU: tf32 does not exist (-> fp32) and fp16 autocast has no fast kernels nor GradScaler use there
-    (-> bf16). CUDA without bf16 support: bf16 -> fp16 with loss scaling.
+    Order: input to channels_last (when asked; a no-op if the loader already did it), forward under
+    autocast, ``loss = criterion(main, y) + aux_weight * sum(criterion(aux, y))``,
+    ``zero_grad(set_to_none=True)``, backward and ``optimizer.step()`` (through ``scaler`` for fp16).
+    ``capturable=True`` (the graphed engine) turns autocast's weight-cast cache off; it also requires
+    that no GradScaler is used, whose inf checks run on the host.
     """
-    cuda = device.type == "cuda"
-    if requested == "tf32" and not cuda:
-        requested = "fp32"
-    if requested == "fp16" and not cuda:
-        requested = "bf16"
-    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        requested = "fp16"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(requested)
-    return Precision(used=requested, autocast_dtype=dtype, use_scaler=requested == "fp16", tf32=requested == "tf32")
 
+    model: nn.Module
+    criterion: Criterion
+    optimizer: torch.optim.Optimizer
+    prec: Precision
+    device: torch.device
+    channels_last: bool = False
+    aux_weight: float = 0.0
+    scaler: torch.amp.GradScaler | None = None
+    capturable: bool = False
 
-@contextlib.contextmanager
-def numerics(prec: Precision, device: torch.device) -> Iterator[None]:
-    """Set TF32 and cuDNN autotuning for the run and restore the previous values afterwards.
+    def __post_init__(self) -> None:
+        if self.scaler is not None and not self.scaler.is_enabled():
+            self.scaler = None
+        if self.capturable and self.scaler is not None:
+            raise ValueError("a capturable step cannot use a GradScaler (its inf checks are host-side)")
 
-    TF32 is on only for ``tf32``: cuDNN enables it for convolutions by default, which would make an
-    'fp32' arm silently TF32 on Ampere and later. cuDNN benchmark mode picks the fastest conv
-    algorithms (fixed input shapes here), at the cost of bitwise run-to-run determinism on CUDA.
-    """
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = prec.tf32
-        torch.backends.cudnn.allow_tf32 = prec.tf32
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = old
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and loss only: ``(loss, main logits)`` with the graph kept for backward."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.prec, self.device, cache=not self.capturable):
+            main, aux = split_outputs(self.model(x))
+            loss = self.criterion(main, y)
+            for a in aux:
+                loss = loss + self.aux_weight * self.criterion(a, y)
+        return loss, main
 
-
-def autocast(prec: Precision, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """The autocast context for a forward pass (a no-op for fp32/tf32)."""
-    if prec.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=prec.autocast_dtype)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, main = self.loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach(), main.detach()
 
 
 class DivergenceWatch:
@@ -141,6 +148,8 @@ def train_epoch(
     aux_weight * sum(CE(aux))`` for tuple outputs; accuracy counts the main logits only.
     """
     model.train()
+    step = TrainStep(model, criterion, optimizer, prec, device, channels_last=channels_last,
+                     aux_weight=aux_weight, scaler=scaler)
     loss_sum = torch.zeros((), device=device, dtype=torch.float32)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     watch = DivergenceWatch(device)
@@ -150,24 +159,10 @@ def train_epoch(
         lr = base_lr * schedule(it)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)  # no-op when the loader already did it
-        with autocast(prec, device):
-            main, aux = split_outputs(model(x))
-            loss = criterion(main, y)
-            for a in aux:
-                loss = loss + aux_weight * criterion(a, y)
-        optimizer.zero_grad(set_to_none=True)
-        if prec.use_scaler:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        loss, main = step(x, y)
         n = y.shape[0]
-        loss_sum += loss.detach().float() * n
-        correct += (main.detach().argmax(1) == y).sum()
+        loss_sum += loss.float() * n
+        correct += (main.argmax(1) == y).sum()
         samples += n
         it += 1
         if (it - start_iteration) % DIVERGENCE_CHECK_EVERY == 0 and watch.poll(loss_sum):

@@ -1,0 +1,114 @@
+"""Where and in what precision a run computes: the one place both are decided.
+
+:func:`parse_device` checks the user's ``--device`` text (``auto`` decided here) and keeps ``cuda``
+meaning "the CUDA GPUs" for the executors that spread workers over them; :func:`resolve_device`
+turns it into the concrete ``torch.device`` a run uses (``cuda`` -> ``cuda:<current>``).
+:func:`resolve_precision` maps ``cfg.precision`` to what that device can do; :func:`numerics` and
+:func:`autocast` apply the result. Training, the measurements and ``bench perf`` all use these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench.errors import UserError
+
+
+def parse_device(device: str | None) -> str:
+    """'auto' (or None) -> 'cuda' when a GPU is visible, else 'cpu'; anything else is checked."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but no CUDA GPU is visible (accepted here: cpu, auto)")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise UserError(f"bad device {device!r} (accepted: auto, cpu, cuda, cuda:<index>)")
+    return device
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The concrete ``torch.device``: text as :func:`parse_device` accepts it, or a ``torch.device``.
+
+    ``cuda`` without an index is the current CUDA device, so events, streams, bf16 support and graph
+    capture (which use the current device) and the tensors agree. A UserError for a bad name or a
+    CUDA device on a machine without one.
+    """
+    if not isinstance(device, torch.device):
+        text = parse_device(None if device is None else str(device))
+        try:
+            device = torch.device(text)
+        except (RuntimeError, TypeError) as e:
+            raise UserError(f"bad device {text!r} ({e})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {str(device)!r} asked for, but no CUDA GPU is visible (accepted here: cpu, auto)")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Make ``device`` the current CUDA device (library calls that use the current device, e.g.
+    cuBLAS handles, then go to the same one); a no-op elsewhere."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes: the precision actually used and what that means for autocast/scaling."""
+
+    used: str  # fp32 | tf32 | bf16 | fp16
+    autocast_dtype: torch.dtype | None
+    use_scaler: bool
+    tf32: bool
+
+
+def resolve_precision(requested: str, device: torch.device) -> Precision:
+    """Map ``cfg.precision`` to what ``device`` can do, falling back honestly (recorded as ``used``).
+
+    CPU: tf32 does not exist (-> fp32) and fp16 autocast has no fast kernels nor GradScaler use there
+    (-> bf16). CUDA without bf16 support: bf16 -> fp16 with loss scaling.
+    """
+    cuda = device.type == "cuda"
+    if requested == "tf32" and not cuda:
+        requested = "fp32"
+    if requested == "fp16" and not cuda:
+        requested = "bf16"
+    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        requested = "fp16"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(requested)
+    return Precision(used=requested, autocast_dtype=dtype, use_scaler=requested == "fp16", tf32=requested == "tf32")
+
+
+@contextlib.contextmanager
+def numerics(prec: Precision, device: torch.device, *, autotune: bool = True) -> Iterator[None]:
+    """Set TF32 (and, with ``autotune``, cuDNN autotuning) and restore the previous values afterwards.
+
+    TF32 is on only for ``tf32``: cuDNN enables it for convolutions by default, which would make an
+    'fp32' arm silently TF32 on Ampere and later. cuDNN benchmark mode picks the fastest conv
+    algorithms (fixed input shapes here), at the cost of bitwise run-to-run determinism on CUDA.
+    """
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = prec.tf32
+        torch.backends.cudnn.allow_tf32 = prec.tf32
+        if autotune and device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = old
+
+
+def autocast(prec: Precision, device: torch.device, *, cache: bool = True) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context for a forward pass (a no-op for fp32/tf32).
+
+    ``cache=False`` for a step a CUDA graph captures: autocast's weight-cast cache must not outlive a
+    captured region (the values are the same; the cache only avoids casting a weight twice).
+    """
+    if prec.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=prec.autocast_dtype, cache_enabled=cache)
