@@ -98,9 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("claims", help="the verdict table of a study's claims on its recorded runs")
     cl.add_argument("study")
 
-    ex = sub.add_parser("export", help="a study's records as Parquet tables")
-    ex.add_argument("target", help="parquet")
+    ex = sub.add_parser("export", help="a study's records as Parquet tables, or to TensorBoard / MLflow")
+    ex.add_argument("target", help="parquet | tensorboard | mlflow")
     ex.add_argument("study")
+    ex.add_argument("--logdir", default=None, help="tensorboard: where event files go (default <results>/<study>/tensorboard)")
+    ex.add_argument("--tracking-uri", default=None,
+                    help="mlflow: tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<results>/mlflow.db)")
 
     rp = sub.add_parser("report", help="build the HTML report of a study (and results/index.html)")
     rp.add_argument("study", nargs="?")

@@ -43,4 +43,11 @@ def export(target: str, study: str, results_dir: str | Path, args: argparse.Name
     return fn(study, Path(results_dir), args or argparse.Namespace())
 
 
+def _load_exporters() -> None:
+    """Register the tracker exporters (their modules import the trackers only when they run)."""
+    from bench.export import mlflow, tensorboard  # noqa: F401
+
+
+_load_exporters()
+
 __all__ = ["EXPORTS", "export", "require_records"]
