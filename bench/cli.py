@@ -322,6 +322,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         from bench.study import get_study
 
         get_study(args.study)  # a clear error for an unknown name
+    store = ResultsStore(args.results_dir)
+    if args.study and args.study not in store.studies():
+        raise UserError(f"no results of study {args.study!r} under {args.results_dir}/ to report "
+                        f"(accepted: a study with records; `bench run {args.study}` makes them)")
+    if not names:
+        raise UserError(f"no study has results under {args.results_dir}/ (`bench run <study>` makes them)")
     for name in names:
         path = build_report(name, args.results_dir)
         print(f"report: {path}")

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from bench.faults import fault_point
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -41,6 +43,7 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[Any]], None]
                 f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point(f"write:{path.name}")  # BENCH_FAULT=write:<name>: a kill with the temp file whole
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,12 +15,14 @@ import socket
 import sys
 import time
 import traceback
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bench.config import RunConfig
 from bench.data.sources import input_shape
+from bench.faults import fault_point
 from bench.files import read_json, write_atomic, write_json
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
 from bench.store import ResultsStore
@@ -70,11 +72,17 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
     key = measurement_key(cfg, shape, num_classes, str(environment().get("device_name")) + device)
     path = store.study_dir(study) / "measurements" / f"{key}.json"
     if path.exists():
-        return read_json(path)
+        try:
+            cached = read_json(path)
+            if isinstance(cached, dict):
+                return cached
+        except ValueError:
+            pass  # a damaged cache entry is a miss: measured again and rewritten below
     import torch
 
     from bench.device import resolve_precision
 
+    fault_point("measure")
     # measure in the precision the run will actually use (e.g. fp16 -> bf16 on a CPU)
     precision = resolve_precision(cfg.precision, torch.device(device)).used
     on_gpu = device.startswith("cuda")
@@ -134,9 +142,16 @@ def execute_cell(
         if done is not None:
             return done  # finished by another worker between our look and our claim
         rd = store.run_dir(cell.study, cell.run_id)
+        # We alone write here now: drop what a killed writer left, set a damaged record aside.
+        store.clean_temp_files(cell.study, cell.run_id)
+        damage = store.damage(cell.study, cell.run_id)
+        if damage is not None:
+            moved = store.set_aside_damaged(cell.study, cell.run_id)
+            print(f"bench: {damage}; moved to {moved} and the cell runs again", file=sys.stderr)
         store.write_cell(cell)
         started = time.time()
-        history: list[EpochRow] = []
+        # A resumed run continues the recorded history (the checkpoint's epochs come first).
+        history: list[EpochRow] = _recorded_history(rd)
         metrics: dict[str, Any] = {}
         measurements: dict[str, Any] = {}
         status, error = "ok", None
@@ -146,13 +161,13 @@ def execute_cell(
                 measurements = get_measurements(cell.config, data, store, cell.study, device)
 
             def on_epoch(row: dict[str, Any]) -> None:
-                history.append(EpochRow(**row))
+                history[:] = [r for r in history if r.epoch < row["epoch"]] + [EpochRow(**row)]
                 store.write_history(cell.study, cell.run_id, history)
 
             from bench.train import save_artifacts, train
 
             result = train(cell.config, device=device, data_dir=data_dir, run_dir=rd, on_epoch=on_epoch,
-                           progress=progress, data=data)
+                           progress=progress, data=data, drop_checkpoint=False)
             history = [EpochRow(**r) for r in result.history] or history
             status, metrics = result.status, dict(result.summary)
             error = metrics.pop("error", None)
@@ -173,8 +188,23 @@ def execute_cell(
                               shared_gpu=shared_gpu, worker=worker, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
         record = RunRecord(cell=cell, outcome=Outcome(status, error), placement=placement, metrics=metrics,
                            measurements=measurements, environment=environment(), history=tuple(history))
+        fault_point("before-summary")
         store.write_record(record)
+        # Only now is the checkpoint redundant: a kill before this line resumes, never retrains.
+        from bench.train.checkpoint import CHECKPOINT_NAME
+
+        (rd / CHECKPOINT_NAME).unlink(missing_ok=True)
         return record
+
+
+def _recorded_history(rd: Path) -> list[EpochRow]:
+    """Rows of the run's history.csv (an interrupted run's epochs so far); [] if none or unreadable."""
+    import pandas as pd
+
+    try:
+        return [EpochRow(**r) for r in pd.read_csv(rd / "history.csv").to_dict("records")]
+    except (FileNotFoundError, pd.errors.EmptyDataError, ValueError, TypeError):
+        return []
 
 
 def pending_cells(cells: Sequence[Cell], store: ResultsStore, retry_failed: bool = False) -> list[Cell]:

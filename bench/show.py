@@ -36,7 +36,10 @@ def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
 
     rd = find_run(results_dir, run_id, study)
     lines = [f"run {rd.name}  ({rd})"]
-    if (rd / "summary.json").exists():
+    damage = ResultsStore(results_dir).damage(rd.parent.parent.name, rd.name)
+    if damage is not None:
+        lines.append(f"  {damage}: the next `bench run` moves it to damaged/ and runs the cell again")
+    elif (rd / "summary.json").exists():
         try:
             row = RunRecord.from_dict(read_json(rd / "summary.json")).to_row()
         except RecordError as exc:
@@ -44,14 +47,28 @@ def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
         lines += [f"  {k:<24} {row[k]}" for k in _KEY_METRICS if k in row]
     else:
         lines.append("  not finished (no summary.json yet)")
-    if (rd / "config.json").exists():
-        cfg = read_json(rd / "config.json")
+    cfg = _read(rd / "config.json")
+    if cfg is not None:
         lines.append("config:")
         lines += [f"  {k:<18} {v}" for k, v in sorted(cfg.items())]
+    hist = None
     if (rd / "history.csv").exists():
-        hist = pd.read_csv(rd / "history.csv")
+        try:
+            hist = pd.read_csv(rd / "history.csv")
+        except (pd.errors.EmptyDataError, ValueError) as exc:
+            lines.append(f"history: {rd / 'history.csv'} is damaged ({type(exc).__name__}); "
+                         "a rerun of the cell writes it again")
+    if hist is not None:
         cols = [c for c in ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_acc", "test_acc",
                             "epoch_time_s", "epoch_train_samples_per_s", "train_samples_per_s") if c in hist]
         lines.append("history:")
         lines.append(hist[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return "\n".join(lines)
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        v = read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    return v if isinstance(v, dict) else None

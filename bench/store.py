@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.errors import UserError
 from bench.files import read_json, write_atomic, write_json
 from bench.record import RENAMED_HISTORY, Cell, EpochRow, RecordError, RunRecord, identity_row
 
@@ -36,6 +37,13 @@ __all__ = ["Claim", "ResultsStore", "read_json", "write_atomic", "write_json"]
 
 STALE_AFTER_S = 120.0  # a claim whose heartbeat is older than this is taken to be dead
 HEARTBEAT_EVERY_S = 15.0
+# A claim is written whole right after its O_EXCL create: one still unreadable after this long was
+# left by a process killed in between, and is judged by its age alone.
+UNREADABLE_CLAIM_S = 10.0
+# Temporary files a kill can leave in a run folder (atomic writes); removed by the next claimant,
+# which alone writes there.
+TEMP_PATTERNS = (".*.tmp", "checkpoint.pt.tmp*")
+RECORD_FILES = ("summary.json", "history.csv", "artifacts.npz", "log.txt")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -123,15 +131,43 @@ class ResultsStore:
         path = self.run_dir(study, run_id) / "summary.json"
         try:
             s = read_json(path)
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             return None
-        return s if s.get("complete") else None
+        return s if isinstance(s, dict) and s.get("complete") else None
+
+    def damage(self, study: str, run_id: str) -> str | None:
+        """Why the run's summary.json cannot be read (truncated, not JSON), or None if it can or is absent."""
+        path = self.run_dir(study, run_id) / "summary.json"
+        try:
+            s = read_json(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (ValueError, OSError) as exc:
+            return f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        return None if isinstance(s, dict) else f"{path} is damaged (not a JSON object)"
+
+    def set_aside_damaged(self, study: str, run_id: str) -> Path | None:
+        """Move a damaged record into ``damaged/<n>/`` (kept for a look, never overwritten)."""
+        if self.damage(study, run_id) is None:
+            return None
+        return self._move_record(study, run_id, "damaged")
+
+    def clean_temp_files(self, study: str, run_id: str) -> list[Path]:
+        """Remove the temporary files a killed writer left in the run folder (call with the claim held)."""
+        rd = self.run_dir(study, run_id)
+        gone = [p for pat in TEMP_PATTERNS for p in rd.glob(pat) if p.is_file()]
+        for p in gone:
+            p.unlink(missing_ok=True)
+        return gone
 
     def state(self, study: str, run_id: str) -> str:
-        """'ok' | 'diverged' | 'oom' | 'failed' (finished), 'running' (fresh claim), 'stale', 'pending'."""
+        """'ok' | 'diverged' | 'oom' | 'failed' (finished), 'running' (fresh claim), 'stale', 'pending',
+        'damaged' (a summary.json that cannot be read: the next run sets it aside and runs the cell)."""
         s = self.summary(study, run_id)
         if s is not None:
             return str(s.get("status", "failed"))
+        if self.damage(study, run_id) is not None:
+            return "damaged"
         lock = self.run_dir(study, run_id) / "claim.lock"
         try:
             # Stale by heartbeat age, or at once when its process (on this host) is gone.
@@ -198,8 +234,8 @@ class ResultsStore:
             return True
         try:
             info = read_json(lock)
-        except ValueError:
-            return False  # being written right now
+        except ValueError:  # being written right now, or left empty by a kill
+            return time.time() - lock.stat().st_mtime >= UNREADABLE_CLAIM_S
         return info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1)))
 
     # -- records -------------------------------------------------------------------------------
@@ -207,20 +243,30 @@ class ResultsStore:
         write_json(self.study_dir(study) / "study.json", description)
 
     def read_study(self, study: str) -> dict[str, Any] | None:
+        path = self.study_dir(study) / "study.json"
         try:
-            return read_json(self.study_dir(study) / "study.json")
-        except FileNotFoundError:
+            desc = read_json(path)
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except ValueError as exc:
+            raise UserError(f"{path} is damaged ({exc}); `bench run {study}` writes it again "
+                            "(the run records are not affected)") from None
+        if not isinstance(desc, dict):
+            raise UserError(f"{path} is damaged (not a JSON object); `bench run {study}` writes it again")
+        return desc
 
     def archive_attempt(self, study: str, run_id: str) -> Path | None:
         """Move a finished record into ``attempts/<n>/`` before the cell is run again."""
-        rd = self.run_dir(study, run_id)
-        if not (rd / "summary.json").exists():
+        if not (self.run_dir(study, run_id) / "summary.json").exists():
             return None
-        n = 1 + sum(1 for _ in (rd / "attempts").glob("*")) if (rd / "attempts").is_dir() else 1
-        dest = rd / "attempts" / str(n)
+        return self._move_record(study, run_id, "attempts")
+
+    def _move_record(self, study: str, run_id: str, folder: str) -> Path:
+        rd = self.run_dir(study, run_id)
+        n = 1 + sum(1 for _ in (rd / folder).glob("*")) if (rd / folder).is_dir() else 1
+        dest = rd / folder / str(n)
         dest.mkdir(parents=True)
-        for name in ("summary.json", "history.csv", "artifacts.npz", "log.txt"):
+        for name in RECORD_FILES:
             if (rd / name).exists():
                 shutil.move(str(rd / name), str(dest / name))
         return dest

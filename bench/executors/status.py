@@ -12,7 +12,7 @@ from bench.store import ResultsStore
 from bench.study import get_study
 
 # Order of the counts line; 'done' is a finished ok run.
-STATES = ("done", "running", "pending", "failed", "stale", "diverged", "oom")
+STATES = ("done", "running", "pending", "failed", "stale", "diverged", "oom", "damaged")
 
 
 def _resolve(study: str, store: ResultsStore, profile: str | None,
@@ -48,6 +48,10 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
         rid = cell.run_id
         state = store.state(st.name, rid)
         info: dict[str, Any] = store.summary(st.name, rid) or store.claim_info(st.name, rid) or {}
+        if state in ("running", "stale") and not info:
+            info = {"worker": "unreadable claim.lock (judged by its age)"}
+        if state == "damaged":
+            info = {"worker": "summary.json damaged: the next run moves it to damaged/ and reruns the cell"}
         age = None
         if state in ("running", "stale"):
             try:

@@ -47,7 +47,7 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
     csv_files.insert(0, "claims.csv")
     csv_files += [p.name for p in write_parquet(results_dir, study)]  # the same records, for queries
     counts = _html.state_counts(d.cells)
-    n_open = counts["running"] + counts["pending"]
+    n_open = counts["running"] + counts["pending"] + counts["damaged"]
     total = int(len(d.cells))
     prof = (d.desc.get("profiles") or {}).get(d.profile or "", {}) or {}
     seeds = sorted({int(s) for s in d.cells["seed"].dropna()}) if "seed" in d.cells else []

@@ -4,6 +4,7 @@ first-layer filters before and after training (from ``artifacts.npz``, when the 
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ def _load(path: Any) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # missing, truncated or not an npz
         return None
 
 
@@ -108,7 +109,9 @@ def arm_detail(d: ReportData, arm: str, run: Any) -> Detail:
                  float(run.get("final_test_acc", math.nan) or math.nan))
     art = _load(d.run_dir(rid) / "artifacts.npz")
     if art is None:
-        det.note = "no artifacts.npz saved for this run"
+        path = d.run_dir(rid) / "artifacts.npz"
+        det.note = (f"artifacts.npz of this run is damaged (cannot be read): {path}" if path.exists()
+                    else "no artifacts.npz saved for this run")
         return det
     rec = d.records.get(rid)
     names = list((rec.metrics.get("class_names") if rec else None) or [])

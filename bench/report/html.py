@@ -16,7 +16,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = (("claims", "claims"), ("overview", "overview"), ("design", "design"), ("figures", "figures"), ("results", "results"),
             ("cost", "cost"), ("details", "detail"), ("failures", "failures"), ("progress", "progress"),
             ("files", "files"))
-STATE_CLASS = {"ok": "ok", "failed": "failed", "running": "running", "stale": "running", "pending": "pending"}
+STATE_CLASS = {"ok": "ok", "failed": "failed", "running": "running", "stale": "running", "pending": "pending",
+               "damaged": "failed"}
 
 
 def env() -> jinja2.Environment:
@@ -43,7 +44,8 @@ def state_counts(cells: pd.DataFrame) -> dict[str, int]:
     """ok / failed (failed, diverged, oom) / running (fresh or stale claim) / pending."""
     st = cells["state"] if "state" in cells else pd.Series(dtype=str)
     return {"ok": int((st == "ok").sum()), "failed": int(st.isin(FAILED).sum()),
-            "running": int(st.isin(("running", "stale")).sum()), "pending": int((st == "pending").sum())}
+            "running": int(st.isin(("running", "stale")).sum()), "pending": int((st == "pending").sum()),
+            "damaged": int((st == "damaged").sum())}  # summary.json unreadable: listed in the progress table
 
 
 def last_update(d: ReportData) -> float | None:

@@ -17,6 +17,7 @@ from markupsafe import Markup, escape
 
 from bench.report.analysis import arm_spreads, main_metric, metric_label, select_lr
 from bench.report.data import FAILED, ReportData
+from bench.store import write_atomic
 
 MIB = 2.0**20
 RESULT_METRICS = ("final_test_error_pct", "test_error_at_best_val_pct", "best_val_error_pct")
@@ -52,7 +53,7 @@ class Table:
 
     def write_csv(self, folder: Path) -> Path:
         path = folder / f"{self.name}.csv"
-        self.csv.to_csv(path, index=False)
+        write_atomic(path, self.csv.to_csv(index=False))  # a reader never sees half a table
         return path
 
 

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from bench.config import RunConfig
+from bench.faults import fault_point
 from bench.data import LoadedData, load_dataset, make_loader, split_train_val, stratified_subset
 from bench.models import create_model
 from bench.record import EpochRow
@@ -104,11 +105,13 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
     data: LoadedData | None = None,
+    drop_checkpoint: bool = True,
 ) -> TrainResult:
     """Train ``cfg`` on ``device`` and evaluate it every epoch.
 
     With ``run_dir``, ``run_dir/checkpoint.pt`` is written at the end of every epoch and resumed from
-    when its ``run_id`` matches ``cfg.run_id`` (deleted once the run ends). ``on_epoch(row)`` runs
+    when its ``run_id`` matches ``cfg.run_id`` (deleted once the run ends, unless ``drop_checkpoint``
+    is False: the runner drops it only after the run's record is written). ``on_epoch(row)`` runs
     after each epoch's checkpoint, so an exception raised there leaves a resumable run. A non-finite
     loss ends the run with status 'diverged' (no exception); user mistakes raise ``UserError``.
     """
@@ -119,7 +122,10 @@ def train(
         prec = resolve_precision(cfg.precision, device)
         splits = prepare_splits(cfg, data_dir, data)
         with numerics(prec, device):
-            return _Run(cfg, device, prec, splits, run_dir, on_epoch, progress).run()
+            result = _Run(cfg, device, prec, splits, run_dir, on_epoch, progress).run()
+    if drop_checkpoint and run_dir is not None:
+        (Path(run_dir) / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return result
 
 
 class _Run:
@@ -215,6 +221,7 @@ class _Run:
                     # plateau: validation loss, or the training loss when there is no validation split
                     self.schedule.step_epoch(row["val_loss"] if self.val_loader else row["train_loss"])
                     self._save(epoch + 1)
+                    fault_point("checkpoint")
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
@@ -242,8 +249,6 @@ class _Run:
         )
         summary.update({"engine_used": self.engine_used, "engine_fallback_reason": self.engine_fallback_reason,
                         "capture_time_s": self.capture_time})
-        if self.ckpt_path is not None:
-            self.ckpt_path.unlink(missing_ok=True)
         return TrainResult(status, self.history, summary, artifacts)
 
     def _setup_graph(self, epoch: int) -> None:

@@ -1,0 +1,46 @@
+"""Deterministic fault points: ``BENCH_FAULT=<point>[:kill|raise]`` makes the process kill itself
+(SIGKILL, the default) or raise :class:`FaultInjected` the first time it reaches ``<point>``.
+
+The points are the steps where an interruption could lose or repeat work; the tests run a study
+with each one set, rerun it without, and check that the rerun finishes, that nothing finished is
+trained again and that no temporary file is left:
+
+- ``checkpoint``: right after an epoch's checkpoint is written;
+- ``write:checkpoint.pt``: while the first checkpoint is written (temp file complete, not renamed);
+- ``before-summary``: after training, before the run's summary is written;
+- ``write:summary.json``: while the summary is written (temp file complete, not renamed);
+- ``measure``: while the model's speed and memory are measured.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "BENCH_FAULT"
+POINTS = ("checkpoint", "write:checkpoint.pt", "before-summary", "write:summary.json", "measure")
+
+
+class FaultInjected(RuntimeError):
+    """Raised at a fault point set with ``:raise``."""
+
+
+def fault_point(point: str) -> None:
+    """Kill this process or raise here when ``BENCH_FAULT`` names ``point`` (no-op otherwise)."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    name, _, how = spec.partition(":") if not spec.startswith("write:") else _split_write(spec)
+    if name != point:
+        return
+    if how == "raise":
+        raise FaultInjected(f"fault injected at {point}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _split_write(spec: str) -> tuple[str, str, str]:
+    """'write:summary.json:raise' -> ('write:summary.json', ':', 'raise')."""
+    head, sep, tail = spec.rpartition(":")
+    if tail in ("kill", "raise") and head.startswith("write:") and head != "write":
+        return head, sep, tail
+    return spec, "", ""

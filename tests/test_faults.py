@@ -1,0 +1,224 @@
+"""Faults: a kill at each named step (bench.faults), then a rerun, must finish the study without
+training anything finished again and without leaving temporary files; damaged records are named
+and set aside, never silently overwritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.faults import POINTS
+from bench.store import ResultsStore
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = "residual"
+TINY = ["--profile", "smoke", "--set", "epochs=2", "--set", "dataset=synthetic:size=8,train=96,test=32",
+        "--set", "val_size=16", "--set", "batch_size=32"]
+
+
+def _run(results: Path, fault: str | None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("BENCH_FAULT", None)
+    if fault:
+        env["BENCH_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "bench", "--results-dir", str(results), "run", STUDY, *TINY],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.endswith(".tmp"))]
+
+
+# the epoch a rerun resumes from after a kill at each point (first cell, 2 epochs)
+RESUMED_FROM = {"checkpoint": 1, "write:checkpoint.pt": 0, "before-summary": 2, "write:summary.json": 2,
+                "measure": 0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_at_fault_point_then_rerun(point: str, tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    first = _run(root, point)
+    assert first.returncode == -9, (first.returncode, first.stderr[-2000:])  # killed itself at the point
+    store = ResultsStore(root)
+    assert not store.load_summaries(STUDY), "the first cell was killed before any record was finished"
+    if point == "write:summary.json":
+        assert _temp_files(root), "the kill should leave the summary's temp file behind"
+    second = _run(root, None)
+    assert second.returncode == 0, second.stderr[-2000:]
+    summaries = store.load_summaries(STUDY)
+    assert len(summaries) == 4 and {s["status"] for s in summaries} == {"ok"}
+    resumed = sorted(s["metrics"].get("resumed_from_epoch") for s in summaries)
+    assert resumed == [0, 0, 0, RESUMED_FROM[point]], resumed  # finished epochs were not trained again
+    for rd in store.run_dirs(STUDY):
+        hist = (rd / "history.csv").read_text().splitlines()
+        assert len(hist) == 1 + 2, (rd, hist)  # the resumed run kept its recorded epochs
+        assert not (rd / "checkpoint.pt").exists()
+    assert not _temp_files(root), _temp_files(root)
+    before = {p: p.read_bytes() for p in root.rglob("summary.json")}
+    third = _run(root, None)  # nothing to do: records untouched
+    assert third.returncode == 0 and {p: p.read_bytes() for p in root.rglob("summary.json")} == before
+
+
+def _finished(tmp_path: Path) -> tuple[Path, ResultsStore, list[Path]]:
+    from bench.report.synthetic import write_synthetic_study
+
+    root = tmp_path / "results"
+    write_synthetic_study(root, STUDY, "smoke", seeds=(0,), failed=0, diverged=0)
+    store = ResultsStore(root)
+    return root, store, list(store.run_dirs(STUDY))
+
+
+def test_damaged_records_are_named_and_the_report_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, store, rds = _finished(tmp_path)
+    summary = rds[0] / "summary.json"
+    summary.write_text(summary.read_text()[: len(summary.read_text()) // 2])  # cut in half
+    (rds[1] / "history.csv").write_bytes(b"\x00\xff garbage \x00\n\x01,\x02\n\"")
+    art = rds[2] / "artifacts.npz"
+    art.write_bytes(art.read_bytes()[:100])  # truncated
+    assert store.state(STUDY, rds[0].name) == "damaged"
+    assert main(["--results-dir", str(root), "status", STUDY]) == 0
+    out = capsys.readouterr().out
+    assert "damaged" in out and "1 damaged" in out
+    assert main(["--results-dir", str(root), "show", rds[0].name]) == 0
+    out = capsys.readouterr().out
+    assert f"{summary} is damaged" in out
+    assert main(["--results-dir", str(root), "show", rds[1].name]) == 0
+    assert "history.csv is damaged" in capsys.readouterr().out
+    assert main(["--results-dir", str(root), "report", STUDY]) == 0
+    page = (root / STUDY / "report.html").read_text()
+    assert rds[0].name in page and "damaged" in page
+    assert "artifacts.npz of this run is damaged" in page or rds[2].name not in page
+    # the next run sets the damaged record aside instead of overwriting it
+    cut = summary.read_bytes()
+    from bench.runner import execute_cell
+    from bench.study import get_study
+
+    cell = next(c for c in get_study(STUDY).cells("smoke") if c.run_id == rds[0].name)
+    execute_cell(cell, store, measure=False)
+    err = capsys.readouterr().err
+    assert f"{summary} is damaged" in err and "damaged/1" in err
+    assert (rds[0] / "damaged" / "1" / "summary.json").read_bytes() == cut
+    assert store.state(STUDY, rds[0].name) == "ok"
+
+
+def test_damaged_study_json_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, _, _ = _finished(tmp_path)
+    (root / STUDY / "study.json").write_text("{ not json")
+    for cmd in (["status", STUDY], ["report", STUDY]):
+        assert main(["--results-dir", str(root), *cmd]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "study.json is damaged" in err[0] and "bench run" in err[0], err
+
+
+def test_corrupt_measurement_cache_is_a_miss(tmp_path: Path) -> None:
+    from bench.data import load_dataset
+    from bench.runner import get_measurements
+    from bench.study import get_study
+
+    store = ResultsStore(tmp_path)
+    cfg = get_study(STUDY).cells("smoke")[0].config
+    data = load_dataset(cfg.dataset)
+    m = get_measurements(cfg, data, store, STUDY, "cpu")
+    [path] = list((tmp_path / STUDY / "measurements").glob("*.json"))
+    path.write_text('{"params_total": 12')  # truncated
+    again = get_measurements(cfg, data, store, STUDY, "cpu")
+    assert again["params_total"] == m["params_total"] and json.loads(path.read_text())["params_total"] == m["params_total"]
+
+
+def test_empty_claim_judged_by_age(tmp_path: Path) -> None:
+    from bench import store as store_mod
+
+    store = ResultsStore(tmp_path)
+    rd = store.run_dir(STUDY, "abc")
+    rd.mkdir(parents=True)
+    (rd / "claim.lock").write_text("")
+    assert store.state(STUDY, "abc") == "running"  # may be being written right now
+    old = time.time() - store_mod.UNREADABLE_CLAIM_S - 1
+    os.utime(rd / "claim.lock", (old, old))
+    assert store.state(STUDY, "abc") == "stale"
+    claim = store.claim(STUDY, "abc")
+    assert claim is not None and claim.held()
+    claim.release()
+
+
+def test_artifacts_are_ordinary_files(tmp_path: Path) -> None:
+    import numpy as np
+
+    from bench.train.evaluate import save_artifacts
+
+    p = save_artifacts(tmp_path / "artifacts.npz", {"a": np.zeros(3)})
+    (tmp_path / "other").write_text("x")
+    assert p.stat().st_mode & 0o777 == (tmp_path / "other").stat().st_mode & 0o777
+
+
+def test_report_of_a_study_without_results_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--results-dir", str(tmp_path), "report", STUDY]) == 2
+    err = capsys.readouterr().err
+    assert "no results of study 'residual'" in err and not (tmp_path / STUDY / "report.html").exists()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A 4 MiB tmpfs, unmounted afterwards; skipped where this machine does not allow mounting."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _snap(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("bench: profile")]
+    assert len(err) == 1 and err[0].startswith("bench: error: ") and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_read_only_results_folder(small_fs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.report.synthetic import write_synthetic_study
+
+    root = small_fs / "results"
+    write_synthetic_study(root, STUDY, "smoke", seeds=(0,), failed=0, diverged=0)
+    before = _snap(root)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    for cmd in (["run", STUDY, "--profile", "smoke"], ["report", STUDY]):
+        assert main(["--results-dir", str(root), *cmd]) == 2
+        assert "cannot be written" in _one_line(capsys)
+    assert main(["--results-dir", str(root), "status", STUDY]) == 0  # reading still works
+    capsys.readouterr()
+    assert _snap(root) == before
+
+
+def test_full_file_system(small_fs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.report.synthetic import write_synthetic_study
+
+    root = small_fs / "results"
+    write_synthetic_study(root, STUDY, "smoke", seeds=(0,), failed=0, diverged=0, pending=1)
+    before = _snap(root)
+    with open(small_fs / "filler", "wb") as f:  # fill the file system to the last block
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    for cmd in (["report", STUDY], ["run", STUDY, "--profile", "smoke", "--set", "epochs=1"]):
+        rc = main(["--results-dir", str(root), *cmd])
+        line = _one_line(capsys)
+        assert rc == 2 and "No space left" in line, line
+    assert _snap(root) == before  # nothing half-written, nothing lost
