@@ -48,14 +48,14 @@ def test_kill_at_fault_point_then_rerun(point: str, tmp_path: Path) -> None:
     first = _run(root, point)
     assert first.returncode == -9, (first.returncode, first.stderr[-2000:])  # killed itself at the point
     store = ResultsStore(root)
-    assert not store.load_summaries(STUDY), "the first cell was killed before any record was finished"
+    assert not store.records(STUDY), "the first cell was killed before any record was finished"
     if point == "write:summary.json":
         assert _temp_files(root), "the kill should leave the summary's temp file behind"
     second = _run(root, None)
     assert second.returncode == 0, second.stderr[-2000:]
-    summaries = store.load_summaries(STUDY)
-    assert len(summaries) == 4 and {s["status"] for s in summaries} == {"ok"}
-    resumed = sorted(s["metrics"].get("resumed_from_epoch") for s in summaries)
+    records = store.records(STUDY)
+    assert len(records) == 4 and {r.outcome.status for r in records} == {"ok"}
+    resumed = sorted(r.metrics.get("resumed_from_epoch") for r in records)
     assert resumed == [0, 0, 0, RESUMED_FROM[point]], resumed  # finished epochs were not trained again
     for rd in store.run_dirs(STUDY):
         hist = (rd / "history.csv").read_text().splitlines()
