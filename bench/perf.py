@@ -57,6 +57,7 @@ from bench.perf_runs import (
     engine_run,
     usual_loop,
 )
+from bench.files import clean_json, write_atomic
 
 __all__ = ["COLUMNS", "DEFAULT_VARIANTS", "VARIANTS", "Variant", "parse_variants", "run_perf"]
 
@@ -114,16 +115,6 @@ def _row(model: str, v: Variant, **kw: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- driver
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def run_perf(args: argparse.Namespace) -> int:
@@ -224,6 +215,6 @@ def run_perf(args: argparse.Namespace) -> int:
         "columns": list(COLUMNS),
         "rows": rows,
     }
-    stem.with_suffix(".json").write_text(json.dumps(_jsonable(payload), indent=1, default=str) + "\n")
+    write_atomic(stem.with_suffix(".json"), json.dumps(clean_json(payload), indent=1, default=str) + "\n")
     print(f"perf: {stem.with_suffix('.csv')} and {stem.with_suffix('.json')}")
     return 0

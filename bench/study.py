@@ -2,15 +2,14 @@
 
 A study is data. ``Study.cells(profile)`` expands it into the grid of runs (axes x seeds), each a
 :class:`Cell` holding a :class:`~bench.config.RunConfig`. Studies register like models
-(``@register_study`` or ``STUDIES.add``) and live in the ``experiments`` package.
+(``register_study``) and live in the ``experiments`` package, which registers all of them when
+imported.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
-import pkgutil
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
@@ -301,22 +300,15 @@ def register_study(study: Study) -> Study:
     return STUDIES.add(study.name, study)
 
 
-_loaded = False
-
-
 def load_studies() -> Registry[Study]:
-    """Import every module of the ``experiments`` package once, registering its studies."""
-    global _loaded
-    if not _loaded:
-        import experiments
-
-        for mod in pkgutil.iter_modules(experiments.__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"experiments.{mod.name}")
-        _loaded = True
+    """The study registry. Studies register themselves when their package is imported: the command
+    line (the top layer) imports ``experiments``; this module never imports a layer above it."""
     return STUDIES
 
 
 def get_study(name: str) -> Study:
     """The registered study called ``name`` (UserError with close matches if none)."""
-    return load_studies().get(name)
+    if not STUDIES.names():
+        raise UserError(f"unknown study {name!r}: no study is registered (import experiments first, "
+                        "as the bench command does)")
+    return STUDIES.get(name)

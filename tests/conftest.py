@@ -10,6 +10,8 @@ import matplotlib
 import pytest
 import torch
 
+import experiments  # noqa: F401 - registers the studies, as the bench command does
+
 matplotlib.use("Agg")
 
 REPO = Path(__file__).resolve().parents[1]
