@@ -155,7 +155,7 @@ def engine_run(model_name: str, data: Any, v: Variant, *, dataset: str, batch_si
     epoch_s = _median([r["epoch_time_s"] for r in timed])
     note = s.get("engine_fallback_reason") or ""
     if res.status != "ok":
-        note = f"{res.status}: {s.get('error')}"
+        note = f"{res.status}: {res.error}"
     return dict(engine_used=s.get("engine_used"), precision=s["precision_used"], epoch_s=epoch_s,
                 samples_per_s=s["train_size"] / epoch_s, peak_mem_MiB=reserved,
                 peak_alloc_MiB=max(allocs) / 2.0**20 if allocs else None,

@@ -12,9 +12,10 @@ key; it still loads, see :meth:`RunRecord.from_dict`); 2 adds the version and ke
 ``error`` and ``device`` out of ``metrics``, so no flat column is written twice. A record from a
 newer version than this code reads is a one-line :class:`RecordError`.
 
-A new per-epoch metric is one :class:`EpochRow` field (with its unit in the name) and one
-computation in :meth:`bench.train.engine._Run._epoch`; ``HISTORY_KEYS``, ``history.csv``, the
-checkpoint and the report's history frame follow from the field.
+A new per-epoch metric is one :class:`EpochRow` field (unit in the name, declared with
+:func:`epoch_metric`, which also says how the run's summary reads it) and one computation in
+:meth:`bench.train.engine._Run._epoch`; ``HISTORY_KEYS``, ``history.csv``, the checkpoint, the
+summary metrics, ``to_row`` and the report's history frame follow from the field.
 """
 
 from __future__ import annotations
@@ -95,28 +96,48 @@ class Cell:
                    dict(d.get("tags") or {}), int(d.get("seed", cfg.seed)), cfg)
 
 
+SUMMARIES = ("final", "steady", "max")
+
+
+def epoch_metric(summary: str | None = None, key: str | None = None, **kw: Any) -> Any:
+    """An :class:`EpochRow` field and how a run's summary reads it (``summary``):
+
+    * ``"final"``: ``final_<name>``, the last epoch's value;
+    * ``"steady"``: ``key`` (default the field's name), the median over the epochs after the first;
+    * ``"max"``: ``key`` (default the field's name), the largest value recorded;
+    * None: the column stays in the history only.
+
+    ``kw`` goes to :func:`dataclasses.field` (``default=NAN`` for a metric added after schema 2: what
+    records written before it, and synthetic records that do not simulate it, read as).
+    """
+    if summary is not None and summary not in SUMMARIES:
+        raise ValueError(f"bad summary {summary!r} (accepted: {', '.join(SUMMARIES)}, None)")
+    return field(metadata={"summary": summary, "key": key}, **kw)
+
+
 @dataclass(frozen=True)
 class EpochRow:
     """One epoch of a run (accuracies are fractions; ``peak_allocated_bytes`` is None on a CPU).
 
     ``epoch_train_samples_per_s`` is the run's own throughput over the epoch, data included; the
-    step micro-benchmark's ``train_samples_per_s`` is a measurement, not a history column.
+    step micro-benchmark's ``train_samples_per_s`` is a measurement, not a history column. Each
+    field says how the run's summary reads it (:func:`epoch_metric`).
     """
 
     epoch: int
     iteration: int
     lr: float
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    test_loss: float
-    test_acc: float
-    epoch_time_s: float
-    eval_time_s: float
-    epoch_train_samples_per_s: float
-    elapsed_train_time_s: float
-    peak_allocated_bytes: int | None
+    train_loss: float = epoch_metric("final")
+    train_acc: float = epoch_metric("final")
+    val_loss: float = epoch_metric("final")
+    val_acc: float = epoch_metric("final")
+    test_loss: float = epoch_metric("final")
+    test_acc: float = epoch_metric("final")
+    epoch_time_s: float = epoch_metric("steady", "median_epoch_time_s")
+    eval_time_s: float = epoch_metric()
+    epoch_train_samples_per_s: float = epoch_metric("steady")
+    elapsed_train_time_s: float = epoch_metric()
+    peak_allocated_bytes: int | None = epoch_metric("max")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

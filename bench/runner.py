@@ -78,13 +78,11 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
                 return cached
         except ValueError:
             pass  # a damaged cache entry is a miss: measured again and rewritten below
-    import torch
-
-    from bench.device import resolve_precision
+    from bench.device import resolve_device, resolve_precision
 
     fault_point("measure")
     # measure in the precision the run will actually use (e.g. fp16 -> bf16 on a CPU)
-    precision = resolve_precision(cfg.precision, torch.device(device)).used
+    precision = resolve_precision(cfg.precision, resolve_device(device)).used
     on_gpu = device.startswith("cuda")
     try:
         m = measure_model(
@@ -154,7 +152,7 @@ def execute_cell(
         history: list[EpochRow] = _recorded_history(rd)
         metrics: dict[str, Any] = {}
         measurements: dict[str, Any] = {}
-        status, error = "ok", None
+        status, error, used = "ok", None, device  # the trainer's device (cuda:0) once it has run
         try:
             data = load_data(cell.config.dataset, data_dir)
             if measure:
@@ -168,9 +166,8 @@ def execute_cell(
 
             result = train(cell.config, device=device, data_dir=data_dir, run_dir=rd, on_epoch=on_epoch,
                            progress=progress, data=data, drop_checkpoint=False)
-            history = [EpochRow(**r) for r in result.history] or history
-            status, metrics = result.status, dict(result.summary)
-            error = metrics.pop("error", None)
+            history = list(result.rows) or history
+            status, error, metrics, used = result.status, result.error, dict(result.summary), result.device
             if result.artifacts:
                 save_artifacts(rd / "artifacts.npz", result.artifacts)
         except torch.cuda.OutOfMemoryError as exc:
@@ -181,10 +178,9 @@ def execute_cell(
         finally:
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
-        metrics.pop("status", None)  # the outcome says it once
         finished = time.time()
         placement = Placement(started_at=started, finished_at=finished, wall_time_s=finished - started,
-                              host=socket.gethostname(), device=str(metrics.pop("device", device)),
+                              host=socket.gethostname(), device=used,
                               shared_gpu=shared_gpu, worker=worker, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
         record = RunRecord(cell=cell, outcome=Outcome(status, error), placement=placement, metrics=metrics,
                            measurements=measurements, environment=environment(), history=tuple(history))

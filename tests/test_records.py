@@ -6,6 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -141,22 +145,76 @@ def test_synthetic_records_are_run_records(tmp_path: Path) -> None:
     assert set(load("residual", tmp_path).cells["run_id"]) == {c.run_id for c in cells}
 
 
+# The whole change that adds a per-epoch metric: its field and its computation, nothing else.
+NEW_FIELD = ("    peak_allocated_bytes: int | None = epoch_metric(\"max\")\n",
+             "    weight_norm: float = epoch_metric(\"final\", default=NAN)\n")
+NEW_COMPUTATION = ("elapsed_train_time_s=self.train_time, peak_allocated_bytes=peak,",
+                   "weight_norm=float(torch.cat([p.detach().flatten() for p in self.model.parameters()]).norm()),")
+
+CHECK_NEW_METRIC = """
+import json, sys
+from pathlib import Path
+import bench, experiments
+from bench.config import RunConfig
+from bench.record import Cell
+from bench.report.data import load
+from bench.report.synthetic import write_synthetic_study
+from bench.runner import execute_cell
+from bench.store import ResultsStore
+
+root = Path(sys.argv[1])
+assert Path(bench.__file__).is_relative_to(root.parent), bench.__file__  # the changed copy
+cfg = RunConfig(model="mnist_cnn", dataset="synthetic:train=192,test=64,size=28,channels=1", val_size=64,
+                epochs=2, batch_size=32, eval_batch_size=64, crop_padding=0, hflip=False)
+cell = Cell("metric", "smoke", {"net": "cnn"}, {}, 0, cfg)
+store = ResultsStore(root)
+store.write_study("metric", {"name": "metric", "run_ids": [cell.run_id], "cells": [cell.identity()]})
+rec = execute_cell(cell, store, measure=False)
+back = store.read_record("metric", cell.run_id, history=True)
+d = load("metric", root)
+write_synthetic_study(root, "residual", "smoke", seeds=(0,), artifacts=False)
+print(json.dumps({"status": rec.status, "engine": [r.weight_norm for r in rec.history],
+                  "read_back": [r.weight_norm for r in back.history],
+                  "report_history": d.history["weight_norm"].tolist(),
+                  "report_row": float(d.runs.loc[0, "final_weight_norm"]),
+                  "synthetic": bool(load("residual", root).history["weight_norm"].isna().all())}))
+"""
+
+
 def test_a_new_per_epoch_metric_is_one_field_and_one_computation(tmp_path: Path) -> None:
-    """A metric added to EpochRow (the field) reaches history.csv, the record read back and the
-    report's history frame with no other change; the engine's row then fails to build until it
-    computes the value (the computation), so it cannot be forgotten."""
-    extended = dataclasses.make_dataclass(
-        "ExtendedRow", [("grad_norm", float)], bases=(EpochRow,), frozen=True)
-    fields = {f.name: v for f, v in zip(dataclasses.fields(EpochRow), dataclasses.astuple(_row(1)))}
-    with pytest.raises(TypeError, match="grad_norm"):
-        extended(**fields)  # the field without its computation
-    rows = tuple(extended(**{**_row(e).to_dict(), "grad_norm": 0.5 * e}) for e in (1, 2))  # the computation
-    store = ResultsStore(tmp_path)
-    store.write_cell(CELL)
-    store.write_record(_record(history=rows))
-    hist = store.load_history("residual")
-    assert hist["grad_norm"].tolist() == [0.5, 1.0]
-    back = pd.read_csv(store.run_dir("residual", CELL.run_id) / "history.csv").to_dict("records")
-    assert [extended.from_dict(r).grad_norm for r in back] == [0.5, 1.0]
-    store.write_study("residual", {"name": "residual", "run_ids": [CELL.run_id], "cells": [CELL.identity()]})
-    assert load("residual", tmp_path).history["grad_norm"].tolist() == [0.5, 1.0]
+    """Adding a metric to a copy of the code, as its author would (the EpochRow field, the engine's
+    computation), and training a real run: the value reaches the engine's record, history.csv read
+    back, the report's history frame and, as the field's summary says, the report's runs row; the
+    synthetic report data still builds (NaN, as in records written before the metric)."""
+    repo = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "src"
+    for pkg in ("bench", "experiments"):
+        shutil.copytree(repo / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for rel, (anchor, added) in (("bench/record.py", NEW_FIELD), ("bench/train/engine.py", NEW_COMPUTATION)):
+        path = copy / rel
+        text = path.read_text()
+        assert text.count(anchor) == 1, f"{rel}: the place a new metric goes has moved ({anchor.strip()!r})"
+        path.write_text(text.replace(anchor, anchor + added if anchor.endswith("\n") else f"{anchor} {added}"))
+    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", CHECK_NEW_METRIC, str(copy / "results")], env=env, cwd=copy,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["status"] == "ok" and len(got["engine"]) == 2
+    assert all(math.isfinite(v) and v > 0 for v in got["engine"]) and got["engine"][0] != got["engine"][1]
+    assert got["read_back"] == pytest.approx(got["engine"]) and got["report_history"] == pytest.approx(got["engine"])
+    assert got["report_row"] == pytest.approx(got["engine"][-1])
+    assert got["synthetic"] is True
+
+
+def test_every_epoch_row_field_says_how_it_is_summarised() -> None:
+    """The summary's epoch-derived metrics come from the fields' declarations, under the names the
+    report reads."""
+    from bench.train.summary import epoch_summary
+
+    rows = [_row(1).to_dict(), {**_row(2).to_dict(), "epoch_time_s": 3.0, "peak_allocated_bytes": 7}]
+    got = epoch_summary(rows)
+    assert set(got) == {"final_train_loss", "final_train_acc", "final_val_loss", "final_val_acc", "final_test_loss",
+                        "final_test_acc", "median_epoch_time_s", "epoch_train_samples_per_s", "peak_allocated_bytes"}
+    assert got["final_train_loss"] == 0.5 and got["median_epoch_time_s"] == 3.0  # the first epoch is warm-up
+    assert got["peak_allocated_bytes"] == 7 and epoch_summary([])["final_test_acc"] != epoch_summary([])["final_test_acc"]

@@ -79,12 +79,11 @@ def test_published_metrics_are_load_runs_columns() -> None:
     history = [{**{k: math.nan for k in HISTORY_KEYS}, "epoch": e, "val_acc": v, "test_acc": t,
                 "peak_allocated_bytes": None, "elapsed_train_time_s": float(e), "epoch_time_s": 1.0}
                for e, v, t in ((1, 0.7, 0.69), (2, 0.6, 0.62))]
-    s = summarise(cfg, history, status="ok", error=None, extra={}, iterations_done=2, steps_per_epoch=1,
-                  train_time_s=2.0, precision_used="fp32", device="cpu", classes=["a", "b"], sizes=(1, 1, 1),
+    s = summarise(cfg, history, extra={}, iterations_done=2, steps_per_epoch=1,
+                  train_time_s=2.0, precision_used="fp32", classes=["a", "b"], sizes=(1, 1, 1),
                   data_source="x")
-    metrics = {k: v for k, v in s.items() if k not in ("status", "error", "device")}  # as the runner keeps them
     record = RunRecord(Cell("x", "smoke", {}, {}, 0, cfg), Outcome("ok"), Placement(0.0, 1.0, 1.0, "h", "cpu"),
-                       metrics=metrics)
+                       metrics=s)
     row = record.to_row()
     assert row["final_test_error_pct"] == pytest.approx(38.0)
     assert row["test_error_at_best_val_pct"] == pytest.approx(31.0)  # test at the best-validation epoch

@@ -192,8 +192,9 @@ def test_train_learns_and_reports(data: LoadedData) -> None:
     assert s["steps_per_epoch"] == 15 and s["iterations_done"] == 60  # 480 train images / 32
     assert (s["train_size"], s["val_size"], s["test_size"]) == (480, 160, 160)
     assert s["num_classes"] == 10 and len(s["class_names"]) == 10 and s["data_source"].startswith("synthetic")
-    assert s["precision_used"] == "fp32" and s["engine_used"] == "eager" and s["device"] == "cpu"
-    assert s["error"] is None and s["epochs_done"] == 4
+    assert s["precision_used"] == "fp32" and s["engine_used"] == "eager" and res.device == "cpu"
+    assert res.error is None and s["epochs_done"] == 4
+    assert not {"status", "error", "device"} & set(s)  # the record's outcome and placement say those once
     assert s["best_val_acc"] == max(r["val_acc"] for r in res.history)
     assert s["test_acc_at_best_val"] == res.history[s["best_val_epoch"] - 1]["test_acc"]
     assert s["epochs_to_val_acc_30"] is not None and s["time_to_val_acc_30_s"] > 0
@@ -232,8 +233,8 @@ def test_iteration_budget_and_no_validation(data: LoadedData) -> None:
 def test_divergence_ends_the_run_without_raising(data: LoadedData) -> None:
     rows: list[dict] = []
     res = train(small_cfg(lr=1e8, schedule="constant", epochs=4), data=data, on_epoch=rows.append)
-    assert res.status == "diverged" and res.summary["status"] == "diverged"
-    assert "non-finite" in res.summary["error"]
+    assert res.status == "diverged" and res.error is not None
+    assert "non-finite" in res.error
     assert len(res.history) < 4 and rows == res.history
     assert math.isnan(res.summary["final_test_acc"]) and "test_pred" not in res.artifacts
 

@@ -1,6 +1,7 @@
 """Synthetic records for the report's tests and for previewing a report's layout without training
 anything (``write_synthetic_study``). They are built as :class:`~bench.record.RunRecord` and
-:class:`~bench.record.EpochRow` and written by the store, so a schema change reaches them at once.
+:class:`~bench.record.EpochRow`, summarised by the trainer's own :func:`~bench.train.summary.summarise`
+and written by the store, so a schema change reaches them at once.
 Numbers are random but plausible: deeper plain nets get worse, errors spread a little over seeds."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bench.files import write_atomic
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
 from bench.store import ResultsStore
 from bench.study import get_study
+from bench.train.summary import summarise
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -66,27 +68,18 @@ def _history(err: float, epochs: int, steps: int, batch: int, rng: np.random.Gen
     return rows
 
 
-def _metrics(rows: list[EpochRow], status: str, steps: int, classes: list[str], sizes: tuple[int, int, int],
-             cuda: bool) -> dict[str, Any]:
+def _metrics(cell: Cell, rows: list[EpochRow], status: str, steps: int, classes: list[str],
+             sizes: tuple[int, int, int]) -> dict[str, Any]:
+    """The trainer's own summary of these rows (so its keys are the real ones), plus the BN gap the
+    trainer measures after a finished run."""
     h = [r.to_dict() for r in rows]
     last = h[-1]
-    best = max(h, key=lambda r: r["val_acc"])
-    m: dict[str, Any] = {
-        "epochs_done": len(h), "iterations_done": last["iteration"], "steps_per_epoch": steps,
-        "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"], "final_val_acc": last["val_acc"],
-        "final_val_loss": last["val_loss"], "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
-        "best_val_acc": best["val_acc"], "best_val_epoch": best["epoch"], "test_acc_at_best_val": best["test_acc"],
-        "train_time_s": last["elapsed_train_time_s"], "median_epoch_time_s": float(np.median([r["epoch_time_s"] for r in h[1:]] or [1.0])),
-        "epoch_train_samples_per_s": float(np.median([r["epoch_train_samples_per_s"] for r in h])),
-        "peak_allocated_bytes": last["peak_allocated_bytes"], "precision_used": "fp32", "engine_used": "eager",
-        "num_classes": len(classes), "class_names": classes,
-        "train_size": sizes[0], "val_size": sizes[1], "test_size": sizes[2], "data_source": "synthetic",
-        "final_train_acc_evalmode": last["train_acc"] - 0.01, "final_train_acc_trainmode": last["train_acc"] + 0.005,
-    }
-    for t in (50, 80, 90):
-        hit = next((r for r in h if r["val_acc"] >= t / 100), None)
-        m[f"time_to_val_acc_{t}_s"] = hit["elapsed_train_time_s"] if hit else math.nan
-        m[f"epochs_to_val_acc_{t}"] = hit["epoch"] if hit else None
+    extra = {"final_train_acc_evalmode": last["train_acc"] - 0.01, "final_train_acc_trainmode": last["train_acc"] + 0.005,
+             "resumed_from_epoch": 0} if status == "ok" else {}
+    m = summarise(cell.config, h, extra=extra, iterations_done=last["iteration"], steps_per_epoch=steps,
+                  train_time_s=last["elapsed_train_time_s"], precision_used="fp32", classes=classes, sizes=sizes,
+                  data_source="synthetic")
+    m.update(engine_fallback_reason=None, capture_time_s=0.0)
     if status == "diverged":
         m.update(final_test_acc=0.1, final_val_acc=0.1, final_train_loss=math.nan)
     return m
@@ -162,7 +155,7 @@ def write_synthetic_study(root: str | Path, study: str, profile: str = "smoke", 
             h = _history(err, epochs, steps, bs, rng, cuda, stop=2 if status == "diverged" else None)
             error = "loss became non-finite at iteration 13" if status == "diverged" else None
             record = RunRecord(cell, Outcome(status, error), placement,
-                               metrics=_metrics(h, status, steps, classes, (320, 64, 128), cuda),
+                               metrics=_metrics(cell, h, status, steps, classes, (320, 64, 128)),
                                measurements=_measurements(cell, rng, cuda), environment=_environment(cuda),
                                history=tuple(h))
             if artifacts and status == "ok":

@@ -57,12 +57,21 @@ BN_GAP_IMAGES = 5000  # size of the fixed training subset for the BN train/eval-
 
 @dataclass
 class TrainResult:
-    """What a run produced: ``status`` is 'ok' or 'diverged'; ``history`` has one row per epoch."""
+    """What a run produced: ``status`` is 'ok' or 'diverged' (``error`` says why, one line);
+    ``history`` has one :meth:`EpochRow.to_dict` per epoch; ``summary`` holds the run's metrics only
+    (:func:`~bench.train.summary.summarise`); ``device`` is the one it trained on (``cuda:0``)."""
 
     status: str
     history: list[dict[str, Any]]
     summary: dict[str, Any]
     artifacts: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+    device: str = "cpu"
+
+    @property
+    def rows(self) -> tuple[EpochRow, ...]:
+        """The history as the record keeps it."""
+        return tuple(EpochRow(**r) for r in self.history)
 
 
 @dataclass
@@ -241,15 +250,15 @@ class _Run:
             artifacts["filters_init"] = np.asarray(self.filters_init, dtype=np.float32)
             artifacts["filters_final"] = first_conv_weight(self.model)
         summary = summarise(
-            self.cfg, self.history, status=status, error=error, extra=extra,
+            self.cfg, self.history, extra=extra,
             iterations_done=self.iteration, steps_per_epoch=self.steps_per_epoch, train_time_s=self.train_time,
-            precision_used=self.prec.used, device=str(self.device), classes=self.classes,
+            precision_used=self.prec.used, classes=self.classes,
             sizes=(_size(self.splits.train), _size(self.splits.val), _size(self.splits.test)),
             data_source=str(self.splits.info.source),
         )
         summary.update({"engine_used": self.engine_used, "engine_fallback_reason": self.engine_fallback_reason,
                         "capture_time_s": self.capture_time})
-        return TrainResult(status, self.history, summary, artifacts)
+        return TrainResult(status, self.history, summary, artifacts, error=error, device=str(self.device))
 
     def _setup_graph(self, epoch: int) -> None:
         """Warm up and capture the graphed step once, before the first epoch of this process."""
