@@ -218,3 +218,22 @@ def test_every_epoch_row_field_says_how_it_is_summarised() -> None:
                         "final_test_acc", "median_epoch_time_s", "epoch_train_samples_per_s", "peak_allocated_bytes"}
     assert got["final_train_loss"] == 0.5 and got["median_epoch_time_s"] == 3.0  # the first epoch is warm-up
     assert got["peak_allocated_bytes"] == 7 and epoch_summary([])["final_test_acc"] != epoch_summary([])["final_test_acc"]
+
+
+def test_status_and_report_show_the_cells_study_json_lists(tmp_path: Path) -> None:
+    """Both read what the last ``bench run`` recorded, even after the study's definition changed
+    (here: a cell dropped from study.json stands for an arm removed from the study since)."""
+    from bench.executors.status import status_frame
+
+    cells = write_synthetic_study(tmp_path, "residual", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False)
+    store = ResultsStore(tmp_path)
+    desc = store.read_study("residual")
+    assert desc is not None
+    kept = desc["cells"][1:]
+    store.write_study("residual", {**desc, "cells": kept, "run_ids": [c["run_id"] for c in kept]})
+    df, head = status_frame("residual", str(tmp_path))
+    assert df["run_id"].tolist() == [c["run_id"] for c in kept] == load("residual", tmp_path).cells["run_id"].tolist()
+    assert df["arm"].tolist() == [c.label for c in cells[1:]] and set(df["state"]) == {"done"}
+    # another profile is expanded afresh from the study
+    other, _ = status_frame("residual", str(tmp_path), "quick")
+    assert len(other) and set(other["state"]) == {"pending"}

@@ -29,6 +29,17 @@ def _resolve(study: str, store: ResultsStore, profile: str | None,
     return profile, dict(overrides or {})
 
 
+def _cells(study: str, store: ResultsStore, profile: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells to show (identities): those study.json lists when the profile and overrides are the
+    last ``bench run``'s (what ran, as the report shows it, even if the study changed since), else the
+    study expanded afresh for the profile and overrides asked."""
+    recorded = store.read_study(study) or {}
+    listed = [c for c in recorded.get("cells") or [] if isinstance(c, dict) and c.get("run_id")]
+    if listed and recorded.get("profile") == profile and (recorded.get("overrides") or {}) == overrides:
+        return listed
+    return [c.identity() for c in get_study(study).cells(profile, overrides)]
+
+
 def status_frame(study: str, results_dir: str, profile: str | None = None,
                  overrides: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per cell (run_id, arm, seed, state, worker, host, heartbeat_age_s, slurm_job) and a
@@ -44,8 +55,8 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
         task_of.update(entry.get("tasks") or {})
     rows = []
     now = time.time()
-    for cell in st.cells(profile, overrides):
-        rid = cell.run_id
+    for cell in _cells(st.name, store, profile, overrides):
+        rid = str(cell["run_id"])
         state = store.state(st.name, rid)
         info: dict[str, Any] = store.summary(st.name, rid) or store.claim_info(st.name, rid) or {}
         if state in ("running", "stale") and not info:
@@ -60,8 +71,8 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
                 pass
         rows.append({
             "run_id": rid,
-            "arm": cell.label,
-            "seed": cell.seed,
+            "arm": cell.get("arm_label"),
+            "seed": cell.get("seed"),
             "state": "done" if state == "ok" else state,
             "worker": info.get("worker"),
             "host": info.get("host"),
