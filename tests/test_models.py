@@ -10,7 +10,7 @@ from torchvision.models.resnet import ResNet
 
 from bench.errors import UserError
 from bench.models import MODELS, NORMS, create_model, list_models, make_norm_layer, model_info, register_model
-from bench.models.cifar_resnet import UNITS, PreActBlock, ShortcutA
+from bench.models.units import UNITS, PreActBlock, ShortcutA
 
 ALL_MODELS = list_models()
 DEPTHS = (20, 32, 44, 56, 110)
@@ -287,7 +287,7 @@ def test_norm_table_is_read_by_models_init_cli_and_study(monkeypatch: pytest.Mon
 
 
 def test_units_table_is_read_by_models_and_the_bn_placement_study(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.models.cifar_resnet import BasicBlock
+    from bench.models.units import BasicBlock
     from bench.models.classic import CONV_UNITS
     from experiments.bn_placement import unit_arms
 

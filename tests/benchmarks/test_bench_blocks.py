@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench.models import NORMS, make_norm_layer
-from bench.models.cifar_resnet import UNITS
+from bench.models.units import UNITS
 
 BATCH, CHANNELS, SIZE = 8, 16, 16
 
