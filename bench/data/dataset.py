@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +16,6 @@ from typing import Protocol
 import torch
 
 from bench.errors import UserError
-from bench.files import write_atomic
 
 CACHE_ENV = "BENCH_CACHE_DIR"
 DATA_ENV = "BENCH_DATA_DIR"
@@ -150,12 +148,6 @@ def is_writable_dir(path: Path) -> bool:
     except OSError:
         return False
     return bool(mode & 0o222) and os.access(path, os.W_OK | os.X_OK)
-
-
-def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
-    """Write ``path`` through :func:`bench.files.write_atomic`: readers (including a concurrent run of
-    the same study) then see either no file or a whole one."""
-    write_atomic(path, write, binary="b" in mode)  # type: ignore[arg-type]
 
 
 def sha256_files(paths: Iterable[Path], chunk: int = 1 << 20) -> str:

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.data.dataset import ArrayDataset, LoadedData, atomic_write, channel_stats, sha256_files
+from bench.data.dataset import ArrayDataset, LoadedData, channel_stats, sha256_files
 from bench.errors import UserError
+from bench.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def load_imagefolder(path: Path, cache_dir: Path, *, name: str | None = None, no
         arrays = _decode(path)
         arrays["key"] = np.array(key)
         try:
-            atomic_write(cache_file, lambda f: np.savez(f, **arrays))
+            write_atomic(cache_file, lambda f: np.savez(f, **arrays), binary=True)
         except OSError as e:  # an unwritable cache only costs time on the next load
             warnings.warn(f"could not write the decoded-image cache {cache_file}: {e}", stacklevel=2)
     classes = [str(c) for c in arrays["classes"]]

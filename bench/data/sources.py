@@ -26,7 +26,6 @@ from torchvision import datasets
 from bench.data.dataset import (
     ArrayDataset,
     LoadedData,
-    atomic_write,
     channel_stats,
     default_cache_dir,
     default_data_dir,
@@ -36,6 +35,7 @@ from bench.data.dataset import (
 from bench.data.imagefolder import load_imagefolder
 from bench.data.synthetic import make_synthetic, parse_spec
 from bench.errors import UserError
+from bench.files import write_atomic
 from bench.registry import Registry
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ def _decompress_raw(cls: type, data_dir: Path, cache_dir: Path) -> tuple[Path, s
         src = t.with_name(t.name + ".gz")
         try:
             with gzip.open(src, "rb") as fin:
-                atomic_write(dest, lambda fout: shutil.copyfileobj(fin, fout, 1 << 20))
+                write_atomic(dest, lambda fout: shutil.copyfileobj(fin, fout, 1 << 20), binary=True)
         except (OSError, EOFError) as e:
             raise UserError(f"cannot decompress {src} into {out_raw}: {e} (set BENCH_CACHE_DIR to a writable folder)")
     where = "in place" if out_raw == raw else f"into {out_raw}"
