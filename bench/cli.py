@@ -35,11 +35,21 @@ PROFILE_HELP = ("full | quick | cpu | smoke | auto (quick on a GPU; on a CPU the
                 "its real data set is in the data dir, else smoke)")
 
 
+def default_results_dir() -> str:
+    """Where records and reports go unless told: $BENCH_RESULTS_DIR, else ./results."""
+    return os.environ.get("BENCH_RESULTS_DIR", "results")
+
+
+def default_data_dir() -> str | None:
+    """Where data sets are found unless told: $BENCH_DATA_DIR, else None (./data)."""
+    return os.environ.get("BENCH_DATA_DIR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bench", description="Benchmarking and ablation harness for CNN classifiers.")
-    p.add_argument("--results-dir", default=os.environ.get("BENCH_RESULTS_DIR", "results"),
+    p.add_argument("--results-dir", default=default_results_dir(),
                    help="where records and reports go (env BENCH_RESULTS_DIR; default ./results)")
-    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR"),
+    p.add_argument("--data-dir", default=default_data_dir(),
                    help="where data sets are found (env BENCH_DATA_DIR; default ./data)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -257,15 +267,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The ``bench run`` options, parsed and checked once (the executors never see ``args``)."""
-    from bench.executors import RunOptions
-    from bench.executors.options import parse_executor, parse_parallel
-    from bench.study import parse_selection
+    from bench.executors.options import parse_run_options
 
-    return RunOptions(
-        results_dir=args.results_dir, data_dir=args.data_dir, overrides=_overrides(args),
-        executor=parse_executor(args.executor), device=args.device, parallel=parse_parallel(args.parallel),
-        gpus=args.gpus, retry_failed=bool(args.retry_failed),
-        selection=parse_selection(getattr(args, "only", None), getattr(args, "seeds", None)),
+    return parse_run_options(
+        results_dir=args.results_dir, data_dir=args.data_dir, sets=getattr(args, "sets", []),
+        only=getattr(args, "only", None) or [], seeds=getattr(args, "seeds", None), executor=args.executor,
+        device=args.device, parallel=args.parallel, gpus=args.gpus, retry_failed=bool(args.retry_failed),
         slurm_partition=args.slurm_partition, gpus_per_task=args.gpus_per_task, timeout_min=args.timeout_min,
         max_parallel=args.max_parallel,
     )
@@ -313,6 +320,17 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def require_results(study: str, results_dir: str | os.PathLike[str]) -> None:
+    """A UserError (one line) unless ``study`` is registered and has records under ``results_dir``."""
+    from bench.store import ResultsStore
+    from bench.study import get_study
+
+    get_study(study)  # a clear error for an unknown name
+    if study not in ResultsStore(results_dir).studies():
+        raise UserError(f"no results of study {study!r} under {results_dir}/ "
+                        f"(accepted: a study with records; `bench run {study}` makes them)")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import build_index, build_report
     from bench.store import ResultsStore
@@ -321,13 +339,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError("name a study or pass --all")
     names = ResultsStore(args.results_dir).studies() if args.all else [args.study]
     if args.study:
-        from bench.study import get_study
-
-        get_study(args.study)  # a clear error for an unknown name
-    store = ResultsStore(args.results_dir)
-    if args.study and args.study not in store.studies():
-        raise UserError(f"no results of study {args.study!r} under {args.results_dir}/ to report "
-                        f"(accepted: a study with records; `bench run {args.study}` makes them)")
+        require_results(args.study, args.results_dir)
     if not names:
         raise UserError(f"no study has results under {args.results_dir}/ (`bench run <study>` makes them)")
     for name in names:

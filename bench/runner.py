@@ -271,7 +271,8 @@ def run_cells_inline(
     measure: bool = True,
 ) -> list[RunRecord]:
     """Run cells one after another in this process (the default on one device)."""
-    from tqdm.auto import tqdm
+    # the plain bar: it shows on a terminal only, and tqdm.auto warns in a Jupyter kernel without ipywidgets
+    from tqdm import tqdm
 
     out = []
     bar = tqdm(cells, desc="cells", unit="run", disable=not (progress and sys.stderr.isatty()))

@@ -51,38 +51,52 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
-def measure_table(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
-    """The full measurement of one model as a two-column table, plus the layer view if asked."""
+def measure_one(model: str, *, batch_size: int = 128, image_size: int | None = None,
+                in_channels: int | None = None, num_classes: int = 10, device: str = "auto",
+                precision: str = "fp32", model_kwargs: dict[str, Any] | None = None, speed: bool = True,
+                layers: bool = False) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """One model's measurements (params, MACs, speed, memory, environment) and, with ``layers``, its
+    per-layer table; a bad value is a UserError naming the flag of ``bench measure``."""
+    from bench.config import MIN_SIDE, PRECISIONS
+    from bench.device import parse_device
     from bench.measure import layer_table, measure_model
     from bench.models import create_model, model_info
-    from bench.device import parse_device
 
-    info = model_info(args.model)
-    from bench.config import MIN_SIDE, PRECISIONS
-
-    if args.precision not in PRECISIONS:
-        raise UserError(f"bad --precision {args.precision!r} (accepted: {', '.join(PRECISIONS)})")
-    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, MIN_SIDE),
-                             ("--in-channels", args.in_channels, 1), ("--num-classes", args.num_classes, 1)):
+    info = model_info(model)
+    if precision not in PRECISIONS:
+        raise UserError(f"bad --precision {precision!r} (accepted: {', '.join(PRECISIONS)})")
+    for flag, value, low in (("--batch-size", batch_size, 1), ("--image-size", image_size, MIN_SIDE),
+                             ("--in-channels", in_channels, 1), ("--num-classes", num_classes, 1)):
         if value is not None and value < low:
             raise UserError(f"bad {flag} {value} (accepted: an integer >= {low})")
     c, h, w = info["input_size"]
-    if args.in_channels is not None:
-        c = args.in_channels
-    if args.image_size is not None:
-        h = w = args.image_size
+    if in_channels is not None:
+        c = in_channels
+    if image_size is not None:
+        h = w = image_size
+    kwargs = dict(model_kwargs or {})
+    dev = parse_device(device)  # the text: measure_model resolves it (and records it as given)
+    m = measure_model(model, input_shape=(c, h, w), batch_size=batch_size, device=dev, num_classes=num_classes,
+                      model_kwargs=kwargs, precision=precision, speed=speed)
+    table = None
+    if layers:
+        table = layer_table(create_model(model, num_classes=num_classes, in_channels=c, **kwargs), (c, h, w))
+    return m, table
+
+
+def measure_table(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
+    """The full measurement of one model as a two-column table, plus the layer view if asked."""
     kwargs: dict[str, Any] = {}
     for k, v in overrides.items():
         if not k.startswith("model_kwargs."):
             raise UserError(f"bench measure takes only --set model_kwargs.<name>=<value>, got {k!r}")
         kwargs[k.split(".", 1)[1]] = v  # parsed by parse_set_args
-    device = parse_device(args.device)  # the text: measure_model resolves it (and records it as given)
-    m = measure_model(args.model, input_shape=(c, h, w), batch_size=args.batch_size, device=device,
-                      num_classes=args.num_classes, model_kwargs=kwargs, precision=args.precision,
-                      speed=not args.no_speed)
+    m, layers = measure_one(args.model, batch_size=args.batch_size, image_size=args.image_size,
+                            in_channels=args.in_channels, num_classes=args.num_classes, device=args.device,
+                            precision=args.precision, model_kwargs=kwargs, speed=not args.no_speed,
+                            layers=args.layers)
     width = max(len(k) for k in m)
     lines = [f"{k:<{width}}  {_fmt(k, v)}" for k, v in m.items() if k != "environment"]
-    if args.layers:
-        model = create_model(args.model, num_classes=args.num_classes, in_channels=c, **kwargs)
-        lines += ["", layer_table(model, (c, h, w)).to_string(index=False)]
+    if layers is not None:
+        lines += ["", layers.to_string(index=False)]
     return "\n".join(lines)

@@ -256,7 +256,8 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
     """Start ``per_slot`` workers per slot (a GPU index, or None for the CPU), show a progress bar
     over finished cells until all workers exit; returns how many exited abnormally."""
     import torch
-    from tqdm.auto import tqdm
+    # the plain bar: it shows on a terminal only, and tqdm.auto warns in a Jupyter kernel without ipywidgets
+    from tqdm import tqdm
 
     ctx = mp.get_context("spawn")
     host = socket.gethostname()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.report import html as _html
@@ -17,18 +18,35 @@ from bench.report.analysis import main_metric, metric_label
 from bench.report.data import config_difference, load
 from bench.report.detail import details
 from bench.report.figures import FIGURES, render_figures
-from bench.report.tables import (config_tables, cost_table, failures_table, progress_table, results_table,
+from bench.report.plotting import Figure
+from bench.report.tables import (Table, config_tables, cost_table, failures_table, progress_table, results_table,
                                  selection_table)
-from bench.report.verdicts import index_entry, published_protocol, verdicts
+from bench.report.verdicts import Verdicts, index_entry, published_protocol, verdicts
 from bench.files import write_atomic
 from bench.frames import write_parquet
 from bench.store import ResultsStore
 
-__all__ = ["FIGURES", "build_index", "build_report"]
+__all__ = ["FIGURES", "ReportPage", "build_index", "build_report", "write_report"]
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    """A written report: its page, and the verdicts, tables and figures drawn on it (for the notebook
+    API, which shows them inline without drawing them twice)."""
+
+    path: Path
+    verdicts: Verdicts
+    tables: dict[str, Table] = field(repr=False)  # by name: results, cost, failures, cells[, selection]
+    figures: list[Figure] = field(repr=False)
 
 
 def build_report(study: str, results_dir: str | Path = "results") -> Path:
     """Write ``<results_dir>/<study>/report.html`` and its CSV tables; returns the HTML path."""
+    return write_report(study, results_dir).path
+
+
+def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
+    """:func:`build_report`, returning what the page shows as well as where it is."""
     d = load(study, results_dir)
     out_dir = Path(results_dir) / study
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,6 +64,7 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
     claims_csv.to_csv(out_dir / "claims.csv", index=False)
     csv_files.insert(0, "claims.csv")
     csv_files += [p.name for p in write_parquet(results_dir, study)]  # the same records, for queries
+    figures = render_figures(d, list(d.desc.get("figures") or []))
     counts = _html.state_counts(d.cells)
     n_open = counts["running"] + counts["pending"] + counts["damaged"]
     total = int(len(d.cells))
@@ -68,7 +87,7 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
         varied_html=varied_html,
         fixed_html=fixed_html,
         n_fixed=len(fixed),
-        figures=render_figures(d, list(d.desc.get("figures") or [])),
+        figures=figures,
         main_metric_label=metric_label(main_metric(d)),
         results_html=by_name["results"].html,
         claims_html=claims.html(),
@@ -91,7 +110,7 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
     )
     path = out_dir / "report.html"
     _write_page(path, page)
-    return path
+    return ReportPage(path, claims, by_name, figures)
 
 
 def build_index(results_dir: str | Path = "results") -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +14,11 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # reports are built headless (CI, Slurm nodes): never a display backend
+# Reports are built headless (CI, Slurm nodes): never a display backend. A Jupyter kernel's inline
+# backend (set in MPLBACKEND by ipykernel) is headless too, and switching it would stop the notebook's
+# own plots from showing after a report is built there.
+if "inline" not in os.environ.get("MPLBACKEND", ""):
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
