@@ -175,6 +175,7 @@ def test_slurm_parameters_and_missing_sbatch(monkeypatch: pytest.MonkeyPatch, tm
     assert p["slurm_partition"] == "gpu" and p["gpus_per_node"] == 2 and p["tasks_per_node"] == 1
     assert p["timeout_min"] == 30 and p["slurm_array_parallelism"] == 8
     assert "slurm_partition" not in build_slurm_parameters("residual")  # cluster default
+    assert "gpus_per_node" not in build_slurm_parameters("residual", gpus_per_task=0)  # a CPU node
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
     with pytest.raises(UserError, match="sbatch is not found.*--executor local"):
         run_with_executor(get_study(STUDY), PROFILE, args(tmp_path / "r", executor="slurm"))
@@ -331,7 +332,8 @@ def test_slurm_backend_on_submitit_local_executor(reference: tuple[Path, dict[st
 
     assert SpyExecutor.parameters_seen == {
         "name": "bench-residual", "timeout_min": 30, "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1,
-        "slurm_partition": "gpu", "slurm_array_parallelism": 3, "slurm_signal_delay_s": 120}
+        "slurm_partition": "gpu", "slurm_array_parallelism": 3, "slurm_signal_delay_s": 120,
+        "slurm_additional_parameters": {"requeue": True}}
     jobs = SpyExecutor.jobs
     assert len(jobs) == 2
     task = jobs[0].submission().function
@@ -371,7 +373,8 @@ def test_slurm_submission_script_with_fake_sbatch(tmp_path: Path, monkeypatch: p
     assert "Slurm job array 4242" in capsys.readouterr().out
     script = log.read_text()
     for line in ("#SBATCH --partition=a100", "#SBATCH --gpus-per-node=1", "#SBATCH --time=45",
-                 "#SBATCH --array=0-3%2", "#SBATCH --signal=USR2@120", "#SBATCH --job-name=bench-residual"):
+                 "#SBATCH --array=0-3%2", "#SBATCH --signal=USR2@120", "#SBATCH --job-name=bench-residual",
+                 "#SBATCH --requeue"):
         assert line in script
     assert str(res.resolve() / STUDY / "slurm") in script  # logs under results/<study>/slurm/
     text = status_table(STUDY, str(res), None, {})

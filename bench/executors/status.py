@@ -42,9 +42,11 @@ def _cells(study: str, store: ResultsStore, profile: str, overrides: dict[str, A
 
 def status_frame(study: str, results_dir: str, profile: str | None = None,
                  overrides: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One row per cell (run_id, arm, seed, state, worker, host, heartbeat_age_s, slurm_job) and a
-    header dict (study, profile, counts by state, submitted Slurm arrays)."""
+    """One row per cell (run_id, arm, seed, state, worker, host, heartbeat_age_s, slurm_job,
+    slurm_state) and a header dict (study, profile, counts by state, submitted Slurm arrays, where
+    their states came from). ``slurm_state`` is what squeue (or sacct) says of the cell's latest task."""
     from bench.executors.slurm import load_jobs
+    from bench.executors.slurm_states import slurm_states
 
     st = get_study(study)  # unknown study -> UserError with close matches
     store = ResultsStore(results_dir)
@@ -53,6 +55,8 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
     task_of: dict[str, str] = {}
     for entry in arrays:  # the latest submission of a cell wins
         task_of.update(entry.get("tasks") or {})
+    # only the arrays that still hold a cell's latest task
+    queue = slurm_states(sorted({str(t).split("_")[0] for t in task_of.values()}, key=str))
     rows = []
     now = time.time()
     for cell in _cells(st.name, store, profile, overrides):
@@ -69,6 +73,7 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
                 age = round(now - (store.run_dir(st.name, rid) / "claim.lock").stat().st_mtime, 1)
             except FileNotFoundError:
                 pass
+        job = task_of.get(rid) or info.get("slurm_job_id")
         rows.append({
             "run_id": rid,
             "arm": cell.get("arm_label"),
@@ -77,13 +82,15 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
             "worker": info.get("worker"),
             "host": info.get("host"),
             "heartbeat_age_s": age,
-            "slurm_job": task_of.get(rid) or info.get("slurm_job_id"),
+            "slurm_job": job,
+            "slurm_state": queue.states.get(str(job)) if job else None,
         })
     df = pd.DataFrame(rows, columns=["run_id", "arm", "seed", "state", "worker", "host", "heartbeat_age_s",
-                                     "slurm_job"])
+                                     "slurm_job", "slurm_state"])
     counts = {s: int((df["state"] == s).sum()) if len(df) else 0 for s in STATES}
     header = {"study": st.name, "profile": profile, "overrides": overrides, "cells": len(df), "counts": counts,
-              "slurm_arrays": [e.get("array_id") for e in arrays]}
+              "slurm_arrays": [e.get("array_id") for e in arrays],
+              "slurm_sources": queue.sources, "slurm_notes": queue.notes}
     return df, header
 
 
@@ -95,11 +102,13 @@ def status_table(study: str, results_dir: str, profile: str | None, overrides: d
     if h["overrides"]:
         lines.append("  overrides: " + ", ".join(f"{k}={v}" for k, v in h["overrides"].items()))
     show = df.copy()
-    for col in ("worker", "host", "heartbeat_age_s", "slurm_job"):
+    for col in ("worker", "host", "heartbeat_age_s", "slurm_job", "slurm_state"):
         if show[col].isna().all():
             show = show.drop(columns=col)  # keep the table narrow when nothing is known
     lines.append(show.fillna("").to_string(index=False) if len(show) else "(no cells)")
     if h["slurm_arrays"]:
         ids = ",".join(str(a) for a in h["slurm_arrays"])
         lines.append(f"Slurm job arrays: {ids}   (squeue -j {ids}; logs under {results_dir}/{h['study']}/slurm/)")
+        said = ", ".join(h["slurm_sources"]) or "nothing"
+        lines.append(f"slurm_state from {said}" + "".join(f"; {n}" for n in h["slurm_notes"]))
     return "\n".join(lines)
