@@ -245,7 +245,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench.plan import plan_table
+    from bench.plan import plan_footer, plan_table
     from bench.study import get_study
 
     from bench.study import parse_selection
@@ -258,10 +258,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if selection:
         print(f"selection: {selection.describe()} ({len(df)} of {df.attrs['cells_in_profile']} cells)")
     print(df.to_string(index=False))
-    counts = df["status"].value_counts().to_dict()
-    print(f"{len(df)} cells ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); "
-          f"estimated training compute {df.attrs.get('total_TMACs', float('nan')):.1f} T multiply-adds "
-          "(3 x forward conv+linear MACs per training image)")
+    print("\n".join(plan_footer(df)))
     return 0
 
 

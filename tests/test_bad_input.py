@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,4 +168,22 @@ def test_absurd_but_legal_is_planned_with_its_cost(records: tuple[Path, dict[str
     assert "1000000000 ep" in out
     total = float(out.rsplit("estimated training compute", 1)[1].split()[0].replace(",", ""))
     assert total > 1e6  # T multiply-adds: a billion epochs of ResNet-20 on 320 images
+    # optimizer steps: 320 training images in batches of 64 -> 5 per epoch, 4 cells
+    assert "20,000,000,000 optimizer steps" in out and "5000000000" in out
+    cost = next(ln for ln in out.splitlines() if ln.startswith("estimated cost:"))
+    assert re.search(r"about [0-9.e+]+ y at the speed of [1-9] recorded run\(s\) on ", cost), cost  # years
+    assert "note: 4 cell(s) would each train for more than 30 days" in out
     assert _snapshot(root) == before
+
+
+@pytest.mark.parametrize("item", ["image_size=100000", "iterations=1e20", "batch_size=1000000"])
+def test_absurd_sizes_are_planned_without_allocating(item: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Counted on the meta device: a 100000-pixel input is planned in no memory; no records yet,
+    so the time is unknown and said to be."""
+    assert main(["--results-dir", str(tmp_path), "plan", STUDY, "--profile", "smoke", "--set", item]) == 0
+    out = capsys.readouterr().out
+    assert "time unknown until a run of this study is recorded" in out
+    rows = [ln.split() for ln in out.splitlines()[2:6]]
+    assert len(rows) == 4 and all(float(r[-2]) > 0 for r in rows), out  # est_train_TMACs known
+    assert list(tmp_path.iterdir()) == []
