@@ -9,7 +9,9 @@ trained again and that no temporary file is left:
 - ``write:checkpoint.pt``: while the first checkpoint is written (temp file complete, not renamed);
 - ``before-summary``: after training, before the run's summary is written;
 - ``write:summary.json``: while the summary is written (temp file complete, not renamed);
-- ``measure``: while the model's speed and memory are measured.
+- ``measure``: while the model's speed and memory are measured;
+- ``write:study.json``: while the study's description is written, before any cell starts (its
+  temp file names a process that is gone, so the next run removes it at once).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import signal
 
 ENV = "BENCH_FAULT"
-POINTS = ("checkpoint", "write:checkpoint.pt", "before-summary", "write:summary.json", "measure")
+POINTS = ("checkpoint", "write:checkpoint.pt", "before-summary", "write:summary.json", "measure", "write:study.json")
 
 
 class FaultInjected(RuntimeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import IO, Any
 
 from bench.faults import fault_point
 
+_HOST = socket.gethostname().replace("~", "-")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -33,7 +35,9 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[Any]], None]
     if binary is None:
         binary = not isinstance(data, str)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's host and pid in the name: a temp file of a process gone from this host was left
+    # by a kill, and the next writer of the folder removes it (bench.store), however young it is.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}~{_HOST}~{os.getpid()}~", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb" if binary else "w") as f:
@@ -45,10 +49,27 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[Any]], None]
             os.fsync(f.fileno())
         fault_point(f"write:{path.name}")  # BENCH_FAULT=write:<name>: a kill with the temp file whole
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        refused = _os_error_behind(exc)
+        if refused is None:
+            raise
+        # The file system refused (full, read-only): say so and name the file, also where a library
+        # writer (torch.save) wrapped the OSError in an error of its own.
+        raise OSError(refused.errno, refused.strerror or str(refused), str(path)) from exc
     return path
+
+
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError that ``exc`` is or was raised from (its cause or context chain), else None."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def clean_json(obj: Any) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from bench.files import read_json, write_atomic
-from bench.record import RENAMED_HISTORY, RunRecord, identity_row
+from bench.record import RunRecord, identity_row
 from bench.store import ResultsStore
 
 RUNS_FILE = "runs.parquet"
@@ -63,9 +63,10 @@ class RunView:
 
 def _read_json_or(path: Path, default: Any) -> Any:
     try:
-        return read_json(path)
-    except (FileNotFoundError, ValueError):
+        value = read_json(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return default
+    return value if isinstance(value, type(default)) else default
 
 
 def read_runs(results_dir: str | Path, study: str, *, finished_only: bool = False,
@@ -84,19 +85,15 @@ def read_runs(results_dir: str | Path, study: str, *, finished_only: bool = Fals
         summary = store.summary(study, rd.name)
         if finished_only and summary is None:
             continue
-        cell = _read_json_or(rd / "cell.json", None)
-        if cell is None and summary is None:
-            continue  # a folder without any record yet
-        cell = cell or {k: summary.get(k) for k in ("run_id", "study", "profile", "arm", "arm_label", "tags",
-                                                    "seed", "model", "dataset")}
+        cell = store.read_cell(study, rd.name)  # a damaged one is named on stderr
+        if cell is None:
+            continue  # a folder without any readable record yet
+        cell = {k: cell.get(k) for k in ("run_id", "study", "profile", "arm", "arm_label", "tags", "seed", "model",
+                                         "dataset")} if cell is summary else cell
         config = (summary or {}).get("config") or _read_json_or(rd / "config.json", {})
-        history = pd.DataFrame()
-        if (rd / "history.csv").exists():
-            try:
-                history = pd.read_csv(rd / "history.csv")
-                history = history.rename(columns={o: n for o, n in RENAMED_HISTORY.items() if n not in history})
-            except (pd.errors.EmptyDataError, ValueError):
-                pass
+        history = store.read_history(study, rd.name)
+        if history is None:
+            history = pd.DataFrame()
         yield RunView(study=study, run_id=rd.name, path=rd, state=store.state(study, rd.name), cell=cell,
                       config=config, summary=summary, history=history)
 

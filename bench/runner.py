@@ -25,6 +25,7 @@ from bench.data.sources import input_shape
 from bench.faults import fault_point
 from bench.files import read_json, write_atomic, write_json
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
+from bench import store as store_mod
 from bench.store import ResultsStore
 from bench.study import Selection, Study
 
@@ -74,10 +75,10 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
     if path.exists():
         try:
             cached = read_json(path)
-            if isinstance(cached, dict):
+            if isinstance(cached, dict) and ("params_total" in cached or "measure_error" in cached):
                 return cached
-        except ValueError:
-            pass  # a damaged cache entry is a miss: measured again and rewritten below
+        except (ValueError, OSError):
+            pass  # a damaged cache entry (garbage, cut short, not a measurement) is a miss: measured again
     from bench.device import resolve_device, resolve_precision
 
     fault_point("measure")
@@ -142,7 +143,7 @@ def execute_cell(
         rd = store.run_dir(cell.study, cell.run_id)
         # We alone write here now: drop what a killed writer left, set a damaged record aside.
         store.clean_temp_files(cell.study, cell.run_id)
-        damage = store.damage(cell.study, cell.run_id)
+        damage = store.damage(cell.study, cell.run_id) or store.history_damage(cell.study, cell.run_id)
         if damage is not None:
             moved = store.set_aside_damaged(cell.study, cell.run_id)
             print(f"bench: {damage}; moved to {moved} and the cell runs again", file=sys.stderr)
@@ -320,5 +321,8 @@ def status_counts(study: str, cells: Sequence[Cell], store: ResultsStore) -> dic
     counts: dict[str, int] = {}
     for c in cells:
         st = store.state(study, c.run_id)
+        if st in ("running", "stale") and store.claim_unreadable(study, c.run_id):
+            # not a worker that can be named: an empty or garbage claim.lock, judged by its age alone
+            st = f"{st} (unreadable claim.lock, retaken when {store_mod.UNREADABLE_CLAIM_S:.0f} s old)"
         counts[st] = counts.get(st, 0) + 1
     return counts

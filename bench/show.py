@@ -31,34 +31,39 @@ def find_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
 
 
 def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> str:
-    """Text view of a run: where it is, key results, config and per-epoch history."""
+    """Text view of a run: where it is, key results, config and per-epoch history. A damaged file
+    is one line naming it and what to do; the rest of the run is still shown."""
     from bench.record import RecordError, RunRecord
 
+    store = ResultsStore(results_dir)
     rd = find_run(results_dir, run_id, study)
+    st = rd.parent.parent.name
     lines = [f"run {rd.name}  ({rd})"]
-    damage = ResultsStore(results_dir).damage(rd.parent.parent.name, rd.name)
+    damage = store.damage(st, rd.name)
+    summary = store.summary(st, rd.name)
     if damage is not None:
         lines.append(f"  {damage}: the next `bench run` moves it to damaged/ and runs the cell again")
-    elif (rd / "summary.json").exists():
+    elif summary is not None:
         try:
-            row = RunRecord.from_dict(read_json(rd / "summary.json")).to_row()
-        except RecordError as exc:
+            row = RunRecord.from_dict(summary).to_row()
+        except RecordError as exc:  # a newer schema: a newer bench reads it
             raise RecordError(f"{rd / 'summary.json'}: {exc}") from None
         lines += [f"  {k:<24} {row[k]}" for k in _KEY_METRICS if k in row]
     else:
         lines.append("  not finished (no summary.json yet)")
-    cfg = _read(rd / "config.json")
-    if cfg is not None:
+    cfg = (summary or {}).get("config") or _read(rd / "config.json")
+    if isinstance(cfg, str):
+        lines.append(f"config: {cfg}")
+    elif cfg is not None:
         lines.append("config:")
         lines += [f"  {k:<18} {v}" for k, v in sorted(cfg.items())]
-    hist = None
-    if (rd / "history.csv").exists():
-        try:
-            hist = pd.read_csv(rd / "history.csv")
-        except (pd.errors.EmptyDataError, ValueError) as exc:
-            lines.append(f"history: {rd / 'history.csv'} is damaged ({type(exc).__name__}); "
-                         "a rerun of the cell writes it again")
-    if hist is not None:
+    hist_damage = store.history_damage(st, rd.name)
+    if hist_damage is not None:
+        lines.append(f"history: {hist_damage}; " + (
+            "the summary is intact (move the run folder away to train the cell again)" if summary is not None
+            else "the next `bench run` moves it to damaged/ and resumes the cell"))
+    elif (rd / "history.csv").exists():
+        hist = pd.read_csv(rd / "history.csv")
         cols = [c for c in ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_acc", "test_acc",
                             "epoch_time_s", "epoch_train_samples_per_s", "train_samples_per_s") if c in hist]
         lines.append("history:")
@@ -66,9 +71,12 @@ def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
     return "\n".join(lines)
 
 
-def _read(path: Path) -> dict | None:
+def _read(path: Path) -> dict | str | None:
+    """The JSON object at ``path``; None when absent; a line naming the file when it is damaged."""
     try:
         v = read_json(path)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return v if isinstance(v, dict) else None
+    except (ValueError, OSError) as exc:
+        return f"{path} is damaged ({type(exc).__name__}); the next `bench run` of the cell writes it again"
+    return v if isinstance(v, dict) else f"{path} is damaged (not a JSON object); the next `bench run` writes it again"

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -31,7 +33,7 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.files import read_json, write_atomic, write_json
-from bench.record import RENAMED_HISTORY, Cell, EpochRow, RecordError, RunRecord, identity_row
+from bench.record import RENAMED_HISTORY, SCHEMA_VERSION, Cell, EpochRow, RecordError, RunRecord, identity_row
 
 __all__ = ["Claim", "ResultsStore", "read_json", "write_atomic", "write_json"]
 
@@ -40,10 +42,30 @@ HEARTBEAT_EVERY_S = 15.0
 # A claim is written whole right after its O_EXCL create: one still unreadable after this long was
 # left by a process killed in between, and is judged by its age alone.
 UNREADABLE_CLAIM_S = 10.0
+# A runner removing a stale lock holds claim.break.<id> for milliseconds; one older than this was
+# left by a runner killed in between.
+BREAK_MARKER_S = 30.0
 # Temporary files a kill can leave in a run folder (atomic writes); removed by the next claimant,
 # which alone writes there.
 TEMP_PATTERNS = (".*.tmp", "checkpoint.pt.tmp*")
+_TEMP_NAME = re.compile(r"^\..+~(.+)~(\d+)~[^.~]+\.tmp$")  # .<name>~<host>~<pid>~<random>.tmp (bench.files)
 RECORD_FILES = ("summary.json", "history.csv", "artifacts.npz", "log.txt")
+
+
+_HOST = socket.gethostname().replace("~", "-")  # as bench.files names its temp files
+_warned: set[str] = set()
+
+
+def warn_once(path: Path, message: str) -> None:
+    """One line on stderr about a damaged file, once per file in this process."""
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        print(f"bench: warning: {message}", file=sys.stderr)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _pid_alive(pid: int) -> bool:
@@ -127,38 +149,128 @@ class ResultsStore:
 
     # -- state ---------------------------------------------------------------------------------
     def summary(self, study: str, run_id: str) -> dict[str, Any] | None:
-        """The run's summary if it has finished (whatever its status), else None."""
-        path = self.run_dir(study, run_id) / "summary.json"
-        try:
-            s = read_json(path)
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return None
-        return s if isinstance(s, dict) and s.get("complete") else None
+        """The run's summary if it has finished (whatever its status), else None (also when damaged)."""
+        s, damage = self._read_summary(study, run_id)
+        return s if damage is None and isinstance(s, dict) and s.get("complete") else None
 
     def damage(self, study: str, run_id: str) -> str | None:
-        """Why the run's summary.json cannot be read (truncated, not JSON), or None if it can or is absent."""
+        """Why the run's summary.json cannot be read (truncated, not JSON, not a run record this
+        version can read as such), or None if it can or is absent. A record of a newer schema is not
+        damaged: reading it is a one-line error that asks for a newer bench."""
+        return self._read_summary(study, run_id)[1]
+
+    def _read_summary(self, study: str, run_id: str) -> tuple[Any, str | None]:
         path = self.run_dir(study, run_id) / "summary.json"
         try:
             s = read_json(path)
         except (FileNotFoundError, NotADirectoryError):
-            return None
+            return None, None
         except (ValueError, OSError) as exc:
-            return f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        return None if isinstance(s, dict) else f"{path} is damaged (not a JSON object)"
+            return None, f"{path} is damaged ({type(exc).__name__}: {_first_line(exc)})"
+        if not isinstance(s, dict):
+            return None, f"{path} is damaged (not a JSON object)"
+        version = s.get("schema_version", 1)
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            return s, None
+        try:
+            RunRecord.from_dict(s)
+        except RecordError as exc:
+            return None, f"{path} is damaged (not a run record: {_first_line(exc)})"
+        return s, None
+
+    def read_history(self, study: str, run_id: str) -> pd.DataFrame | None:
+        """The run's history.csv as a frame (columns of older schemas renamed); None when absent.
+
+        A damaged file (truncated, garbage) is an empty frame and one line on stderr naming it and
+        what to do, once per file in a process: curves and exports go on without that run's epochs.
+        """
+        path = self.run_dir(study, run_id) / "history.csv"
+        if not path.is_file():
+            return None
+        damage = self.history_damage(study, run_id)
+        if damage is not None:
+            finished = self.summary(study, run_id) is not None
+            warn_once(path, f"{damage}; this run's epochs are left out " + (
+                "(its summary is intact; move the run folder away to train the cell again)" if finished
+                else "until the next `bench run` sets the file aside and resumes the cell"))
+            return pd.DataFrame()
+        df = pd.read_csv(path)
+        return df.rename(columns={o: n for o, n in RENAMED_HISTORY.items() if n not in df})  # schema 1
+
+    def read_cell(self, study: str, run_id: str) -> dict[str, Any] | None:
+        """The run's cell.json (arm labels, tags, seed), else the same fields of its summary; None
+        when neither can be read. A damaged cell.json is named on stderr (once per file)."""
+        path = self.run_dir(study, run_id) / "cell.json"
+        try:
+            cell = read_json(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return self.summary(study, run_id)
+        except (ValueError, OSError) as exc:
+            cell = exc
+        if isinstance(cell, dict):
+            return cell
+        why = _first_line(cell) if isinstance(cell, Exception) else "not a JSON object"
+        summary = self.summary(study, run_id)
+        warn_once(path, f"{path} is damaged ({why}); " + (
+            "its summary.json says the same, nothing is lost" if summary is not None
+            else "the run is left out until its next `bench run` writes the file again"))
+        return summary
 
     def set_aside_damaged(self, study: str, run_id: str) -> Path | None:
-        """Move a damaged record into ``damaged/<n>/`` (kept for a look, never overwritten)."""
-        if self.damage(study, run_id) is None:
+        """Move a damaged record (an unreadable summary.json, or the unreadable history.csv of an
+        unfinished run, which the resumed run would overwrite) into ``damaged/<n>/``: kept for a
+        look, never overwritten."""
+        if self.damage(study, run_id) is None and self.history_damage(study, run_id) is None:
             return None
         return self._move_record(study, run_id, "damaged")
 
+    def history_damage(self, study: str, run_id: str) -> str | None:
+        """Why the run's history.csv cannot be read, or None if it can or is absent."""
+        path = self.run_dir(study, run_id) / "history.csv"
+        if not path.is_file():
+            return None
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.EmptyDataError, ValueError, OSError) as exc:
+            return f"{path} is damaged ({type(exc).__name__}: {_first_line(exc)})"
+        if len(df.columns) and "epoch" not in df.columns:
+            return f"{path} is damaged (no epoch column)"
+        return None
+
     def clean_temp_files(self, study: str, run_id: str) -> list[Path]:
-        """Remove the temporary files a killed writer left in the run folder (call with the claim held)."""
+        """Remove the temporary files a killed writer left in the run folder (call with the claim
+        held), and claim-break markers older than :data:`BREAK_MARKER_S`."""
         rd = self.run_dir(study, run_id)
         gone = [p for pat in TEMP_PATTERNS for p in rd.glob(pat) if p.is_file()]
+        now = time.time()
+        for p in rd.glob("claim.break.*"):
+            try:
+                if now - p.stat().st_mtime >= BREAK_MARKER_S:
+                    gone.append(p)
+            except FileNotFoundError:
+                pass
         for p in gone:
             p.unlink(missing_ok=True)
         return gone
+
+    def damaged_files(self, study: str) -> list[str]:
+        """One line per damaged file of the study's runs (summary, history, cell), for the report."""
+        out = []
+        for rd in self.run_dirs(study):
+            finished = self.summary(study, rd.name) is not None
+            for why in (self.damage(study, rd.name), self.history_damage(study, rd.name)):
+                if why is not None:
+                    out.append(why)
+            cell = rd / "cell.json"
+            if cell.is_file():
+                try:
+                    ok = isinstance(read_json(cell), dict)
+                except (ValueError, OSError):
+                    ok = False
+                if not ok:
+                    out.append(f"{cell} is damaged" + ("" if finished else "; the run is left out until "
+                                                       "its next `bench run` writes it again"))
+        return out
 
     def state(self, study: str, run_id: str) -> str:
         """'ok' | 'diverged' | 'oom' | 'failed' (finished), 'running' (fresh claim), 'stale', 'pending',
@@ -172,14 +284,21 @@ class ResultsStore:
         try:
             # Stale by heartbeat age, or at once when its process (on this host) is gone.
             return "stale" if self._is_stale(lock) else "running"
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return "pending"
 
     def claim_info(self, study: str, run_id: str) -> dict[str, Any] | None:
+        """The cell's claim (token, host, pid, worker); None when there is none or it cannot be read."""
         try:
-            return read_json(self.run_dir(study, run_id) / "claim.lock")
-        except (FileNotFoundError, ValueError):
+            info = read_json(self.run_dir(study, run_id) / "claim.lock")
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             return None
+        return info if isinstance(info, dict) else None
+
+    def claim_unreadable(self, study: str, run_id: str) -> bool:
+        """True when the cell has a claim.lock that cannot be read (empty, garbage): left by a
+        process killed while it claimed, or being written this instant; judged by its age alone."""
+        return (self.run_dir(study, run_id) / "claim.lock").is_file() and self.claim_info(study, run_id) is None
 
     # -- claims --------------------------------------------------------------------------------
     def claim(self, study: str, run_id: str, **info: Any) -> Claim | None:
@@ -192,7 +311,7 @@ class ResultsStore:
             {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(), **info},
             default=str,
         )
-        for _ in range(2):
+        for _ in range(3):
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -208,26 +327,56 @@ class ResultsStore:
         """Remove ``lock`` if its owner is gone; True if removed (or already gone).
 
         The owner is gone when its heartbeat (the file's mtime) is older than the stale limit, or
-        when it ran on this host and its process no longer exists. Two runners may find the same
-        stale lock: the rename to a unique name succeeds for only one of them.
+        when it ran on this host and its process no longer exists. Several runners may find the
+        same stale lock at once: each tries to create ``claim.break.<identity of that lock>``
+        (O_EXCL), and only the one that did removes the lock, after checking that it is still the
+        very file judged stale. The marker goes only after the removal, so no runner can ever
+        remove a fresh claim in place of the stale one (moving the lock aside and putting back a
+        fresh one, as before, let a third runner claim in between: two runners trained one cell).
         """
         try:
+            judged = self._identity(lock)
             if not self._is_stale(lock):
                 return False
-            grave = lock.with_name(f"claim.stale.{uuid.uuid4().hex}")
-            os.rename(lock, grave)
         except FileNotFoundError:
             return True  # released meanwhile: try to create it again
-        if not self._is_stale(grave):
-            # A fresh claim was made between our look and the rename: give it back.
-            try:
-                os.link(grave, lock)
-            except FileExistsError:
-                pass
-            grave.unlink(missing_ok=True)
+        marker = lock.with_name(f"claim.break.{judged[0]}-{judged[1]}")
+        if not self._take_marker(marker):
             return False
-        grave.unlink(missing_ok=True)
-        return True
+        try:
+            try:
+                if self._identity(lock) != judged:
+                    return False  # released and claimed again meanwhile: a fresh claim
+            except FileNotFoundError:
+                return True
+            lock.unlink(missing_ok=True)
+            return True
+        finally:
+            marker.unlink(missing_ok=True)
+
+    @staticmethod
+    def _take_marker(marker: Path) -> bool:
+        """Create ``marker`` (O_EXCL); False while another runner holds it. One older than
+        :data:`BREAK_MARKER_S` was left by a runner killed while it broke the lock: dropped, then
+        taken like any other."""
+        for _ in range(2):
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                return True
+            except FileExistsError:
+                try:
+                    if time.time() - marker.stat().st_mtime < BREAK_MARKER_S:
+                        return False
+                    marker.unlink()
+                except FileNotFoundError:
+                    pass
+        return False
+
+    @staticmethod
+    def _identity(lock: Path) -> tuple[int, int, int, bytes]:
+        """What tells one lock file from the next at the same path: inode, mtime, size, content."""
+        st = lock.stat()
+        return st.st_ino, st.st_mtime_ns, st.st_size, lock.read_bytes()
 
     def _is_stale(self, lock: Path) -> bool:
         if time.time() - lock.stat().st_mtime >= self.stale_after_s:
@@ -236,11 +385,47 @@ class ResultsStore:
             info = read_json(lock)
         except ValueError:  # being written right now, or left empty by a kill
             return time.time() - lock.stat().st_mtime >= UNREADABLE_CLAIM_S
-        return info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1)))
+        if not isinstance(info, dict):
+            return time.time() - lock.stat().st_mtime >= UNREADABLE_CLAIM_S
+        try:
+            pid = int(info.get("pid", -1))
+        except (TypeError, ValueError):
+            pid = -1
+        return info.get("host") == socket.gethostname() and not _pid_alive(pid)
 
     # -- records -------------------------------------------------------------------------------
     def write_study(self, study: str, description: dict[str, Any]) -> None:
-        write_json(self.study_dir(study) / "study.json", description)
+        """Write ``study.json``; a damaged one is first moved to ``damaged/<n>/`` (never overwritten),
+        and temp files a killed writer left in the study and measurement folders are removed (of a
+        process gone on this host, or older than a write could take)."""
+        path = self.study_dir(study) / "study.json"
+        try:
+            self.read_study(study)
+        except UserError as exc:
+            dest = self._next_slot(self.study_dir(study) / "damaged")
+            shutil.move(str(path), str(dest / "study.json"))
+            print(f"bench: {str(exc).split(';')[0]}; moved to {dest} and written again", file=sys.stderr)
+        self.clean_old_temp_files(study)
+        write_json(path, description)
+
+    def clean_old_temp_files(self, study: str, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+        """Remove temp files of atomic writes (``.<name>~<host>~<pid>~*.tmp``) in the study's own folder and
+        its measurement cache whose writer is gone (its pid no longer exists here) or that are older
+        than ``older_than_s``: a write takes milliseconds, so one that old was left by a kill; any
+        other may be another runner's write in progress (on another host, pids say nothing)."""
+        now = time.time()
+        gone = []
+        for folder in (self.study_dir(study), self.study_dir(study) / "measurements"):
+            for p in folder.glob(".*.tmp") if folder.is_dir() else ():
+                m = _TEMP_NAME.match(p.name)
+                try:
+                    if p.is_file() and (now - p.stat().st_mtime >= older_than_s
+                                        or (m is not None and m.group(1) == _HOST and not _pid_alive(int(m.group(2))))):
+                        p.unlink()
+                        gone.append(p)
+                except FileNotFoundError:
+                    pass
+        return gone
 
     def read_study(self, study: str) -> dict[str, Any] | None:
         path = self.study_dir(study) / "study.json"
@@ -249,10 +434,11 @@ class ResultsStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except ValueError as exc:
-            raise UserError(f"{path} is damaged ({exc}); `bench run {study}` writes it again "
-                            "(the run records are not affected)") from None
+            raise UserError(f"{path} is damaged ({exc}); `bench run {study}` keeps it in damaged/ and writes "
+                            "it again (the run records are not affected)") from None
         if not isinstance(desc, dict):
-            raise UserError(f"{path} is damaged (not a JSON object); `bench run {study}` writes it again")
+            raise UserError(f"{path} is damaged (not a JSON object); `bench run {study}` keeps it in damaged/ "
+                            "and writes it again")
         return desc
 
     def archive_attempt(self, study: str, run_id: str) -> Path | None:
@@ -261,11 +447,20 @@ class ResultsStore:
             return None
         return self._move_record(study, run_id, "attempts")
 
+    @staticmethod
+    def _next_slot(folder: Path) -> Path:
+        """A new numbered folder ``folder/<n>/`` (1, 2, ...), made here."""
+        n = 1 + sum(1 for _ in folder.glob("*")) if folder.is_dir() else 1
+        while True:
+            try:
+                (folder / str(n)).mkdir(parents=True)
+                return folder / str(n)
+            except FileExistsError:
+                n += 1
+
     def _move_record(self, study: str, run_id: str, folder: str) -> Path:
         rd = self.run_dir(study, run_id)
-        n = 1 + sum(1 for _ in (rd / folder).glob("*")) if (rd / folder).is_dir() else 1
-        dest = rd / folder / str(n)
-        dest.mkdir(parents=True)
+        dest = self._next_slot(rd / folder)
         for name in RECORD_FILES:
             if (rd / name).exists():
                 shutil.move(str(rd / name), str(dest / name))
@@ -297,12 +492,9 @@ class ResultsStore:
         if s is None:
             return None
         rows: list[dict[str, Any]] = []
-        hist = self.run_dir(study, run_id) / "history.csv"
-        if history and hist.exists():
-            try:
-                rows = pd.read_csv(hist).to_dict("records")
-            except (pd.errors.EmptyDataError, ValueError):
-                rows = []
+        if history:
+            df = self.read_history(study, run_id)
+            rows = df.to_dict("records") if df is not None else []
         try:
             return RunRecord.from_dict(s, rows)
         except RecordError as exc:
@@ -324,9 +516,9 @@ class ResultsStore:
         if include_pending:
             done = {r["run_id"] for r in rows}
             for rd in self.run_dirs(study):
-                if rd.name in done or not (rd / "cell.json").exists():
+                cell = None if rd.name in done else self.read_cell(study, rd.name)
+                if cell is None:
                     continue
-                cell = read_json(rd / "cell.json")
                 rows.append({**identity_row(cell), "status": self.state(study, rd.name), "complete": False})
         return pd.DataFrame(rows)
 
@@ -334,15 +526,12 @@ class ResultsStore:
         """All epochs of all runs (finished or in progress), with run id, arm labels and seed."""
         frames = []
         for rd in self.run_dirs(study):
-            hist = rd / "history.csv"
-            if not hist.exists() or not (rd / "cell.json").exists():
+            df = self.read_history(study, rd.name)
+            if df is None or df.empty:
                 continue
-            try:
-                df = pd.read_csv(hist)
-            except (pd.errors.EmptyDataError, ValueError):
+            cell = self.read_cell(study, rd.name)
+            if cell is None:
                 continue
-            df = df.rename(columns={o: n for o, n in RENAMED_HISTORY.items() if n not in df})  # schema 1
-            cell = read_json(rd / "cell.json")
             df.insert(0, "run_id", rd.name)
             df.insert(1, "arm", cell.get("arm_label", ""))
             df.insert(2, "seed", cell.get("seed"))

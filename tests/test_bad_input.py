@@ -187,3 +187,17 @@ def test_absurd_sizes_are_planned_without_allocating(item: str, tmp_path: Path,
     rows = [ln.split() for ln in out.splitlines()[2:6]]
     assert len(rows) == 4 and all(float(r[-2]) > 0 for r in rows), out  # est_train_TMACs known
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["plan", STUDY, "--profile", "smoke"], ["status", STUDY], ["show", "0123"],
+                                  ["claims", STUDY], ["export", "parquet", STUDY], ["report", STUDY],
+                                  ["run", STUDY, "--profile", "smoke"]])
+def test_results_dir_inside_a_file(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    target = tmp_path / "a-file" / "sub" / "results"
+    assert main(["--results-dir", str(target), *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().splitlines() == [
+        f"bench: error: --results-dir {str(target)!r} is inside {str(tmp_path / 'a-file')!r}, a file "
+        "(accepted: a folder, made if missing)"]
+    assert (tmp_path / "a-file").read_text() == "not a folder"

@@ -38,7 +38,7 @@ def _temp_files(root: Path) -> list[Path]:
 
 # the epoch a rerun resumes from after a kill at each point (first cell, 2 epochs)
 RESUMED_FROM = {"checkpoint": 1, "write:checkpoint.pt": 0, "before-summary": 2, "write:summary.json": 2,
-                "measure": 0}
+                "measure": 0, "write:study.json": 0}
 
 
 @pytest.mark.slow
@@ -49,8 +49,8 @@ def test_kill_at_fault_point_then_rerun(point: str, tmp_path: Path) -> None:
     assert first.returncode == -9, (first.returncode, first.stderr[-2000:])  # killed itself at the point
     store = ResultsStore(root)
     assert not store.records(STUDY), "the first cell was killed before any record was finished"
-    if point == "write:summary.json":
-        assert _temp_files(root), "the kill should leave the summary's temp file behind"
+    if point.startswith("write:"):
+        assert _temp_files(root), "the kill should leave the file's temp file behind"
     second = _run(root, None)
     assert second.returncode == 0, second.stderr[-2000:]
     records = store.records(STUDY)
@@ -222,3 +222,78 @@ def test_full_file_system(small_fs: Path, capsys: pytest.CaptureFixture[str]) ->
         line = _one_line(capsys)
         assert rc == 2 and "No space left" in line, line
     assert _snap(root) == before  # nothing half-written, nothing lost
+
+
+def test_disk_filling_mid_run_records_the_cell_as_failed(small_fs: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for the small records but not for a checkpoint: the cell is recorded as failed with the
+    file system's own words and the file's name, the rest is untouched, and --retry-failed trains it
+    once there is room again (the failed record kept under attempts/)."""
+    from bench.report.synthetic import write_synthetic_study
+
+    root = small_fs / "results"
+    write_synthetic_study(root, STUDY, "smoke", seeds=(0,), failed=0, diverged=0)
+    before = _snap(root)
+    stat = os.statvfs(small_fs)
+    with open(small_fs / "filler", "wb") as f:  # leave 600 KiB: a smoke checkpoint is about 500 KiB
+        f.write(b"\0" * (stat.f_bavail * stat.f_frsize - 600 * 1024))
+    monkeypatch.setenv("BENCH_DATA_DIR", str(small_fs / "no-data"))
+    one = ["run", STUDY, "--profile", "smoke", "--only", "model=plain20", "--set", "epochs=1"]
+    assert main(["--results-dir", str(root), *one]) == 0
+    capsys.readouterr()
+    store = ResultsStore(root)
+    new = [r for r in store.records(STUDY) if r.cell.config.epochs == 1]
+    assert len(new) == 1 and new[0].outcome.status == "failed", new
+    assert "No space left on device" in str(new[0].outcome.error) and str(root) in str(new[0].outcome.error)
+    kept = {k: v for k, v in before.items() if not k.endswith("study.json")}  # study.json: the new overrides
+    assert {k: v for k, v in _snap(root).items() if k in kept} == kept
+    assert not _temp_files(root)
+    (small_fs / "filler").unlink()
+    assert main(["--results-dir", str(root), *one, "--retry-failed"]) == 0
+    capsys.readouterr()
+    rd = store.run_dir(STUDY, new[0].run_id)
+    assert store.read_record(STUDY, new[0].run_id).outcome.status == "ok"
+    assert "No space left" in (rd / "attempts" / "1" / "summary.json").read_text()
+
+
+def test_worker_on_a_read_only_folder_says_one_line(small_fs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker process that the file system refuses prints what the command line prints, not a traceback."""
+    from bench.executors.local import _worker_main
+    from bench.report.synthetic import write_synthetic_study
+    from bench.runner import WorkSpec
+    from bench.study import get_study
+
+    root = small_fs / "results"
+    write_synthetic_study(root, STUDY, "smoke", seeds=(0,), failed=0, diverged=0, pending=1)
+    store = ResultsStore(root)
+    todo = [c for c in get_study(STUDY).cells("smoke") if store.summary(STUDY, c.run_id) is None]
+    assert todo
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    spec = WorkSpec.of(todo, str(root), None, "cpu", worker="vm/cpu/w0", measure=False)
+    with pytest.raises(SystemExit) as stop:
+        _worker_main(spec, None, None)
+    assert stop.value.code == 2
+    assert _one_line(capsys).startswith("bench: error: worker vm/cpu/w0: Read-only file system")
+
+
+def test_retry_failed_after_a_corrupt_measurement_cache(tmp_path: Path) -> None:
+    """A cell that failed on a damaged cache entry (as it did before such an entry was a miss) is
+    retried with the entry still damaged: measured again, trained, ok."""
+    root = tmp_path / "results"
+    tiny = [*TINY, "--only", "model=plain20"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "bench", "--results-dir", str(root), "run", STUDY, *tiny]
+    assert subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600).returncode == 0
+    store = ResultsStore(root)
+    [rec] = store.records(STUDY)
+    summary = store.run_dir(STUDY, rec.run_id) / "summary.json"
+    s = json.loads(summary.read_text())
+    s.update(status="failed", error="JSONDecodeError: Expecting ',' delimiter: line 1 column 20 (char 19)")
+    summary.write_text(json.dumps(s))
+    [cache] = list((root / STUDY / "measurements").glob("*.json"))
+    cache.write_text('{"params_total": 12')  # cut short
+    r = subprocess.run([*cmd, "--retry-failed"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    again = store.read_record(STUDY, rec.run_id)
+    assert again.outcome.status == "ok" and again.measurements["params_total"] == rec.measurements["params_total"]
+    assert json.loads(cache.read_text())["params_total"] == rec.measurements["params_total"]

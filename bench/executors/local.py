@@ -131,6 +131,12 @@ def _worker_main(spec: WorkSpec, cuda_visible: str | None, threads: int | None) 
         work(spec)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        # The file system refused (full, read-only, gone): one line, as the command line says it.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"bench: error: worker {spec.worker}: {exc.strerror or exc}{where} "
+              "(finished records are kept; fix this and rerun)", file=sys.stderr)
+        sys.exit(2)
     except BaseException:
         traceback.print_exc()
         sys.exit(1)

@@ -61,7 +61,7 @@ def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
         tables.append(sel)
     by_name = {t.name: t for t in tables}
     csv_files = [t.write_csv(out_dir).name for t in tables]
-    claims_csv.to_csv(out_dir / "claims.csv", index=False)
+    write_atomic(out_dir / "claims.csv", claims_csv.to_csv(index=False))  # a reader never sees half a table
     csv_files.insert(0, "claims.csv")
     csv_files += [p.name for p in write_parquet(results_dir, study)]  # the same records, for queries
     figures = render_figures(d, list(d.desc.get("figures") or []))
@@ -106,6 +106,7 @@ def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
                        + (f" {d.excluded} older record(s) of another profile or overrides are not included."
                           if d.excluded else "")),
         progress_html=by_name["cells"].html,
+        damaged=ResultsStore(results_dir).damaged_files(study),
         csv_files=csv_files,
     )
     path = out_dir / "report.html"

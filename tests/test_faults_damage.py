@@ -1,0 +1,203 @@
+"""Damaged records, every kind against every command: show, status, plan, claims, export and report
+never give a traceback; each names the damaged file where it reads it, with what to do; a refusal
+is one line with exit 2; no record file changes; the report builds with the damaged run listed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bench import store as store_mod
+from bench.cli import main
+from bench.report.synthetic import write_synthetic_study
+from bench.store import ResultsStore
+
+STUDY = "residual"
+
+
+def _cut(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _edit_summary(rd: Path, **changes: object) -> None:
+    s = json.loads((rd / "summary.json").read_text())
+    s.update(changes)
+    (rd / "summary.json").write_text(json.dumps(s))
+
+
+def _unfinish(rd: Path) -> None:
+    (rd / "summary.json").unlink()
+
+
+# damage name -> (what it does to the first run folder / the study folder, the file it damages)
+DAMAGE: dict[str, tuple[Callable[[Path, Path], None], str]] = {
+    "summary-cut": (lambda rd, sd: _cut(rd / "summary.json"), "summary.json"),
+    "summary-not-object": (lambda rd, sd: (rd / "summary.json").write_text("[1, 2]"), "summary.json"),
+    "summary-bad-status": (lambda rd, sd: _edit_summary(rd, status="bogus"), "summary.json"),
+    "summary-bad-config": (lambda rd, sd: _edit_summary(rd, config={"epochs": -1}), "summary.json"),
+    "history-garbage": (lambda rd, sd: (rd / "history.csv").write_bytes(b"\x00\xff garbage\n\x01,\x02\n\""),
+                        "history.csv"),
+    "history-no-epochs": (lambda rd, sd: (rd / "history.csv").write_text("foo,bar\n1,2\n"), "history.csv"),
+    "history-empty": (lambda rd, sd: (rd / "history.csv").write_text(""), "history.csv"),
+    "cell-garbage": (lambda rd, sd: (rd / "cell.json").write_text("{x"), "cell.json"),
+    "cell-of-unfinished": (lambda rd, sd: (_unfinish(rd), (rd / "cell.json").write_text("[")), "cell.json"),
+    "config-of-unfinished": (lambda rd, sd: (_unfinish(rd), (rd / "config.json").write_text("{")), "config.json"),
+    "artifacts-cut": (lambda rd, sd: _cut(rd / "artifacts.npz"), "artifacts.npz"),
+    "study-garbage": (lambda rd, sd: (sd / "study.json").write_text("{ not json"), "study.json"),
+    "measurements-garbage": (lambda rd, sd: [p.write_bytes(b"\xff{") for p in (sd / "measurements").glob("*.json")],
+                             "measurements"),
+    "claim-empty": (lambda rd, sd: (_unfinish(rd), (rd / "claim.lock").write_text("")), "claim.lock"),
+}
+
+COMMANDS = {
+    "show": lambda rid: ["show", rid],
+    "status": lambda rid: ["status", STUDY],
+    "plan": lambda rid: ["plan", STUDY, "--profile", "smoke"],
+    "claims": lambda rid: ["claims", STUDY],
+    "export": lambda rid: ["export", "parquet", STUDY],
+    "report": lambda rid: ["report", STUDY],
+}
+
+# (damage, command) -> what the output (or the report page) must say: the damaged file by its path,
+# or for status/plan/claims the state word. Pairs not listed must only not fail.
+NAMED = {
+    **{(d, c): "path" for d in ("summary-cut", "summary-not-object", "summary-bad-status", "summary-bad-config")
+       for c in ("show", "report")},
+    **{(d, c): "damaged" for d in ("summary-cut", "summary-not-object", "summary-bad-status", "summary-bad-config")
+       for c in ("status", "plan", "claims")},
+    **{(d, c): "path" for d in ("history-garbage", "history-no-epochs", "history-empty")
+       for c in ("show", "claims", "export", "report")},
+    **{("cell-garbage", c): "path" for c in ("claims", "export", "report")},
+    ("cell-of-unfinished", "report"): "path",
+    ("config-of-unfinished", "show"): "path",
+    ("artifacts-cut", "report"): "path",
+    **{("study-garbage", c): "path" for c in ("status", "claims", "export", "report")},
+    ("claim-empty", "status"): "unreadable claim.lock",
+}
+REFUSED = {("study-garbage", c) for c in ("status", "claims", "export", "report")}  # exit 2, one line
+
+
+def _records(sd: Path) -> dict[str, str]:
+    """Hashes of the record files (not what report and export write beside them)."""
+    keep = [p for p in sd.rglob("*") if p.is_file() and ("runs" in p.relative_to(sd).parts
+                                                          or p.name == "study.json" or p.parent.name == "measurements")]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(keep)}
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pristine")
+    write_synthetic_study(root, STUDY, "smoke", seeds=(0,), failed=0, diverged=0)
+    return root
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_every_command_with_a_damaged_record(damage: str, pristine: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(pristine, root)
+    sd = root / STUDY
+    rd = sorted((sd / "runs").iterdir())[0]
+    act, name = DAMAGE[damage]
+    act(rd, sd)
+    damaged = sd / name if name in ("study.json", "measurements") else rd / name
+    before = _records(sd)
+    for cmd, argv in COMMANDS.items():
+        store_mod._warned.clear()  # each command is a process of its own on the command line
+        rc = main(["--results-dir", str(root), *argv(rd.name)])
+        out, err = capsys.readouterr()
+        text = out + err
+        assert "Traceback" not in text, (cmd, text[-2000:])
+        if (damage, cmd) in REFUSED:
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert rc == 2 and len(lines) == 1 and lines[0].startswith("bench: error: "), (cmd, err)
+            assert "bench run" in lines[0], lines[0]  # what to do
+        else:
+            assert rc == 0, (cmd, rc, err[-2000:])
+        if cmd == "report" and rc == 0:
+            text += (sd / "report.html").read_text()
+            assert rd.name in text, "the damaged run is listed in the report"
+        want = NAMED.get((damage, cmd))
+        if want == "path":
+            assert str(damaged) in text, (cmd, text[-3000:])
+        elif want:
+            assert want in text, (cmd, text[-3000:])
+        assert _records(sd) == before, f"{cmd} changed a record"
+
+
+def test_a_damaged_history_is_named_once_with_what_to_do(pristine: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    shutil.copytree(pristine, tmp_path / "r")
+    store = ResultsStore(tmp_path / "r")
+    rd = next(store.run_dirs(STUDY))
+    (rd / "history.csv").write_text("garbage\x00\n")
+    store_mod._warned.clear()
+    h1, h2 = store.load_history(STUDY), store.load_history(STUDY)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln]
+    assert len(err) == 1 and str(rd / "history.csv") in err[0] and "move the run folder away" in err[0], err
+    assert rd.name not in set(h1["run_id"]) and len(h1) == len(h2) > 0  # the other runs' epochs are there
+
+
+def test_run_sets_a_damaged_study_json_aside(pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from bench.runner import prepare
+    from bench.study import get_study
+
+    shutil.copytree(pristine, tmp_path / "r")
+    store = ResultsStore(tmp_path / "r")
+    study_json = store.study_dir(STUDY) / "study.json"
+    study_json.write_text("{ cut")
+    prepare(get_study(STUDY), "smoke", store, None)
+    assert (store.study_dir(STUDY) / "damaged" / "1" / "study.json").read_text() == "{ cut"
+    assert json.loads(study_json.read_text())["profile"] == "smoke"
+    err = capsys.readouterr().err
+    assert f"{study_json} is damaged" in err and "damaged/1" in err
+
+
+def test_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    """In the study and measurement folders (shared by all runners): a temp file whose writer is gone
+    from this host, or that is older than any write, goes; another host's young one stays."""
+    import os
+    import subprocess
+    import time
+
+    from bench.files import _HOST
+
+    store = ResultsStore(tmp_path)
+    meas = store.study_dir(STUDY) / "measurements"
+    meas.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone_pid = store.study_dir(STUDY) / f".study.json~{_HOST}~{dead.pid}~abc123.tmp"
+    old = meas / f".k.json~elsewhere~1~def456.tmp"
+    young_other_host = meas / f".k.json~elsewhere~1~ghi789.tmp"
+    mine = meas / f".k.json~{_HOST}~{os.getpid()}~jkl012.tmp"  # this very process: a write in progress
+    for p in (gone_pid, old, young_other_host, mine):
+        p.write_text("partial")
+    os.utime(old, (time.time() - store_mod.STALE_AFTER_S - 1,) * 2)
+    store.write_study(STUDY, {"name": STUDY})
+    assert not gone_pid.exists() and not old.exists()
+    assert young_other_host.exists() and mine.exists()
+    assert [p.name for p in store.study_dir(STUDY).glob(".*.tmp")] == []
+
+
+def test_run_counts_name_an_unreadable_claim(tmp_path: Path) -> None:
+    from bench.runner import status_counts
+    from bench.study import get_study
+
+    store = ResultsStore(tmp_path)
+    cells = get_study(STUDY).cells("smoke")
+    rd = store.run_dir(STUDY, cells[0].run_id)
+    rd.mkdir(parents=True)
+    (rd / "claim.lock").write_bytes(b"")
+    counts = status_counts(STUDY, cells, store)
+    assert counts == {"running (unreadable claim.lock, retaken when 10 s old)": 1, "pending": len(cells) - 1}
