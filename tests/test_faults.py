@@ -297,3 +297,22 @@ def test_retry_failed_after_a_corrupt_measurement_cache(tmp_path: Path) -> None:
     again = store.read_record(STUDY, rec.run_id)
     assert again.outcome.status == "ok" and again.measurements["params_total"] == rec.measurements["params_total"]
     assert json.loads(cache.read_text())["params_total"] == rec.measurements["params_total"]
+
+
+def test_readme_figures() -> None:
+    """The README's "What survives what" table quotes these tests' own figures."""
+    from bench.store import UNREADABLE_CLAIM_S
+    from tests.test_bad_input import CASES
+    from tests.test_faults_damage import COMMANDS, DAMAGE
+    from tests.test_faults_races import test_concurrent_runners_never_run_a_cell_twice as race
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## What survives what"):text.index("## Tests")]
+    rounds = {r: n for r, n in next(m.args[1] for m in race.pytestmark if m.name == "parametrize")}
+    for figure in (f"each of these {len(POINTS)} points", f"{len(POINTS)} kill + rerun trials",
+                   f"bad input ({len(CASES)} cases", f"{len(DAMAGE)} kinds", f"against {len(COMMANDS)} commands",
+                   f"stale after {UNREADABLE_CLAIM_S:.0f} s", f"({rounds[8]} rounds at 8)",
+                   f"{', '.join(map(str, sorted(rounds)[:-1]))} and {max(rounds)} runners", "600 KiB left"):
+        assert figure in table, figure
+    for point in POINTS:
+        assert f"`{point}`" in table or f"BENCH_FAULT={point}" in table, point
