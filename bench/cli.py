@@ -342,9 +342,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         require_results(args.study, args.results_dir)
     if not names:
         raise UserError(f"no study has results under {args.results_dir}/ (`bench run <study>` makes them)")
+    store = ResultsStore(args.results_dir)
     for name in names:
         path = build_report(name, args.results_dir)
         print(f"report: {path}")
+        if not any(store.summary(name, rd.name) is not None for rd in store.run_dirs(name)):
+            print(f"bench: {name} has no finished run yet: its report shows the cells and their progress only "
+                  f"(`bench run {name}` trains them)", file=sys.stderr)
     print(f"index:  {build_index(args.results_dir)}")
     return 0
 

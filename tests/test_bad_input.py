@@ -69,6 +69,9 @@ OTHER = [
     (["show", "0123456789abcdef"], "0123456789abcdef"),
     (["report"], "study"), (["models", "nosuch*"], "nosuch*"), (["nosuchcommand"], "nosuchcommand"),
     (["run", STUDY, "--profile", "smoke", "--gpus-per-task", "x"], "'x'"),
+    # every executor checks through the same expansion, before anything is written or submitted
+    *[(["run", STUDY, "--profile", "smoke", "--executor", ex, "--set", item], needle)
+      for ex in ("debug", "slurm") for item, needle in (("epochs=NaN", "nan"), ("model=nosuch", "nosuch"))],
 ]
 
 

@@ -165,6 +165,18 @@ def test_report_of_a_study_without_results_says_so(tmp_path: Path, capsys: pytes
     assert "no results of study 'residual'" in err and not (tmp_path / STUDY / "report.html").exists()
 
 
+def test_report_of_a_study_without_finished_runs_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """study.json written (the first run was killed before any cell finished): the report is the
+    cells and their progress, and says so."""
+    from bench.runner import prepare
+    from bench.study import get_study
+
+    prepare(get_study(STUDY), "smoke", ResultsStore(tmp_path), None)
+    assert main(["--results-dir", str(tmp_path), "report", STUDY]) == 0
+    err = capsys.readouterr().err
+    assert "residual has no finished run yet" in err and (tmp_path / STUDY / "report.html").exists()
+
+
 @pytest.fixture
 def small_fs(tmp_path: Path):
     """A 4 MiB tmpfs, unmounted afterwards; skipped where this machine does not allow mounting."""
