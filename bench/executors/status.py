@@ -105,7 +105,9 @@ def status_table(study: str, results_dir: str, profile: str | None, overrides: d
     for col in ("worker", "host", "heartbeat_age_s", "slurm_job", "slurm_state"):
         if show[col].isna().all():
             show = show.drop(columns=col)  # keep the table narrow when nothing is known
-    lines.append(show.fillna("").to_string(index=False) if len(show) else "(no cells)")
+    # object dtype first: fillna("") on float columns warns about silent downcasting in pandas
+    show = show.astype(object).where(show.notna(), "")
+    lines.append(show.to_string(index=False) if len(show) else "(no cells)")
     if h["slurm_arrays"]:
         ids = ",".join(str(a) for a in h["slurm_arrays"])
         lines.append(f"Slurm job arrays: {ids}   (squeue -j {ids}; logs under {results_dir}/{h['study']}/slurm/)")
