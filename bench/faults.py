@@ -1,5 +1,8 @@
 """Deterministic fault points: ``BENCH_FAULT=<point>[:kill|raise]`` makes the process kill itself
-(SIGKILL, the default) or raise :class:`FaultInjected` the first time it reaches ``<point>``.
+(SIGKILL, the default) or raise :class:`FaultInjected` the first time it reaches ``<point>``;
+``BENCH_FAULT=<point>:pause=<seconds>`` makes it wait there each time instead (a slow disk: the
+Slurm tests keep every epoch longer than the cluster's grace time after ``scancel``, so that a
+cancelled task cannot finish its cell in that grace time, whatever the machine's speed).
 
 The points are the steps where an interruption could lose or repeat work; the tests run a study
 with each one set, rerun it without, and check that the rerun finishes, that nothing finished is
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "BENCH_FAULT"
 POINTS = ("checkpoint", "write:checkpoint.pt", "before-summary", "write:summary.json", "measure", "write:study.json")
@@ -37,12 +41,25 @@ def fault_point(point: str) -> None:
         return
     if how == "raise":
         raise FaultInjected(f"fault injected at {point}")
+    if how.startswith("pause="):
+        time.sleep(_seconds(spec, how))
+        return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _seconds(spec: str, how: str) -> float:
+    try:
+        seconds = float(how.removeprefix("pause="))
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{ENV}={spec}: pause takes a finite number of seconds >= 0, e.g. pause=0.5")
+    return seconds
 
 
 def _split_write(spec: str) -> tuple[str, str, str]:
     """'write:summary.json:raise' -> ('write:summary.json', ':', 'raise')."""
     head, sep, tail = spec.rpartition(":")
-    if tail in ("kill", "raise") and head.startswith("write:") and head != "write":
+    if (tail in ("kill", "raise") or tail.startswith("pause=")) and head.startswith("write:") and head != "write":
         return head, sep, tail
     return spec, "", ""

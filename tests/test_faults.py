@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench import faults
 from bench.faults import POINTS
 from bench.store import ResultsStore
 
@@ -74,6 +75,23 @@ def _finished(tmp_path: Path) -> tuple[Path, ResultsStore, list[Path]]:
     write_synthetic_study(root, STUDY, "smoke", seeds=(0,), failed=0, diverged=0)
     store = ResultsStore(root)
     return root, store, list(store.run_dirs(STUDY))
+
+
+@pytest.mark.parametrize("point", ["checkpoint", "write:summary.json"])
+def test_pause_waits_at_its_point_each_time(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``<point>:pause=<s>`` sleeps there on every visit and nowhere else; a bad pause is one message."""
+    slept: list[float] = []
+    monkeypatch.setattr(faults.time, "sleep", slept.append)
+    monkeypatch.setenv("BENCH_FAULT", f"{point}:pause=0.25")
+    faults.fault_point(point)
+    faults.fault_point(point)
+    faults.fault_point("before-summary")
+    assert slept == [0.25, 0.25]
+    for bad in ("x", "-1", "inf", "nan"):
+        monkeypatch.setenv("BENCH_FAULT", f"{point}:pause={bad}")
+        with pytest.raises(ValueError, match=f"pause={bad}: pause takes a finite number of seconds"):
+            faults.fault_point(point)
+    assert slept == [0.25, 0.25]
 
 
 def test_damaged_records_are_named_and_the_report_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

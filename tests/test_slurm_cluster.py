@@ -3,7 +3,7 @@
 The cluster is the single-node one of ``.ci/slurm-up`` (munged, slurmctld and slurmd on this
 machine), or any cluster whose ``sinfo`` answers here and whose nodes see this folder. Without one
 every test skips, saying so. Cells are the ``residual`` study's smoke profile (4 cells, synthetic
-data) with 10 epochs of about a second, so that a task can be stopped between two epochs.
+data) with 10 epochs of a second or more, so that a task can be stopped between two epochs.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ STUDY, PROFILE, EPOCHS = "residual", "smoke", 10
 RUN = ["run", STUDY, "--profile", PROFILE, "--executor", "slurm", "--gpus-per-task", "0", "--timeout-min", "10",
        "--set", f"epochs={EPOCHS}"]
 WAIT_S = 240.0
+PAUSE_S = 1.0  # after each epoch's checkpoint (see env)
 ORDER = {"PENDING": 0, "CONFIGURING": 1, "RUNNING": 2, "COMPLETING": 3, "COMPLETED": 4}  # a task's life
 
 
@@ -63,9 +64,13 @@ def cluster() -> None:
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The tasks inherit the submitter's environment (sbatch --export=ALL): this checkout's bench,
-    one intra-op thread each."""
+    one intra-op thread each, and a pause after each epoch's checkpoint, so that the nine epochs left
+    after the first outlast the grace time a task gets after ``scancel`` or ``scontrol requeue``
+    (KillWait, 2 s in .ci/slurm-up; submitit lets the task run on until SIGKILL): on a fast machine
+    the epochs alone took less, and a cancelled task finished its cell."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("BENCH_FAULT", f"checkpoint:pause={PAUSE_S}")
     yield
 
 
