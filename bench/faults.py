@@ -1,8 +1,9 @@
-"""Deterministic fault points: ``BENCH_FAULT=<point>[:kill|raise]`` makes the process kill itself
-(SIGKILL, the default) or raise :class:`FaultInjected` the first time it reaches ``<point>``;
-``BENCH_FAULT=<point>:pause=<seconds>`` makes it wait there each time instead (a slow disk: the
-Slurm tests keep every epoch longer than the cluster's grace time after ``scancel``, so that a
-cancelled task cannot finish its cell in that grace time, whatever the machine's speed).
+"""Deterministic fault points, set with ``BENCH_FAULT=<point>[:<action>]``. At ``<point>`` the
+process kills itself (``kill``, SIGKILL, the default), raises :class:`FaultInjected` (``raise``) or
+waits ``pause=<seconds>`` and goes on, on every visit (a slow disk: the Slurm tests keep every epoch
+longer than the cluster's grace time after ``scancel``, so that a cancelled task cannot finish its
+cell in that grace time, whatever the machine's speed). A value that names no point or no action is
+a ``ValueError`` naming it and the accepted ones, raised at the first fault point reached.
 
 The points are the steps where an interruption could lose or repeat work; the tests run a study
 with each one set, rerun it without, and check that the rerun finishes, that nothing finished is
@@ -19,6 +20,7 @@ trained again and that no temporary file is left:
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -32,34 +34,45 @@ class FaultInjected(RuntimeError):
 
 
 def fault_point(point: str) -> None:
-    """Kill this process or raise here when ``BENCH_FAULT`` names ``point`` (no-op otherwise)."""
+    """Kill this process, raise or wait here when ``BENCH_FAULT`` names ``point`` (no-op otherwise)."""
     spec = os.environ.get(ENV)
     if not spec:
         return
-    name, _, how = spec.partition(":") if not spec.startswith("write:") else _split_write(spec)
+    name, action = parse(spec)
     if name != point:
         return
-    if how == "raise":
+    if action == "raise":
         raise FaultInjected(f"fault injected at {point}")
-    if how.startswith("pause="):
-        time.sleep(_seconds(spec, how))
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(float(action.removeprefix("pause=")))
 
 
-def _seconds(spec: str, how: str) -> float:
-    try:
-        seconds = float(how.removeprefix("pause="))
-    except ValueError:
-        seconds = float("nan")
-    if not 0 <= seconds < float("inf"):
+@functools.lru_cache(maxsize=8)
+def parse(spec: str) -> tuple[str, str]:
+    """``'write:summary.json:raise'`` -> ``('write:summary.json', 'raise')``; the action defaults to kill.
+
+    The last ``:`` splits point from action only when what follows it is not a point's own tail, as
+    in ``write:summary.json``; a pause is normalised to ``pause=<float>``.
+    """
+    if _is_point(spec):
+        return spec, "kill"
+    head, _, tail = spec.rpartition(":")
+    if not _is_point(head):
+        raise ValueError(f"{ENV}={spec}: {head or spec!r} is not a fault point; "
+                         f"accepted: {', '.join(p for p in POINTS if not p.startswith('write:'))}, write:<file name>")
+    if tail in ("kill", "raise"):
+        return head, tail
+    if tail.startswith("pause="):
+        try:
+            seconds = float(tail.removeprefix("pause="))
+        except ValueError:
+            seconds = float("nan")
+        if 0 <= seconds < float("inf"):
+            return head, f"pause={seconds}"
         raise ValueError(f"{ENV}={spec}: pause takes a finite number of seconds >= 0, e.g. pause=0.5")
-    return seconds
+    raise ValueError(f"{ENV}={spec}: {tail!r} is not an action; accepted: kill, raise, pause=<seconds>")
 
 
-def _split_write(spec: str) -> tuple[str, str, str]:
-    """'write:summary.json:raise' -> ('write:summary.json', ':', 'raise')."""
-    head, sep, tail = spec.rpartition(":")
-    if (tail in ("kill", "raise") or tail.startswith("pause=")) and head.startswith("write:") and head != "write":
-        return head, sep, tail
-    return spec, "", ""
+def _is_point(name: str) -> bool:
+    return name in POINTS or (name.startswith("write:") and ":" not in name[len("write:"):] and name != "write:")

@@ -5,6 +5,7 @@ and set aside, never silently overwritten."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -90,8 +91,26 @@ def test_pause_waits_at_its_point_each_time(point: str, monkeypatch: pytest.Monk
     for bad in ("x", "-1", "inf", "nan"):
         monkeypatch.setenv("BENCH_FAULT", f"{point}:pause={bad}")
         with pytest.raises(ValueError, match=f"pause={bad}: pause takes a finite number of seconds"):
-            faults.fault_point(point)
+            faults.fault_point("before-summary")  # a bad value is named wherever it is first seen
     assert slept == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("spec, point, action", [
+    ("checkpoint", "checkpoint", "kill"), ("checkpoint:raise", "checkpoint", "raise"),
+    ("write:summary.json", "write:summary.json", "kill"), ("write:history.csv:raise", "write:history.csv", "raise"),
+    ("write:summary.json:pause=2", "write:summary.json", "pause=2.0"), ("measure:kill", "measure", "kill")])
+def test_fault_specs_parse(spec: str, point: str, action: str) -> None:
+    assert faults.parse(spec) == (point, action)
+
+
+@pytest.mark.parametrize("spec, named", [
+    ("checkpoint:bogus", "'bogus' is not an action; accepted: kill, raise, pause=<seconds>"),
+    ("chekpoint", "'chekpoint' is not a fault point; accepted: checkpoint, before-summary, measure, write:<file name>"),
+    ("chekpoint:raise", "'chekpoint' is not a fault point"), ("write:", "'write' is not a fault point")])
+def test_a_bad_fault_spec_is_one_error_naming_it(spec: str, named: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_FAULT", spec)
+    with pytest.raises(ValueError, match="^" + re.escape(f"BENCH_FAULT={spec}: {named}")):
+        faults.fault_point("checkpoint")
 
 
 def test_damaged_records_are_named_and_the_report_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
