@@ -11,7 +11,6 @@ anything is written or trained.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from bench.config import RunConfig
 from bench.errors import UserError

@@ -20,12 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench import locks
 from bench.config import RunConfig
 from bench.data.sources import input_shape
 from bench.faults import fault_point
 from bench.files import read_json, write_atomic, write_json
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
-from bench import store as store_mod
 from bench.store import ResultsStore
 from bench.study import Selection, Study
 
@@ -323,6 +323,6 @@ def status_counts(study: str, cells: Sequence[Cell], store: ResultsStore) -> dic
         st = store.state(study, c.run_id)
         if st in ("running", "stale") and store.claim_unreadable(study, c.run_id):
             # not a worker that can be named: an empty or garbage claim.lock, judged by its age alone
-            st = f"{st} (unreadable claim.lock, retaken when {store_mod.UNREADABLE_CLAIM_S:.0f} s old)"
+            st = f"{st} (unreadable claim.lock, retaken when {locks.UNREADABLE_CLAIM_S:.0f} s old)"
         counts[st] = counts.get(st, 0) + 1
     return counts

@@ -1,4 +1,4 @@
-"""The results store: one folder per run, atomic writes, claims, and pandas views.
+"""The results store: one folder per run, atomic writes, claims (bench.locks), and pandas views.
 
 Layout::
 
@@ -15,36 +15,25 @@ A summary is never overwritten: rerunning a failed cell moves the old record to 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import socket
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench import locks
 from bench.errors import UserError
 from bench.files import read_json, write_atomic, write_json
+from bench.locks import STALE_AFTER_S, Claim
 from bench.record import RENAMED_HISTORY, SCHEMA_VERSION, Cell, EpochRow, RecordError, RunRecord, identity_row
 
 __all__ = ["Claim", "ResultsStore", "read_json", "write_atomic", "write_json"]
 
-STALE_AFTER_S = 120.0  # a claim whose heartbeat is older than this is taken to be dead
-HEARTBEAT_EVERY_S = 15.0
-# A claim is written whole right after its O_EXCL create: one still unreadable after this long was
-# left by a process killed in between, and is judged by its age alone.
-UNREADABLE_CLAIM_S = 10.0
-# A runner removing a stale lock holds claim.break.<id> for milliseconds; one older than this was
-# left by a runner killed in between.
-BREAK_MARKER_S = 30.0
 # Temporary files a kill can leave in a run folder (atomic writes); removed by the next claimant,
 # which alone writes there.
 TEMP_PATTERNS = (".*.tmp", "checkpoint.pt.tmp*")
@@ -66,60 +55,6 @@ def warn_once(path: Path, message: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclass
-class Claim:
-    """A held claim on a run folder; keeps its lock file's mtime fresh from a thread."""
-
-    path: Path
-    token: str
-    _stop: threading.Event
-    _thread: threading.Thread | None = None
-
-    def start_heartbeat(self, every_s: float = HEARTBEAT_EVERY_S) -> None:
-        def beat() -> None:
-            while not self._stop.wait(every_s):
-                if not self.held():
-                    return
-                try:
-                    os.utime(self.path)
-                except FileNotFoundError:
-                    return
-
-        self._thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{self.path.parent.name}")
-        self._thread.start()
-
-    def held(self) -> bool:
-        """True while the lock file still carries this claim's token."""
-        try:
-            return read_json(self.path).get("token") == self.token
-        except (FileNotFoundError, ValueError):
-            return False
-
-    def release(self) -> None:
-        """Stop the heartbeat and remove the lock file if it is still ours."""
-        self._stop.set()
-        if self.held():
-            self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> Claim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class ResultsStore:
@@ -239,13 +174,13 @@ class ResultsStore:
 
     def clean_temp_files(self, study: str, run_id: str) -> list[Path]:
         """Remove the temporary files a killed writer left in the run folder (call with the claim
-        held), and claim-break markers older than :data:`BREAK_MARKER_S`."""
+        held), and claim-break markers older than :data:`bench.locks.BREAK_MARKER_S`."""
         rd = self.run_dir(study, run_id)
         gone = [p for pat in TEMP_PATTERNS for p in rd.glob(pat) if p.is_file()]
         now = time.time()
         for p in rd.glob("claim.break.*"):
             try:
-                if now - p.stat().st_mtime >= BREAK_MARKER_S:
+                if now - p.stat().st_mtime >= locks.BREAK_MARKER_S:
                     gone.append(p)
             except FileNotFoundError:
                 pass
@@ -283,115 +218,25 @@ class ResultsStore:
         lock = self.run_dir(study, run_id) / "claim.lock"
         try:
             # Stale by heartbeat age, or at once when its process (on this host) is gone.
-            return "stale" if self._is_stale(lock) else "running"
+            return "stale" if locks.is_stale(lock, self.stale_after_s) else "running"
         except (FileNotFoundError, NotADirectoryError):
             return "pending"
 
     def claim_info(self, study: str, run_id: str) -> dict[str, Any] | None:
         """The cell's claim (token, host, pid, worker); None when there is none or it cannot be read."""
-        try:
-            info = read_json(self.run_dir(study, run_id) / "claim.lock")
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return None
-        return info if isinstance(info, dict) else None
+        return locks.read_claim(self.run_dir(study, run_id) / "claim.lock")
 
     def claim_unreadable(self, study: str, run_id: str) -> bool:
         """True when the cell has a claim.lock that cannot be read (empty, garbage): left by a
         process killed while it claimed, or being written this instant; judged by its age alone."""
         return (self.run_dir(study, run_id) / "claim.lock").is_file() and self.claim_info(study, run_id) is None
 
-    # -- claims --------------------------------------------------------------------------------
+    # -- claims (bench.locks) -----------------------------------------------------------------
     def claim(self, study: str, run_id: str, **info: Any) -> Claim | None:
         """Take the cell's lock (O_EXCL create); retake it if its heartbeat is stale. None if held."""
         rd = self.run_dir(study, run_id)
         rd.mkdir(parents=True, exist_ok=True)
-        lock = rd / "claim.lock"
-        token = uuid.uuid4().hex
-        body = json.dumps(
-            {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(), **info},
-            default=str,
-        )
-        for _ in range(3):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._break_stale(lock):
-                    return None
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(body)
-            return Claim(lock, token, threading.Event())
-        return None
-
-    def _break_stale(self, lock: Path) -> bool:
-        """Remove ``lock`` if its owner is gone; True if removed (or already gone).
-
-        The owner is gone when its heartbeat (the file's mtime) is older than the stale limit, or
-        when it ran on this host and its process no longer exists. Several runners may find the
-        same stale lock at once: each tries to create ``claim.break.<identity of that lock>``
-        (O_EXCL), and only the one that did removes the lock, after checking that it is still the
-        very file judged stale. The marker goes only after the removal, so no runner can ever
-        remove a fresh claim in place of the stale one (moving the lock aside and putting back a
-        fresh one, as before, let a third runner claim in between: two runners trained one cell).
-        """
-        try:
-            judged = self._identity(lock)
-            if not self._is_stale(lock):
-                return False
-        except FileNotFoundError:
-            return True  # released meanwhile: try to create it again
-        marker = lock.with_name(f"claim.break.{judged[0]}-{judged[1]}")
-        if not self._take_marker(marker):
-            return False
-        try:
-            try:
-                if self._identity(lock) != judged:
-                    return False  # released and claimed again meanwhile: a fresh claim
-            except FileNotFoundError:
-                return True
-            lock.unlink(missing_ok=True)
-            return True
-        finally:
-            marker.unlink(missing_ok=True)
-
-    @staticmethod
-    def _take_marker(marker: Path) -> bool:
-        """Create ``marker`` (O_EXCL); False while another runner holds it. One older than
-        :data:`BREAK_MARKER_S` was left by a runner killed while it broke the lock: dropped, then
-        taken like any other."""
-        for _ in range(2):
-            try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-                return True
-            except FileExistsError:
-                try:
-                    if time.time() - marker.stat().st_mtime < BREAK_MARKER_S:
-                        return False
-                    marker.unlink()
-                except FileNotFoundError:
-                    pass
-        return False
-
-    @staticmethod
-    def _identity(lock: Path) -> tuple[int, int, int, bytes]:
-        """What tells one lock file from the next at the same path: inode, mtime, size, content."""
-        st = lock.stat()
-        return st.st_ino, st.st_mtime_ns, st.st_size, lock.read_bytes()
-
-    def _is_stale(self, lock: Path) -> bool:
-        if time.time() - lock.stat().st_mtime >= self.stale_after_s:
-            return True
-        try:
-            info = read_json(lock)
-        except ValueError:  # being written right now, or left empty by a kill
-            return time.time() - lock.stat().st_mtime >= UNREADABLE_CLAIM_S
-        if not isinstance(info, dict):
-            return time.time() - lock.stat().st_mtime >= UNREADABLE_CLAIM_S
-        try:
-            pid = int(info.get("pid", -1))
-        except (TypeError, ValueError):
-            pid = -1
-        return info.get("host") == socket.gethostname() and not _pid_alive(pid)
+        return locks.take(rd / "claim.lock", self.stale_after_s, **info)
 
     # -- records -------------------------------------------------------------------------------
     def write_study(self, study: str, description: dict[str, Any]) -> None:
@@ -420,7 +265,7 @@ class ResultsStore:
                 m = _TEMP_NAME.match(p.name)
                 try:
                     if p.is_file() and (now - p.stat().st_mtime >= older_than_s
-                                        or (m is not None and m.group(1) == _HOST and not _pid_alive(int(m.group(2))))):
+                                        or (m is not None and m.group(1) == _HOST and not locks.pid_alive(int(m.group(2))))):
                         p.unlink()
                         gone.append(p)
                 except FileNotFoundError:

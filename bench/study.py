@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.config import RunConfig, apply_overrides
 from bench.errors import UserError
-from bench.record import Cell, _is_number, arm_label
+from bench.record import Cell, _is_number
 from bench.registry import Registry
 
 PROFILES = ("full", "quick", "smoke")

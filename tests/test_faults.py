@@ -171,14 +171,14 @@ def test_corrupt_measurement_cache_is_a_miss(tmp_path: Path) -> None:
 
 
 def test_empty_claim_judged_by_age(tmp_path: Path) -> None:
-    from bench import store as store_mod
+    from bench import locks
 
     store = ResultsStore(tmp_path)
     rd = store.run_dir(STUDY, "abc")
     rd.mkdir(parents=True)
     (rd / "claim.lock").write_text("")
     assert store.state(STUDY, "abc") == "running"  # may be being written right now
-    old = time.time() - store_mod.UNREADABLE_CLAIM_S - 1
+    old = time.time() - locks.UNREADABLE_CLAIM_S - 1
     os.utime(rd / "claim.lock", (old, old))
     assert store.state(STUDY, "abc") == "stale"
     claim = store.claim(STUDY, "abc")
@@ -350,7 +350,7 @@ def test_retry_failed_after_a_corrupt_measurement_cache(tmp_path: Path) -> None:
 
 def test_readme_figures() -> None:
     """The README's "What survives what" table quotes these tests' own figures."""
-    from bench.store import UNREADABLE_CLAIM_S
+    from bench.locks import UNREADABLE_CLAIM_S
     from tests.test_bad_input import CASES
     from tests.test_faults_damage import COMMANDS, DAMAGE
     from tests.test_faults_races import test_concurrent_runners_never_run_a_cell_twice as race

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import store as store_mod
+from bench import locks, store as store_mod
 from bench.cli import main
 from bench.report.synthetic import write_synthetic_study
 from bench.store import ResultsStore
@@ -178,12 +178,12 @@ def test_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     gone_pid = store.study_dir(STUDY) / f".study.json~{_HOST}~{dead.pid}~abc123.tmp"
-    old = meas / f".k.json~elsewhere~1~def456.tmp"
-    young_other_host = meas / f".k.json~elsewhere~1~ghi789.tmp"
+    old = meas / ".k.json~elsewhere~1~def456.tmp"
+    young_other_host = meas / ".k.json~elsewhere~1~ghi789.tmp"
     mine = meas / f".k.json~{_HOST}~{os.getpid()}~jkl012.tmp"  # this very process: a write in progress
     for p in (gone_pid, old, young_other_host, mine):
         p.write_text("partial")
-    os.utime(old, (time.time() - store_mod.STALE_AFTER_S - 1,) * 2)
+    os.utime(old, (time.time() - locks.STALE_AFTER_S - 1,) * 2)
     store.write_study(STUDY, {"name": STUDY})
     assert not gone_pid.exists() and not old.exists()
     assert young_other_host.exists() and mine.exists()

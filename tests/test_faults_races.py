@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import store as store_mod
+from bench import locks
 from bench.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def _seed_locks(root: Path, dead_pid: int) -> None:
             os.utime(lock, (time.time() - 3600,) * 2)
         elif i % 3 == 2 and i % 2 == 0:  # empty, left by a kill between create and write
             lock.write_text("")
-            os.utime(lock, (time.time() - store_mod.UNREADABLE_CLAIM_S - 5,) * 2)
+            os.utime(lock, (time.time() - locks.UNREADABLE_CLAIM_S - 5,) * 2)
         # else: no lock at all
 
 
@@ -111,7 +111,7 @@ def test_a_break_marker_left_by_a_kill_does_not_block_for_good(tmp_path: Path) -
     marker.write_text("")  # a runner was killed while it broke this lock
     assert store.claim("s", "c0") is None  # a fresh marker: someone is breaking it right now
     assert lock.exists()
-    os.utime(marker, (time.time() - store_mod.BREAK_MARKER_S - 1,) * 2)
+    os.utime(marker, (time.time() - locks.BREAK_MARKER_S - 1,) * 2)
     claim = store.claim("s", "c0")  # an old marker is dropped, and the stale lock broken
     assert claim is not None and claim.held() and not marker.exists()
     claim.release()
