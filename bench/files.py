@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from typing import IO, Any
 from bench.faults import fault_point
 
 _HOST = socket.gethostname().replace("~", "-")
+_TEMP_NAME = re.compile(r"^\..+~(.+)~(\d+)~[^.~]+\.tmp$")  # .<name>~<host>~<pid>~<random>.tmp
+TEMP_GLOB = ".*.tmp"  # every temp file of write_atomic (and of other writers that hide theirs)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -58,6 +61,13 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[Any]], None]
         # writer (torch.save) wrapped the OSError in an error of its own.
         raise OSError(refused.errno, refused.strerror or str(refused), str(path)) from exc
     return path
+
+
+def temp_writer_here(name: str) -> int | None:
+    """The pid of the process of this host that writes the temp file ``name`` (as
+    :func:`write_atomic` names it); None for another host's file or a name it did not give."""
+    m = _TEMP_NAME.match(name)
+    return int(m.group(2)) if m is not None and m.group(1) == _HOST else None
 
 
 def _os_error_behind(exc: BaseException) -> OSError | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.files import read_json
 
-__all__ = ["Claim", "is_stale", "pid_alive", "read_claim", "take"]
+__all__ = ["Claim", "is_stale", "pid_alive", "read_claim", "remove_old_break_markers", "take"]
 
 STALE_AFTER_S = 120.0  # a claim whose heartbeat is older than this is taken to be dead
 HEARTBEAT_EVERY_S = 15.0
@@ -31,6 +31,7 @@ UNREADABLE_CLAIM_S = 10.0
 # A runner removing a stale lock holds claim.break.<id> for milliseconds; one older than this was
 # left by a runner killed in between.
 BREAK_MARKER_S = 30.0
+_MARKER_PREFIX = "claim.break."
 
 
 def pid_alive(pid: int) -> bool:
@@ -137,6 +138,21 @@ def is_stale(lock: Path, stale_after_s: float = STALE_AFTER_S) -> bool:
     return info.get("host") == socket.gethostname() and not pid_alive(pid)
 
 
+def remove_old_break_markers(folder: Path) -> list[Path]:
+    """Remove the break markers in ``folder`` older than :data:`BREAK_MARKER_S` (left by a runner
+    killed while it broke a lock); returns those removed."""
+    gone = []
+    now = time.time()
+    for p in folder.glob(f"{_MARKER_PREFIX}*"):
+        try:
+            if now - p.stat().st_mtime >= BREAK_MARKER_S:
+                p.unlink()
+                gone.append(p)
+        except FileNotFoundError:
+            pass
+    return gone
+
+
 def _break_stale(lock: Path, stale_after_s: float) -> bool:
     """Remove ``lock`` if its owner is gone; True if removed (or already gone).
 
@@ -153,7 +169,7 @@ def _break_stale(lock: Path, stale_after_s: float) -> bool:
             return False
     except FileNotFoundError:
         return True  # released meanwhile: try to create it again
-    marker = lock.with_name(f"claim.break.{judged[0]}-{judged[1]}")
+    marker = lock.with_name(f"{_MARKER_PREFIX}{judged[0]}-{judged[1]}")
     if not _take_marker(marker):
         return False
     try:

@@ -15,9 +15,7 @@ A summary is never overwritten: rerunning a failed cell moves the old record to 
 
 from __future__ import annotations
 
-import re
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +26,7 @@ import pandas as pd
 
 from bench import locks
 from bench.errors import UserError
-from bench.files import read_json, write_atomic, write_json
+from bench.files import TEMP_GLOB, read_json, temp_writer_here, write_atomic, write_json
 from bench.locks import STALE_AFTER_S, Claim
 from bench.record import RENAMED_HISTORY, SCHEMA_VERSION, Cell, EpochRow, RecordError, RunRecord, identity_row
 
@@ -36,12 +34,10 @@ __all__ = ["Claim", "ResultsStore", "read_json", "write_atomic", "write_json"]
 
 # Temporary files a kill can leave in a run folder (atomic writes); removed by the next claimant,
 # which alone writes there.
-TEMP_PATTERNS = (".*.tmp", "checkpoint.pt.tmp*")
-_TEMP_NAME = re.compile(r"^\..+~(.+)~(\d+)~[^.~]+\.tmp$")  # .<name>~<host>~<pid>~<random>.tmp (bench.files)
+TEMP_PATTERNS = (TEMP_GLOB, "checkpoint.pt.tmp*")
 RECORD_FILES = ("summary.json", "history.csv", "artifacts.npz", "log.txt")
 
 
-_HOST = socket.gethostname().replace("~", "-")  # as bench.files names its temp files
 _warned: set[str] = set()
 
 
@@ -177,16 +173,9 @@ class ResultsStore:
         held), and claim-break markers older than :data:`bench.locks.BREAK_MARKER_S`."""
         rd = self.run_dir(study, run_id)
         gone = [p for pat in TEMP_PATTERNS for p in rd.glob(pat) if p.is_file()]
-        now = time.time()
-        for p in rd.glob("claim.break.*"):
-            try:
-                if now - p.stat().st_mtime >= locks.BREAK_MARKER_S:
-                    gone.append(p)
-            except FileNotFoundError:
-                pass
         for p in gone:
             p.unlink(missing_ok=True)
-        return gone
+        return gone + locks.remove_old_break_markers(rd)
 
     def damaged_files(self, study: str) -> list[str]:
         """One line per damaged file of the study's runs (summary, history, cell), for the report."""
@@ -261,11 +250,11 @@ class ResultsStore:
         now = time.time()
         gone = []
         for folder in (self.study_dir(study), self.study_dir(study) / "measurements"):
-            for p in folder.glob(".*.tmp") if folder.is_dir() else ():
-                m = _TEMP_NAME.match(p.name)
+            for p in folder.glob(TEMP_GLOB) if folder.is_dir() else ():
+                writer = temp_writer_here(p.name)
                 try:
                     if p.is_file() and (now - p.stat().st_mtime >= older_than_s
-                                        or (m is not None and m.group(1) == _HOST and not locks.pid_alive(int(m.group(2))))):
+                                        or (writer is not None and not locks.pid_alive(writer))):
                         p.unlink()
                         gone.append(p)
                 except FileNotFoundError:

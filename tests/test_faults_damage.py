@@ -163,6 +163,19 @@ def test_run_sets_a_damaged_study_json_aside(pristine: Path, tmp_path: Path, cap
     assert f"{study_json} is damaged" in err and "damaged/1" in err
 
 
+def test_a_temp_file_names_its_writer(tmp_path: Path) -> None:
+    """The name write_atomic gives its temp file, read back: this process on this host; another
+    host's file or a name it did not give names no writer here."""
+    import os
+
+    from bench.files import TEMP_GLOB, temp_writer_here, write_atomic
+
+    seen: list[str] = []
+    write_atomic(tmp_path / "x.json", lambda f: seen.extend(p.name for p in tmp_path.glob(TEMP_GLOB)))
+    assert len(seen) == 1 and temp_writer_here(seen[0]) == os.getpid()
+    assert temp_writer_here(".x.json~elsewhere~1~abc.tmp") is None
+    assert temp_writer_here(".x.json.tmp") is None and temp_writer_here("x.json") is None
+
 def test_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
     """In the study and measurement folders (shared by all runners): a temp file whose writer is gone
     from this host, or that is older than any write, goes; another host's young one stays."""

@@ -103,3 +103,13 @@ def test_pid_alive() -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
     assert not locks.pid_alive(gone.pid)
+
+
+def test_old_break_markers_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
+    old, fresh = tmp_path / "claim.break.1-2", tmp_path / "claim.break.3-4"
+    for p in (old, fresh):
+        p.write_text("")
+    _age(old, locks.BREAK_MARKER_S + 1)
+    (tmp_path / "claim.lock").write_text("")  # not a marker: left alone
+    assert locks.remove_old_break_markers(tmp_path) == [old]
+    assert fresh.exists() and not old.exists() and (tmp_path / "claim.lock").exists()
