@@ -124,6 +124,29 @@ def test_bad_input(argv: list[str], needle: str, records: tuple[Path, dict[str, 
     assert not (root / "no-data-here").exists()
 
 
+SLURM_CASES = [(a, n) for a, n in OTHER if "slurm" in a]
+
+
+@pytest.mark.parametrize("argv,needle", SLURM_CASES, ids=[" ".join(a) for a, _ in SLURM_CASES])
+def test_bad_values_are_named_before_slurm_is_looked_for(argv: list[str], needle: str,
+                                                          records: tuple[Path, dict[str, str]],
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """On a machine without Slurm the bad value is named, not the missing sbatch."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no sbatch on PATH
+    test_bad_input(argv, needle, records, capsys, monkeypatch)
+
+
+def test_a_good_slurm_run_without_slurm_says_sbatch_is_missing(records: tuple[Path, dict[str, str]],
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    test_bad_input(["run", STUDY, "--profile", "smoke", "--executor", "slurm"], "sbatch", records, capsys,
+                   monkeypatch)
+
+
 def _bench(*args: str, shell_tail: str = "") -> subprocess.CompletedProcess[str]:
     cmd = " ".join([sys.executable, "-m", "bench", *args]) + shell_tail
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -41,7 +41,12 @@ def run_with_executor(study: Study, profile: str, opts: RunOptions) -> dict[str,
     if opts.executor == "slurm":
         from bench.executors.slurm import require_sbatch
 
-        require_sbatch()  # before anything is written: one clear line on a machine without Slurm
+        # the user's values first (a bad --set or --only names itself even where Slurm is missing),
+        # then Slurm's presence, both before anything is written
+        expanded = study.cells(profile, opts.overrides)
+        if opts.selection:
+            opts.selection.apply(expanded)
+        require_sbatch()
     store = ResultsStore(opts.results_dir)
     selection = opts.selection
     cells, todo = prepare(study, profile, store, opts.overrides, opts.retry_failed, selection,
