@@ -25,6 +25,17 @@ def real_data_dir() -> Path | None:
     return None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip, with the reason, where no CUDA GPU is visible (``pytest -m cuda``
+    selects them all on a GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marked cuda; none is visible here)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """One intra-op thread for tiny models: on a busy 2-core machine, OpenMP threads waiting for

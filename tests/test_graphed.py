@@ -35,7 +35,7 @@ from bench.train.optim import build_optimizer, build_schedule
 SPEC = "synthetic:train=200,test=40,size=28,channels=1,noise=0.2"  # 200 = 3 x 64 + 8: a partial batch
 TIMING_KEYS = {"epoch_time_s", "eval_time_s", "epoch_train_samples_per_s", "elapsed_train_time_s"}
 CPU = torch.device("cpu")
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda_only = pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def test_memory_on_cpu_is_not_measured(mode: str) -> None:
                    "memory_measured": False}
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_memory_on_cuda_train_exceeds_infer() -> None:
     m = create_model("resnet20")
     inf = measure_memory(m, (3, 32, 32), 64, "cuda", mode="infer")

@@ -45,7 +45,7 @@ def test_each_optimizer_builds_and_steps(name: str) -> None:
     assert not torch.equal(before, model.weight)
 
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]  # cuda: skipped without a GPU (conftest)
 
 
 @pytest.mark.parametrize("device", DEVICES)
