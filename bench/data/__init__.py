@@ -9,7 +9,7 @@ from bench.data.gpu_loader import GpuLoader, crop_windows
 from bench.data.imagefolder import load_imagefolder
 from bench.data.loaders import make_loader
 from bench.data.sources import DATASETS, available_locally, load_dataset
-from bench.data.split import split_train_val, stratified_subset
+from bench.data.split import mixed_order, mixed_sample, split_train_val, stratified_subset
 from bench.data.synthetic import make_synthetic
 from bench.data.torch_loader import TorchLoader
 
@@ -28,6 +28,8 @@ __all__ = [
     "load_imagefolder",
     "make_loader",
     "make_synthetic",
+    "mixed_order",
+    "mixed_sample",
     "split_train_val",
     "stratified_subset",
 ]

@@ -45,6 +45,22 @@ def stratified_subset(ds: ArrayDataset, n: int, seed: int) -> ArrayDataset:
     return ds.subset(picked)
 
 
+def mixed_sample(ds: ArrayDataset, n: int, seed: int) -> ArrayDataset:
+    """``n`` images (class proportions kept, as :func:`stratified_subset`) in a fixed, seeded,
+    class-mixed order. Data sets are often stored sorted by class (an image-folder cache is), so
+    anything that takes "some images" in stored order, e.g. batches for a train-mode BN pass, would
+    see one class at a time; a measurement takes this sample instead."""
+    sub = stratified_subset(ds, n, seed) if n < len(ds) else ds
+    order = np.random.default_rng([seed, 1]).permutation(len(sub))
+    return sub.subset(torch.from_numpy(order).long())
+
+
+def mixed_order(n: int, seed: int) -> np.ndarray:
+    """A fixed, seeded permutation of ``range(n)``: the order in which a sample is taken from a
+    stored (possibly class-sorted) array, e.g. which misclassified test images are shown."""
+    return np.random.default_rng([seed, 2]).permutation(n)
+
+
 def _stratified_pick(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     y = labels.cpu().numpy()
     classes, counts = np.unique(y, return_counts=True)

@@ -38,7 +38,7 @@ from torch import nn
 
 from bench.config import RunConfig
 from bench.faults import fault_point
-from bench.data import LoadedData, load_dataset, make_loader, split_train_val, stratified_subset
+from bench.data import LoadedData, load_dataset, make_loader, mixed_sample, split_train_val, stratified_subset
 from bench.models import create_model
 from bench.record import EpochRow
 from bench.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -195,7 +195,7 @@ class _Run:
         self.start_epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
         self.train_time = float(state["train_time_s"])
         self.filters_init = state["filters_init"]
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.device)
 
     def _save(self, epochs_done: int) -> None:
         if self.ckpt_path is None:
@@ -207,7 +207,7 @@ class _Run:
             "model": self.model.state_dict(),
             "optimizer": self.graph.optimizer_state_dict() if self.graph is not None else self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(),
-            "rng": rng_state(),
+            "rng": rng_state(self.device),
         })
 
     # ------------------------------------------------------------------------------------ loop
@@ -335,9 +335,9 @@ class _Run:
         cfg, splits, kw = self.cfg, self.splits, {"prec": self.prec, "device": self.device}
         if self.test_pred is None:  # resumed after the last epoch had finished
             _, _, self.test_pred = evaluate(self.model, self.test_loader, keep_predictions=True, **kw)
-        sub = splits.train
-        if _size(sub) > BN_GAP_IMAGES:
-            sub = stratified_subset(sub, BN_GAP_IMAGES, SPLIT_SEED)
+        # class-mixed batches: the stored order may be sorted by class, and a train-mode pass over
+        # one-class batches would measure that, not the BN gap
+        sub = mixed_sample(splits.train, min(BN_GAP_IMAGES, _size(splits.train)), SPLIT_SEED)
         # un-augmented batches of the training batch size: train mode then uses batch statistics
         # as in training (eval mode does not depend on the batch size)
         cfg_bs = dataclasses.replace(cfg, eval_batch_size=cfg.batch_size)

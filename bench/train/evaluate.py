@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.data.split import mixed_order
 from bench.files import write_atomic
 from torch import nn
 
@@ -15,6 +16,7 @@ from bench.models.outputs import split_outputs
 from bench.device import Precision, autocast
 
 MAX_MISCLASSIFIED = 36
+MISCLASSIFIED_SEED = 0
 
 
 def evaluate(
@@ -69,11 +71,14 @@ def first_conv_weight(model: nn.Module) -> np.ndarray | None:
 def prediction_artifacts(
     pred: torch.Tensor, true: torch.Tensor, images: torch.Tensor, num_classes: int
 ) -> dict[str, np.ndarray]:
-    """Test predictions and up to 36 misclassified test images (uint8, in test-set order)."""
+    """Test predictions and up to 36 misclassified test images (uint8), taken in a fixed seeded
+    order (:func:`~bench.data.split.mixed_order`): the test set may be stored sorted by class, and
+    its first mistakes would then all be of one class."""
     dtype = np.int16 if num_classes <= np.iinfo(np.int16).max else np.int64
     pred_np = pred.numpy().astype(dtype)
     true_np = true.numpy().astype(dtype)
-    wrong = np.flatnonzero(pred_np != true_np)[:MAX_MISCLASSIFIED]
+    order = mixed_order(len(pred_np), MISCLASSIFIED_SEED)
+    wrong = order[pred_np[order] != true_np[order]][:MAX_MISCLASSIFIED]
     return {
         "test_pred": pred_np,
         "test_true": true_np,
