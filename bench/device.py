@@ -84,23 +84,54 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     return Precision(used=requested, autocast_dtype=dtype, use_scaler=requested == "fp16", tf32=requested == "tf32")
 
 
+def _fp32_precision_api() -> bool:
+    """torch >= 2.9: per-backend ``fp32_precision`` settings; reading a legacy ``allow_tf32`` flag can
+    then raise (cuDNN conv and RNN set apart through the new API), so only the new one is used."""
+    cudnn = torch.backends.cudnn
+    return all(hasattr(o, "fp32_precision") for o in (torch.backends.cuda.matmul, getattr(cudnn, "conv", None),
+                                                        getattr(cudnn, "rnn", None)))
+
+
+def _tf32_settings() -> list[tuple[str, Any, str]]:
+    """(label, object, attribute) of what decides TF32 for fp32 matmuls and cuDNN, new API or legacy."""
+    cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
+    if _fp32_precision_api():
+        return [("cuda.matmul.fp32_precision", cuda.matmul, "fp32_precision"),
+                ("cudnn.conv.fp32_precision", cudnn.conv, "fp32_precision"),
+                ("cudnn.rnn.fp32_precision", cudnn.rnn, "fp32_precision")]
+    return [("cuda.matmul.allow_tf32", cuda.matmul, "allow_tf32"), ("cudnn.allow_tf32", cudnn, "allow_tf32")]
+
+
+def tf32_state() -> dict[str, Any]:
+    """The TF32 settings now (``{'cudnn.conv.fp32_precision': 'ieee', ...}``), read the way they are set."""
+    return {label: getattr(o, a) for label, o, a in _tf32_settings()}
+
+
 @contextlib.contextmanager
 def numerics(prec: Precision, device: torch.device, *, autotune: bool = True) -> Iterator[None]:
     """Set TF32 (and, with ``autotune``, cuDNN autotuning) and restore the previous values afterwards.
 
     TF32 is on only for ``tf32``: cuDNN enables it for convolutions by default, which would make an
-    'fp32' arm silently TF32 on Ampere and later. cuDNN benchmark mode picks the fastest conv
-    algorithms (fixed input shapes here), at the cost of bitwise run-to-run determinism on CUDA.
+    'fp32' arm silently TF32 on Ampere and later. Where torch has the ``fp32_precision`` API (2.9+)
+    matmul, cuDNN conv and cuDNN RNN are each set to ``'tf32'`` or ``'ieee'`` through it; older torch
+    gets the legacy ``allow_tf32`` flags. cuDNN benchmark mode picks the fastest conv algorithms
+    (fixed input shapes here), at the cost of bitwise run-to-run determinism on CUDA.
     """
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    settings = _tf32_settings()
+    new_api = settings[0][2] == "fp32_precision"
+    value: Any = ("tf32" if prec.tf32 else "ieee") if new_api else prec.tf32
+    old = [getattr(o, a) for _, o, a in settings]
+    old_bench = torch.backends.cudnn.benchmark
     try:
-        torch.backends.cuda.matmul.allow_tf32 = prec.tf32
-        torch.backends.cudnn.allow_tf32 = prec.tf32
+        for _, o, a in settings:
+            setattr(o, a, value)
         if autotune and device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = old
+        for (_, o, a), v in zip(settings, old):
+            setattr(o, a, v)
+        torch.backends.cudnn.benchmark = old_bench
 
 
 def autocast(prec: Precision, device: torch.device, *, cache: bool = True) -> contextlib.AbstractContextManager[Any]:
