@@ -10,6 +10,7 @@ turns it into the concrete ``torch.device`` a run uses (``cuda`` -> ``cuda:<curr
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,44 @@ def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """Make ``device`` the current CUDA device (library calls that use the current device, e.g.
     cuBLAS handles, then go to the same one); a no-op elsewhere."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def release_cached_memory(device: str | torch.device | None) -> str | None:
+    """Collect garbage and, where CUDA is in use, ``torch.cuda.empty_cache()``; never raises.
+
+    Returns None, or the one-line reason the release failed: on torch < 2.12 a failed CUDA-graph
+    capture leaves the caching allocator believing a capture is under way and ``empty_cache()``
+    raises; a cleanup between runs must not take a run's record (or the worker) down with it.
+    Every ``empty_cache()`` of the project goes through here.
+    """
+    gc.collect()
+    kind = device.type if isinstance(device, torch.device) else str(device or "")
+    if not kind.startswith("cuda") or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    try:
+        torch.cuda.empty_cache()
+    except Exception as exc:  # noqa: BLE001 - whatever the allocator says, the caller carries on
+        text = str(exc).strip().splitlines()
+        return f"torch.cuda.empty_cache() failed ({type(exc).__name__}: {text[0] if text else ''})"[:300]
+    return None
+
+
+def reset_memory_peaks(device: torch.device) -> None:
+    """Start a new peak-memory window on a CUDA ``device`` (allocated and reserved); a no-op elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def memory_peaks(device: torch.device) -> tuple[int | None, int | None]:
+    """(peak allocated bytes, peak reserved bytes) of ``device`` since the last reset; (None, None) off CUDA.
+
+    Allocated counts live tensors; reserved counts what the caching allocator holds from the driver,
+    CUDA graphs' private pools included (a graph's activations are allocated there at capture and
+    are never "allocated" again during replays), so only reserved compares graphed with eager runs.
+    """
+    if device.type != "cuda":
+        return None, None
+    return int(torch.cuda.max_memory_allocated(device)), int(torch.cuda.max_memory_reserved(device))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 from bench import locks
 from bench.config import RunConfig
 from bench.data.sources import input_shape
+from bench.device import release_cached_memory
 from bench.faults import fault_point
 from bench.files import read_json, write_atomic, write_json
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
@@ -32,7 +33,7 @@ from bench.study import Selection, Study
 RETRYABLE = ("failed", "oom")
 # Part of every measurement cache key: raise it when what get_measurements records changes, so
 # that cached measurements of the old kind are taken again instead of reaching new records.
-MEASUREMENT_SCHEMA = 2
+MEASUREMENT_SCHEMA = 3  # 3: steps timed back to back, fused optimizer, autotuning on
 
 
 _DATA: dict[tuple[str, str], Any] = {}
@@ -70,7 +71,7 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
 
     shape = input_shape(cfg, data.image_shape)
     num_classes = data.num_classes
-    key = measurement_key(cfg, shape, num_classes, str(environment().get("device_name")) + device)
+    key = measurement_key(cfg, shape, num_classes, str(environment(device).get("device_name")) + device)
     path = store.study_dir(study) / "measurements" / f"{key}.json"
     if path.exists():
         try:
@@ -177,14 +178,15 @@ def execute_cell(
             status, error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
             write_atomic(rd / "log.txt", traceback.format_exc())
         finally:
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            released = release_cached_memory(device)  # never raises: the record below must be written
+            if released is not None:
+                print(f"bench: {released}", file=sys.stderr)
         finished = time.time()
         placement = Placement(started_at=started, finished_at=finished, wall_time_s=finished - started,
                               host=socket.gethostname(), device=used,
                               shared_gpu=shared_gpu, worker=worker, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
         record = RunRecord(cell=cell, outcome=Outcome(status, error), placement=placement, metrics=metrics,
-                           measurements=measurements, environment=environment(), history=tuple(history))
+                           measurements=measurements, environment=environment(used), history=tuple(history))
         fault_point("before-summary")
         store.write_record(record)
         # Only now is the checkpoint redundant: a kill before this line resumes, never retrains.

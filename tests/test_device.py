@@ -127,3 +127,56 @@ def test_cuda_checkpoint_rng_is_the_runs_device_only() -> None:
     set_rng_state(state, dev)
     assert torch.equal(torch.rand(4, device=dev), a)
     assert checkpoint.rng_state(CPU).keys() == {"python", "numpy", "torch"}
+
+
+def test_release_cached_memory_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.device import release_cached_memory
+
+    assert release_cached_memory("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    calls = []
+
+    def broken() -> None:  # what torch < 2.12 does after a failed capture
+        calls.append(1)
+        raise RuntimeError("captures_underway.empty() INTERNAL ASSERT FAILED\nmore")
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", broken)
+    got = release_cached_memory(torch.device("cuda", 1))
+    assert calls == [1] and got == ("torch.cuda.empty_cache() failed (RuntimeError: "
+                                    "captures_underway.empty() INTERNAL ASSERT FAILED)")
+    assert release_cached_memory("cpu") is None and calls == [1]
+
+
+def test_runner_writes_the_record_when_empty_cache_raises(monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A cell on a GPU whose allocator is broken: the cleanup fails, the record is still written."""
+    import bench.train
+    from bench.config import RunConfig
+    from bench.measure import environment
+    from bench.record import Cell
+    from bench.runner import execute_cell
+    from bench.store import ResultsStore
+    from bench.train.engine import TrainResult
+
+    environment()  # probed (and cached) before torch.cuda is faked below
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+
+    def broken() -> None:
+        raise RuntimeError("captures_underway.empty() INTERNAL ASSERT FAILED")
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", broken)
+    monkeypatch.setattr(bench.train, "train", lambda cfg, **kw: TrainResult(
+        "ok", [], {"final_test_acc": 0.5}, device="cuda:0"))
+    cfg = RunConfig(model="mnist_cnn", dataset="synthetic:train=64,test=32,size=28,channels=1", epochs=1)
+    cell = Cell("gpu", "smoke", {}, {}, 0, cfg)
+    store = ResultsStore(tmp_path)
+    store.write_study("gpu", {"name": "gpu", "run_ids": [cell.run_id], "cells": [cell.identity()]})
+    rec = execute_cell(cell, store, device="cuda:0", measure=False)
+    assert rec is not None and rec.status == "ok"
+    back = store.read_record("gpu", cell.run_id)
+    assert back is not None and back.status == "ok" and back.placement.device == "cuda:0"
+    assert back.environment["device_name"] == "Fake GPU"
+    assert "empty_cache() failed (RuntimeError: captures_underway" in capsys.readouterr().err

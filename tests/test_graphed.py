@@ -58,6 +58,8 @@ class FakeOps:
     def __init__(self, device: Any = None, fail: bool = False) -> None:
         self.fail = fail
         self.captures = 0
+        self.pools: list[Any] = []  # the pool each capture was given
+        self.guarded_steps = 0
 
     def synchronize(self) -> None:
         pass
@@ -65,12 +67,28 @@ class FakeOps:
     def side_stream(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    def capture(self, body: Any, generator: Any) -> Any:
+    @contextlib.contextmanager
+    def forbid_sync(self) -> Any:
+        """What set_sync_debug_mode('error') does to ``.item()`` on CUDA, done on the CPU."""
+        def item(t: torch.Tensor) -> Any:
+            raise RuntimeError("called a synchronizing CUDA operation")
+
+        self.guarded_steps += 1
+        real = torch.Tensor.item
+        torch.Tensor.item = item  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            torch.Tensor.item = real  # type: ignore[method-assign]
+
+    def capture(self, body: Any, generator: Any, pool: Any = None) -> Any:
         if self.fail:
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore text")
         body()
         self.captures += 1
-        return SimpleNamespace(replay=body)
+        self.pools.append(pool)
+        handle = ("pool", self.captures)
+        return SimpleNamespace(replay=body, pool=lambda: handle)
 
     def rng_state(self) -> None:
         return None
@@ -240,6 +258,8 @@ def test_fake_capture_restores_warmup_and_replays_the_eager_trajectory(data: Loa
     eager = run_epochs(data, SGD, "eager")
     graph = run_epochs(data, SGD, "fake", ops=ops)
     assert ops.captures == 2 and sorted(graph[2].graphs) == [8, 64]  # full batches and the tail
+    assert ops.pools == [None, ("pool", 1)]  # the tail graph allocates from the full batches' pool
+    assert ops.guarded_steps == 2  # the last warm-up step of each size ran with host syncs forbidden
     assert_same(eager[:2], graph[:2])
     sd = graph[2].optimizer_state_dict()
     assert sd["param_groups"][0]["lr"] == SGD.lr  # checkpoints keep a float lr
@@ -270,6 +290,63 @@ def test_failed_capture_puts_everything_back(data: LoadedData) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)  # incl. BN running stats and counters
     assert len(opt.state) == 0 and opt.param_groups[0]["lr"] == SGD.lr
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+class SyncingNet(nn.Module):
+    """A forward that reads a device value on the host (``.item()``): cannot be captured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 16, 10)
+        self.big = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv(x)))
+        if h.abs().max().item() > 1e6:  # data-dependent host control flow
+            self.big += 1
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 4), 1))
+
+
+def test_syncing_model_is_rejected_before_capture(data: LoadedData) -> None:
+    ops = FakeOps()
+    prec = resolve_precision("fp32", CPU)
+    loader = make_loader(data, SGD)
+    torch.manual_seed(0)
+    model = SyncingNet()
+    before = copy.deepcopy(model.state_dict())
+    opt = build_optimizer(SGD, model.parameters())
+    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=build_schedule(SGD, len(loader), 12),
+                           base_lr=SGD.lr, total_steps=12, criterion=nn.CrossEntropyLoss(), aux_weight=0.3,
+                           prec=prec, device=CPU, channels_last=False, ops=ops)
+    with pytest.raises(GraphUnsupported, match=r"^the training step synchronises with the host "
+                                                r"\(RuntimeError: called a synchronizing CUDA operation\); "
+                                                r"rejected before capture"):
+        trainer.setup(0)
+    assert ops.captures == 0 and ops.guarded_steps == 1  # capture never began
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert len(opt.state) == 0 and opt.param_groups[0]["lr"] == SGD.lr
+
+
+def test_engine_trains_a_syncing_model_eagerly_with_the_reason(engine_data: LoadedData,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.models import MODELS
+
+    cfg = engine_cfg(model="syncing_test", model_kwargs={})
+    MODELS.add("syncing_test", lambda num_classes=10, in_channels=1: SyncingNet())
+    try:
+        eager = train(dataclasses.replace(cfg, engine="eager"), data=engine_data)
+        monkeypatch.setattr(engine_mod, "graph_decision", lambda cfg, device, prec: (cfg.engine != "eager", None))
+        ops = FakeOps()
+        monkeypatch.setattr(graphed, "CudaGraphOps", lambda device: ops)
+        graph = train(dataclasses.replace(cfg, engine="graph"), data=engine_data)
+    finally:
+        MODELS.remove("syncing_test")
+    s = graph.summary
+    assert s["engine_used"] == "eager" and "synchronises with the host" in s["engine_fallback_reason"]
+    assert ops.captures == 0 and graph.status == "ok"
+    assert strip(graph.history) == strip(eager.history)
 
 
 def test_graph_decision_reasons() -> None:

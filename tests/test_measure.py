@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from typing import Any
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from bench.measure import (
     measure_speed,
 )
 from bench.models import create_model
+from bench.train.optim import build_optimizer
 
 
 def tiny_net(in_ch: int = 3, classes: int = 10) -> nn.Module:
@@ -91,8 +94,9 @@ def test_speed_sanity_and_caller_model_unchanged() -> None:
     runs = [measure_speed(m, (3, 8, 8), 4, "cpu", mode="train", warmup=1, repeats=5) for _ in range(2)]
     for r in runs:
         assert set(r) == {"train_samples_per_s", "train_step_time_ms", "train_step_time_ms_iqr",
-                          "train_repeats", "train_batch_size"}
-        assert r["train_repeats"] == 5 and r["train_batch_size"] == 4
+                          "train_step_latency_ms", "train_repeats", "train_steps_per_repeat", "train_batch_size"}
+        assert r["train_repeats"] == 5 and r["train_batch_size"] == 4 and r["train_steps_per_repeat"] == 1
+        assert r["train_step_latency_ms"] > 0
         assert math.isfinite(r["train_samples_per_s"]) and r["train_samples_per_s"] > 0
         assert r["train_step_time_ms"] > 0 and r["train_step_time_ms_iqr"] >= 0
         assert r["train_samples_per_s"] == pytest.approx(4 / (r["train_step_time_ms"] / 1e3))
@@ -100,6 +104,58 @@ def test_speed_sanity_and_caller_model_unchanged() -> None:
     assert max(a, b) / min(a, b) < 10  # same order of magnitude, not a speed threshold
     assert all(torch.equal(p, q) for p, q in zip(before, m.parameters()))
     assert m.training  # the caller's mode is untouched
+
+
+def test_time_steps_blocks_of_back_to_back_steps() -> None:
+    from bench.measure.speed import time_steps
+
+    calls = []
+
+    def step() -> None:
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+
+    times = time_steps(step, torch.device("cpu"), warmup=2, repeats=3, per_repeat=4)
+    assert len(calls) == 2 + 3 * 4 and len(times) == 3
+    assert all(2.0 <= t < 2.0 * 4 for t in times)  # milliseconds per step, not per block of 4
+
+
+def test_step_optimizer_is_built_as_training_builds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.measure import _step
+    from bench.train.optim import accel_kwargs
+
+    built = []
+
+    def spy(cfg: Any, params: Any) -> torch.optim.Optimizer:
+        built.append(cfg)
+        return build_optimizer(cfg, params)
+
+    monkeypatch.setattr(_step, "build_optimizer", spy)
+    measure_speed(tiny_net(), (3, 8, 8), 2, "cpu", mode="train", warmup=0, repeats=1)
+    assert built == [_step.DEFAULT_OPTIMIZER]
+    assert accel_kwargs(_step.DEFAULT_OPTIMIZER.optimizer, on_cuda=True) == {"fused": True}  # on a GPU
+
+
+@pytest.mark.cuda
+def test_cuda_step_is_fused_autotuned_and_timed_back_to_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.measure import _step
+
+    seen: dict[str, Any] = {}
+
+    class Probe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny_net()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen["benchmark"] = torch.backends.cudnn.benchmark
+            return self.net(x)
+
+    real = _step.build_optimizer
+    monkeypatch.setattr(_step, "build_optimizer", lambda cfg, p: seen.setdefault("opt", real(cfg, p)))
+    r = measure_speed(Probe(), (3, 8, 8), 4, "cuda", mode="train", warmup=1, repeats=3)
+    assert seen["opt"].defaults.get("fused") is True and seen["benchmark"] is True
+    assert r["train_steps_per_repeat"] == 5 and r["train_step_latency_ms"] > 0
 
 
 def test_speed_infer_bf16_and_tuple_outputs() -> None:

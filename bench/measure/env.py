@@ -83,7 +83,7 @@ def _environment() -> dict[str, Any]:
         "torchvision_version": _version("torchvision"),
         "cuda_version": torch.version.cuda,
         "cudnn_version": cudnn,
-        "device_name": torch.cuda.get_device_name(0) if cuda else cpu,
+        "device_name": torch.cuda.get_device_name(torch.cuda.current_device()) if cuda else cpu,
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "driver_version": driver_version() if cuda else None,
         "cpu_model": cpu,
@@ -95,10 +95,26 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def environment() -> dict[str, Any]:
-    """Versions (python, torch, torchvision, CUDA, cuDNN, driver), hardware (device_name = GPU 0 or
-    the CPU model, gpu_count, cpu_model, cpu_count), hostname, platform, git_commit and git_dirty.
+def device_name(device: str | torch.device | None) -> str:
+    """The name of the hardware ``device`` computes on: the GPU that ``cuda:N`` (or ``cuda``, the
+    current one) is, else the CPU model."""
+    try:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if dev.type == "cuda" and torch.cuda.is_available():
+            return torch.cuda.get_device_name(dev.index if dev.index is not None else torch.cuda.current_device())
+    except (RuntimeError, AssertionError, ValueError):  # best effort, as every probe here
+        return "unknown"
+    return cpu_model()
+
+
+def environment(device: str | torch.device | None = None) -> dict[str, Any]:
+    """Versions (python, torch, torchvision, CUDA, cuDNN, driver), hardware (device_name = the GPU of
+    ``device`` when it is a CUDA device, the current GPU when none is given, else the CPU model;
+    gpu_count, cpu_model, cpu_count), hostname, platform, git_commit and git_dirty.
 
     Probed once per process (the answer is cached); each call returns a fresh copy.
     """
-    return dict(_environment())
+    env = dict(_environment())
+    if device is not None:
+        env["device_name"] = device_name(device)
+    return env

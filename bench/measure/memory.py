@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import gc
-
 import torch
 from torch import nn
 
+from bench.device import memory_peaks, release_cached_memory, reset_memory_peaks
 from bench.measure._step import (
     OptimizerFactory,
     build_step,
@@ -50,18 +49,13 @@ def measure_memory(
         # One untimed step first: a training step's steady state holds the optimizer state (SGD
         # momentum, Adam moments) that the first step creates, and cuDNN picks its algorithms.
         step()
-        gc.collect()
         torch.cuda.synchronize(dev)
-        torch.cuda.empty_cache()  # so the reserved peak is what this step needs, not leftovers
-        torch.cuda.reset_peak_memory_stats(dev)
+        release_cached_memory(dev)  # so the reserved peak is what this step needs, not leftovers
+        reset_memory_peaks(dev)
         step()
         torch.cuda.synchronize(dev)
-    out = {
-        keys[0]: int(torch.cuda.max_memory_allocated(dev)),
-        keys[1]: int(torch.cuda.max_memory_reserved(dev)),
-        "memory_measured": True,
-    }
+    allocated, reserved = memory_peaks(dev)
+    out = {keys[0]: allocated, keys[1]: reserved, "memory_measured": True}
     del step, m, x
-    gc.collect()
-    torch.cuda.empty_cache()
+    release_cached_memory(dev)
     return out

@@ -1,7 +1,8 @@
 """Throughput and step time of inference or training steps on synthetic input.
 
 Times compute only: the input batch is made once on the device before timing, so data loading and
-host-to-device copies are not in the figures.
+host-to-device copies are not in the figures. The step is the one training runs (fused optimizer on
+CUDA, cuDNN autotuning on), timed as a training loop runs it: back to back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from bench.measure._step import (
 
 DEFAULT_WARMUP = 3
 DEFAULT_REPEATS = 10
+# Steps per timed block on CUDA: a block is queued back to back between one pair of events, so the
+# figure is throughput with the queue kept full. A CPU computes as it is called: one step a block.
+CUDA_STEPS_PER_REPEAT = 5
+LATENCY_REPEATS = 3
 
 
 def _quartiles(times_ms: list[float]) -> tuple[float, float, float]:
@@ -36,32 +41,58 @@ def _quartiles(times_ms: list[float]) -> tuple[float, float, float]:
     return q1, med, q3
 
 
-def time_steps(step: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds per call of ``step``, one entry per repeat, after ``warmup`` untimed calls.
+def steps_per_repeat(device: torch.device) -> int:
+    """Steps in one timed block on ``device`` (see :data:`CUDA_STEPS_PER_REPEAT`)."""
+    return CUDA_STEPS_PER_REPEAT if device.type == "cuda" else 1
 
-    CUDA: a pair of events around each repeat; the host waits on the end event only after it has
-    been recorded, so nothing inside the timed region blocks the host. CPU: ``time.perf_counter``.
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, repeats: int,
+               per_repeat: int = 1) -> list[float]:
+    """Milliseconds per step, one entry per block of ``per_repeat`` back-to-back calls of ``step``,
+    after ``warmup`` untimed calls.
+
+    CUDA: every block sits between one pair of events and the blocks follow each other without a
+    host wait (the host waits once, after the last block), so the device queue never drains: the
+    figure is the steady training throughput, not one step's latency. CPU: ``time.perf_counter``.
     """
     for _ in range(warmup):
         step()
     times: list[float] = []
     if device.type == "cuda":
-        torch.cuda.synchronize(device)  # warm-up work must not leak into the first repeat
+        torch.cuda.synchronize(device)  # warm-up work must not leak into the first block
         stream = torch.cuda.current_stream(device)  # the device's stream, even if not the current device
+        pairs = []
         for _ in range(repeats):
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             start.record(stream)
-            step()
+            for _ in range(per_repeat):
+                step()
             end.record(stream)
-            end.synchronize()  # after the region; each repeat starts with an empty queue
-            times.append(start.elapsed_time(end))
+            pairs.append((start, end))
+        torch.cuda.synchronize(device)
+        times = [a.elapsed_time(b) / per_repeat for a, b in pairs]
     else:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - t0) * 1e3)
+            for _ in range(per_repeat):
+                step()
+            times.append((time.perf_counter() - t0) * 1e3 / per_repeat)
     return times
+
+
+def step_latency(step: Callable[[], None], device: torch.device, repeats: int = LATENCY_REPEATS) -> float:
+    """Median milliseconds of one step from an idle device to its end (host wait before and after)."""
+    out = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(out)
 
 
 def measure_speed(
@@ -77,15 +108,18 @@ def measure_speed(
     channels_last: bool = False,
     optimizer: OptimizerFactory | None = None,
 ) -> dict[str, float | int]:
-    """Step time (milliseconds, median and inter-quartile range over ``repeats``) and throughput
-    (samples per second = batch_size / median step time) of ``mode`` steps.
+    """Step time (milliseconds per step, median and inter-quartile range over ``repeats`` blocks of
+    back-to-back steps), throughput (samples per second = batch_size / median step time) and one
+    step's latency from an idle device, of ``mode`` steps built as training builds them
+    (:func:`~bench.measure._step.build_step`).
 
     ``infer``: eval mode under ``torch.inference_mode``. ``train``: forward, cross-entropy on fixed
     random labels (auxiliary heads weighted 0.3), backward, optimizer step. ``optimizer`` is a
-    factory ``params -> Optimizer`` (default SGD lr 0.01 momentum 0.9). The model is copied first,
-    so the caller's model is not changed. ``precision``: fp32 / tf32 (CUDA) / bf16 / fp16 (CUDA).
+    factory ``params -> Optimizer`` (default: SGD lr 0.01 momentum 0.9 as training builds it, fused
+    on CUDA). The model is copied first, so the caller's model is not changed. ``precision``: fp32 /
+    tf32 (CUDA) / bf16 / fp16 (CUDA).
     Keys: ``<mode>_samples_per_s``, ``<mode>_step_time_ms``, ``<mode>_step_time_ms_iqr``,
-    ``<mode>_repeats``, ``<mode>_batch_size``.
+    ``<mode>_step_latency_ms``, ``<mode>_repeats``, ``<mode>_steps_per_repeat``, ``<mode>_batch_size``.
     """
     dev = resolve_device(device)
     check_choices(mode, precision, dev)
@@ -94,13 +128,17 @@ def measure_speed(
     m = private_copy(model, dev, channels_last)
     x = make_input(tuple(input_shape), batch_size, dev, channels_last)
     step = build_step(m, x, mode, precision, dev, optimizer)
+    per = steps_per_repeat(dev)
     with on_device(dev):
-        times = time_steps(step, dev, warmup, repeats)
+        times = time_steps(step, dev, warmup, repeats, per)
+        latency = step_latency(step, dev)
     q1, med, q3 = _quartiles(times)
     return {
         f"{mode}_samples_per_s": batch_size / (med / 1e3) if med > 0 else float("inf"),
         f"{mode}_step_time_ms": med,
         f"{mode}_step_time_ms_iqr": q3 - q1,
+        f"{mode}_step_latency_ms": latency,
         f"{mode}_repeats": int(repeats),
+        f"{mode}_steps_per_repeat": int(per),
         f"{mode}_batch_size": int(batch_size),
     }

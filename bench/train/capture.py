@@ -18,11 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CudaGraphOps", "GraphUnsupported", "Snapshot"]
+__all__ = ["CudaGraphOps", "GraphUnsupported", "HostSync", "Snapshot"]
 
 
 class GraphUnsupported(Exception):
     """This run cannot be graphed; ``str(e)`` is the reason recorded as ``engine_fallback_reason``."""
+
+
+class HostSync(GraphUnsupported):
+    """The step synchronises the host with the device (found in the guarded warm-up step)."""
 
 
 class CudaGraphOps:
@@ -54,14 +58,35 @@ class CudaGraphOps:
             yield
         current.wait_stream(side)
 
-    def capture(self, body: Callable[[], None], generator: torch.Generator | None) -> Any:
-        """A ``torch.cuda.CUDAGraph`` of ``body`` (with ``generator`` registered); ``.replay()`` runs it."""
+    @contextlib.contextmanager
+    def forbid_sync(self) -> Any:
+        """Any host sync inside the block raises (``torch.cuda.set_sync_debug_mode('error')``).
+
+        The last warm-up step runs under it, so a step that syncs (``.item()`` in a forward) is
+        rejected before capture begins: on torch < 2.12 a capture that fails leaves the caching
+        allocator believing a capture is under way, which breaks every later ``empty_cache()`` and
+        capture in the process.
+        """
+        previous = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+
+    def capture(self, body: Callable[[], None], generator: torch.Generator | None, pool: Any = None) -> Any:
+        """A ``torch.cuda.CUDAGraph`` of ``body`` (with ``generator`` registered); ``.replay()`` runs it.
+
+        ``pool``: another graph's ``.pool()`` to allocate from (graphs replayed one after another,
+        never concurrently, may share one; the tail graph shares the full batches' pool).
+        """
         graph = torch.cuda.CUDAGraph()
         if generator is not None:
             graph.register_generator_state(generator)
         previous = torch.cuda.current_stream(self.device)
         try:
-            with torch.cuda.graph(graph, stream=self.capture_stream, capture_error_mode=self.capture_error_mode):
+            with torch.cuda.graph(graph, pool=pool, stream=self.capture_stream,
+                                  capture_error_mode=self.capture_error_mode):
                 body()
         except BaseException:
             # torch.cuda.graph leaves its capture stream current when capture_end raises (an invalidated

@@ -31,15 +31,17 @@ The graphed run therefore follows the eager trajectory from the same initialisat
 fused kernels and cuDNN algorithm choice differ).
 
 Partial batches. Eager keeps the last partial batch (``drop_last=False``); so does this engine: the
-tail size gets its own captured graph (separate memory pool) over the same parameters, optimizer
-state and counters, so both engines take the same steps with the same batch-mean losses. (With
+tail size gets its own captured graph (allocating from the full batches' graph's memory pool: they
+never replay concurrently) over the same parameters, optimizer state and counters, so both engines take the same steps with the same batch-mean losses. (With
 ``capture=False`` every step calls the same step function eagerly.)
 
 Fallbacks (:func:`graph_decision`, :class:`GraphUnsupported`): no CUDA device, fp16 (GradScaler's
 dynamic scale and inf checks are host-side and not capturable), an optimizer without a tensor-lr
-capturable implementation, or any failure in warm-up or capture (host syncs such as ``.item()`` or
-control flow on device values in a forward) -> the eager loop, with the reason recorded in the run's
-summary. Not detectable: host-side state a forward reads without syncing (Python ``random``, a
+capturable implementation, a step that synchronises with the host (``.item()`` or control flow on
+device values in a forward: the last warm-up step runs under ``set_sync_debug_mode('error')``, so
+such a step is rejected before capture begins, which on torch < 2.12 would leave the allocator
+broken for the rest of the process), or any other failure in warm-up or capture -> the eager loop,
+with the reason recorded in the run's summary. Not detectable: host-side state a forward reads without syncing (Python ``random``, a
 counter in a Python attribute) is frozen at capture; the zoo's models have none.
 
 CPU verification. ``GraphTrainer(capture=False)`` runs the same feed and :class:`StaticStep` calls
@@ -61,7 +63,7 @@ from torch import nn
 from bench.config import RunConfig
 from bench.data.gpu_loader import GpuLoader
 from bench.device import Precision
-from bench.train.capture import CudaGraphOps, GraphUnsupported, Snapshot
+from bench.train.capture import CudaGraphOps, GraphUnsupported, HostSync, Snapshot
 from bench.train.feeds import CopyFeed, DeviceFeed
 from bench.train.loop import DIVERGENCE_CHECK_EVERY, DivergenceWatch, EpochStats, TrainStep
 from bench.train.optim import Schedule
@@ -278,13 +280,25 @@ class GraphTrainer:
             with ops.side_stream():  # warm-up: optimizer state, cuDNN autotuning, lazy inits
                 for s in sizes:
                     body = self._body(s)
-                    for _ in range(WARMUP_STEPS):
+                    for k in range(WARMUP_STEPS):
                         self._begin(epoch, 0)
-                        body()
+                        if k < WARMUP_STEPS - 1:
+                            body()
+                            continue
+                        ops.synchronize()  # earlier work done: only this step's syncs count
+                        try:
+                            with ops.forbid_sync():  # a syncing step never reaches capture
+                                body()
+                        except RuntimeError as exc:
+                            raise HostSync(f"the training step synchronises with the host ({_first_line(exc)}); "
+                                           "rejected before capture, trained with the eager loop") from exc
             ops.synchronize()
             gen = self.feed.gen if isinstance(self.feed, DeviceFeed) else None
-            for s in sizes:
-                self.graphs[s] = ops.capture(self._body(s), gen)
+            pool = None
+            for s in sizes:  # largest first; the tail graph allocates from the full batches' pool
+                self.graphs[s] = ops.capture(self._body(s), gen, pool=pool)
+                if pool is None:
+                    pool = self.graphs[s].pool()
             ops.synchronize()
             snap.restore_in_place(self.optimizer)  # the graphed run starts from the eager starting point
             ops.synchronize()
@@ -294,6 +308,8 @@ class GraphTrainer:
                 ops.synchronize()
             snap.restore_all(self.optimizer)
             self.restore_eager_optimizer()
+            if isinstance(exc, HostSync):
+                raise
             raise GraphUnsupported(f"capture failed ({_first_line(exc)}); trained with the eager loop") from exc
 
     def restore_eager_optimizer(self) -> None:
@@ -315,7 +331,10 @@ class GraphTrainer:
         if self.schedule.plateau_factor != self._table_factor:
             values = torch.tensor(lr_table_values(self.schedule, self.base_lr, self.total_steps),
                                   dtype=torch.float32)
-            self.lr_table.copy_(values)
+            cuda = self.lr_table.device.type == "cuda"
+            # pinned + non_blocking: a copy from pageable memory would block the host inside the epoch
+            # (the caching host allocator keeps the pinned block until the copy has run)
+            self.lr_table.copy_(values.pin_memory() if cuda else values, non_blocking=cuda)
             self._table_factor = self.schedule.plateau_factor
 
     def _begin(self, epoch: int, start_iteration: int) -> None:
