@@ -59,17 +59,17 @@ def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 def release_cached_memory(device: str | torch.device | None) -> str | None:
-    """Collect garbage and, where CUDA is in use, ``torch.cuda.empty_cache()``; never raises.
+    """Where CUDA is in use, collect garbage and ``torch.cuda.empty_cache()``; never raises.
 
     Returns None, or the one-line reason the release failed: on torch < 2.12 a failed CUDA-graph
     capture leaves the caching allocator believing a capture is under way and ``empty_cache()``
     raises; a cleanup between runs must not take a run's record (or the worker) down with it.
     Every ``empty_cache()`` of the project goes through here.
     """
-    gc.collect()
     kind = device.type if isinstance(device, torch.device) else str(device or "")
     if not kind.startswith("cuda") or not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None
+    gc.collect()  # tensors in reference cycles hold blocks empty_cache() cannot release
     try:
         torch.cuda.empty_cache()
     except Exception as exc:  # noqa: BLE001 - whatever the allocator says, the caller carries on

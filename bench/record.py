@@ -117,7 +117,12 @@ def epoch_metric(summary: str | None = None, key: str | None = None, **kw: Any) 
 
 @dataclass(frozen=True)
 class EpochRow:
-    """One epoch of a run (accuracies are fractions; ``peak_allocated_bytes`` is None on a CPU).
+    """One epoch of a run (accuracies are fractions; the ``peak_*_bytes`` are None on a CPU).
+
+    ``peak_allocated_bytes`` / ``peak_reserved_bytes``: the CUDA caching allocator's peaks during the
+    epoch's training steps only (reset after the previous evaluation and a release of cached blocks;
+    evaluation and capture are not in them). A graphed epoch's activations live in its graph's pool,
+    allocated at capture: they count in reserved, not in allocated.
 
     ``epoch_train_samples_per_s`` is the run's own throughput over the epoch, data included; the
     step micro-benchmark's ``train_samples_per_s`` is a measurement, not a history column. Each
@@ -138,6 +143,9 @@ class EpochRow:
     epoch_train_samples_per_s: float = epoch_metric("steady")
     elapsed_train_time_s: float = epoch_metric()
     peak_allocated_bytes: int | None = epoch_metric("max")
+    # reserved = the caching allocator's pool, CUDA graphs' private pools included: the one memory
+    # figure that compares graphed with eager epochs (docs/perf.md); None on a CPU and in older records
+    peak_reserved_bytes: int | None = epoch_metric("max", default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -164,7 +172,7 @@ class EpochRow:
 
 HISTORY_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EpochRow))
 RENAMED_HISTORY = {"train_samples_per_s": "epoch_train_samples_per_s"}  # schema 1 -> 2
-_NULLABLE = ("epoch", "iteration", "peak_allocated_bytes")
+_NULLABLE = ("epoch", "iteration", "peak_allocated_bytes", "peak_reserved_bytes")
 
 
 @dataclass(frozen=True)

@@ -414,6 +414,44 @@ def test_engine_graph_path_with_stand_in_capture(engine_data: LoadedData, monkey
     assert strip(failed.history) == strip(eager.history)
 
 
+def test_memory_peaks_are_reset_and_read_around_the_training_steps(engine_data: LoadedData,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per epoch: cached blocks released, peaks reset, the training steps, peaks read, then evaluation
+    (not in them); warm-up + capture have their own window, read into the summary."""
+    log: list[str] = []
+    reads = iter(range(1, 100))
+
+    def peaks(device: Any) -> tuple[int, int]:
+        n = next(reads)
+        log.append(f"read{n}")
+        return n, 1000 + n
+
+    real_eval, real_epoch = engine_mod.evaluate, GraphTrainer.train_epoch
+    monkeypatch.setattr(engine_mod, "memory_peaks", peaks)
+    monkeypatch.setattr(engine_mod, "reset_memory_peaks", lambda device: log.append("reset"))
+    monkeypatch.setattr(engine_mod, "release_cached_memory", lambda device: log.append("release"))
+    monkeypatch.setattr(engine_mod, "evaluate", lambda *a, **k: (log.append("eval"), real_eval(*a, **k))[1])
+    monkeypatch.setattr(GraphTrainer, "train_epoch", lambda *a, **k: (log.append("train"), real_epoch(*a, **k))[1])
+    monkeypatch.setattr(engine_mod, "graph_decision", lambda cfg, device, prec: (True, None))
+    monkeypatch.setattr(graphed, "CudaGraphOps", FakeOps)
+    res = train(engine_cfg(engine="graph", epochs=2), data=engine_data)
+    assert res.summary["engine_used"] == "graph"
+    first = log.index("eval")
+    assert log[:first] == ["reset", "read1", "release", "reset", "train", "read2"]  # capture, then epoch 1
+    second = log[first:]
+    i = second.index("release")
+    assert second[i:i + 4] == ["release", "reset", "train", "read3"] and set(second[:i]) == {"eval"}
+    assert [(r["peak_allocated_bytes"], r["peak_reserved_bytes"]) for r in res.history] == [(2, 1002), (3, 1003)]
+    assert res.summary["peak_reserved_bytes"] == 1003  # the run's largest epoch peak
+    assert (res.summary["capture_peak_allocated_bytes"], res.summary["capture_peak_reserved_bytes"]) == (1, 1001)
+
+
+def test_memory_columns_are_none_on_a_cpu(engine_data: LoadedData) -> None:
+    res = train(engine_cfg(engine="eager", epochs=1), data=engine_data)
+    assert res.history[0]["peak_allocated_bytes"] is None and res.history[0]["peak_reserved_bytes"] is None
+    assert res.summary["capture_peak_reserved_bytes"] is None and res.summary["peak_reserved_bytes"] is None
+
+
 # ------------------------------------------------------------------------------- CUDA only
 
 CUDA_SPEC = "synthetic:train=1000,test=200,size=32,channels=3,noise=0.3"

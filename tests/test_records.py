@@ -215,7 +215,8 @@ def test_every_epoch_row_field_says_how_it_is_summarised() -> None:
     rows = [_row(1).to_dict(), {**_row(2).to_dict(), "epoch_time_s": 3.0, "peak_allocated_bytes": 7}]
     got = epoch_summary(rows)
     assert set(got) == {"final_train_loss", "final_train_acc", "final_val_loss", "final_val_acc", "final_test_loss",
-                        "final_test_acc", "median_epoch_time_s", "epoch_train_samples_per_s", "peak_allocated_bytes"}
+                        "final_test_acc", "median_epoch_time_s", "epoch_train_samples_per_s", "peak_allocated_bytes",
+                        "peak_reserved_bytes"}
     assert got["final_train_loss"] == 0.5 and got["median_epoch_time_s"] == 3.0  # the first epoch is warm-up
     assert got["peak_allocated_bytes"] == 7 and epoch_summary([])["final_test_acc"] != epoch_summary([])["final_test_acc"]
 

@@ -44,7 +44,16 @@ from bench.record import EpochRow
 from bench.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bench.train.evaluate import evaluate, first_conv_weight, prediction_artifacts, save_artifacts
 from bench.train.graphed import GraphTrainer, GraphUnsupported, graph_decision
-from bench.device import Precision, numerics, on_device, resolve_device, resolve_precision
+from bench.device import (
+    Precision,
+    memory_peaks,
+    numerics,
+    on_device,
+    release_cached_memory,
+    reset_memory_peaks,
+    resolve_device,
+    resolve_precision,
+)
 from bench.train.loop import train_epoch
 from bench.train.optim import build_optimizer, build_schedule
 from bench.train.summary import HISTORY_KEYS, summarise
@@ -178,6 +187,7 @@ class _Run:
         self._want_graph, self.engine_fallback_reason = graph_decision(cfg, device, prec)
         self.graph: GraphTrainer | None = None
         self.capture_time = 0.0
+        self.capture_peaks: tuple[int | None, int | None] = (None, None)
 
     # ------------------------------------------------------------------------------ checkpoints
 
@@ -257,7 +267,9 @@ class _Run:
             data_source=str(self.splits.info.source),
         )
         summary.update({"engine_used": self.engine_used, "engine_fallback_reason": self.engine_fallback_reason,
-                        "capture_time_s": self.capture_time})
+                        "capture_time_s": self.capture_time,
+                        "capture_peak_allocated_bytes": self.capture_peaks[0],
+                        "capture_peak_reserved_bytes": self.capture_peaks[1]})
         return TrainResult(status, self.history, summary, artifacts, error=error, device=str(self.device))
 
     def _setup_graph(self, epoch: int) -> None:
@@ -266,6 +278,7 @@ class _Run:
             return
         self._want_graph = False
         _sync(self.device)
+        reset_memory_peaks(self.device)
         t0 = time.perf_counter()
         graph: GraphTrainer | None = None
         try:
@@ -283,14 +296,14 @@ class _Run:
             self.engine_fallback_reason = str(exc)
         _sync(self.device)
         self.capture_time += time.perf_counter() - t0
+        self.capture_peaks = memory_peaks(self.device)  # warm-up + capture: the graph pools are made here
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
-        cuda = self.device.type == "cuda"
         self._setup_graph(epoch)
         self.train_loader.set_epoch(epoch)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
         _sync(self.device)
+        release_cached_memory(self.device)  # the last evaluation's cached blocks are not this epoch's
+        reset_memory_peaks(self.device)  # the peaks below: this epoch's training steps only
         t0 = time.perf_counter()
         if self.graph is not None:
             stats = self.graph.train_epoch(epoch, self.iteration, self.total_steps)
@@ -304,7 +317,7 @@ class _Run:
             )
         _sync(self.device)
         epoch_time = time.perf_counter() - t0
-        peak = int(torch.cuda.max_memory_allocated(self.device)) if cuda else None  # training part only
+        peak, peak_reserved = memory_peaks(self.device)  # training part only
         train_loss, train_acc = stats.read()
         self.iteration += stats.steps
         self.train_time += epoch_time
@@ -326,6 +339,7 @@ class _Run:
             epoch_time_s=epoch_time, eval_time_s=eval_time,
             epoch_train_samples_per_s=stats.samples / epoch_time if epoch_time > 0 else nan,
             elapsed_train_time_s=self.train_time, peak_allocated_bytes=peak,
+            peak_reserved_bytes=peak_reserved,
         ).to_dict()
 
     # ---------------------------------------------------------------------------- end of run
