@@ -23,6 +23,14 @@ What is compared (per model, at one batch size, on the same uint8 images):
   over ``torch.compile(model, dynamic=False)`` (Inductor's fused kernels, no cudagraphs of its own),
   the whole step then captured in one CUDA graph: fewer, fused kernels inside the graph.
   A variant that fails (compile error, capture failure, OOM) is a row with the reason, not an error.
+  ``compile_*`` and ``graph_compile_*`` run after the others, each in its own process with its own
+  timeout (:data:`COMPILE_TIMEOUT_S`); ``cuda_graphs_used`` says whether CUDA graphs actually ran.
+* ``step_*`` (any device; made for ``--device cpu``): the training step alone (forward, loss,
+  backward, SGD step on one real augmented batch), eager fp32, fp32 + channels_last, bf16 autocast,
+  bf16 + channels_last and ``torch.compile`` (Inductor; its compile time is ``compile_s``), timed in
+  interleaved rounds (:func:`bench.perf_runs.step_rounds`); ``--variants step`` names all five.
+  Their rows add the ratio to ``step_fp32``, the estimated achieved GFLOP/s and, on a CPU, the
+  fraction of its estimated peak; the 1-minute load average before and after goes into the records.
 
 Timing and peak memory: see :mod:`bench.perf_runs`. It measures and reports; it asserts nothing about speed. On a CPU (``--device cpu``, e.g. with
 ``--dataset synthetic:...``) the CUDA-only variants are skipped with a printed note and the usual
@@ -34,18 +42,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import math
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.device import resolve_device
+from bench.device import on_device, release_cached_memory, resolve_device
 from bench.errors import UserError, unknown_value
+from bench.files import clean_json, write_atomic
 from bench.perf_runs import (
     EVAL_BATCH,
     LR,
@@ -53,20 +60,32 @@ from bench.perf_runs import (
     USUAL_WORKERS,
     WEIGHT_DECAY,
     Variant,
-    compiled_run,
+    compiled_run_isolated,
     engine_run,
+    load_average,
+    run_isolated,
+    step_rounds,
     usual_loop,
 )
-from bench.files import clean_json, write_atomic
 
-__all__ = ["COLUMNS", "DEFAULT_VARIANTS", "VARIANTS", "Variant", "parse_variants", "run_perf"]
+__all__ = ["COLUMNS", "DEFAULT_VARIANTS", "STEP_VARIANTS", "VARIANTS", "Variant", "parse_variants", "run_order",
+           "run_perf"]
 
 COLUMNS = (
-    "model", "variant", "engine_used", "precision", "channels_last", "epoch_s", "samples_per_s",
-    "speedup_vs_usual", "peak_mem_MiB", "peak_alloc_MiB", "eval_s", "capture_s", "final_test_acc",
-    "final_train_loss", "epochs_timed", "note",
+    "model", "variant", "engine_used", "precision", "channels_last", "cuda_graphs_used",
+    # whole epochs
+    "epoch_s", "samples_per_s", "speedup_vs_usual", "eval_s", "capture_s", "compile_s",
+    "train_peak_reserved_MiB", "train_peak_alloc_MiB", "capture_peak_reserved_MiB", "run_peak_reserved_MiB",
+    "final_test_acc", "final_train_loss", "epochs_timed",
+    # training steps in interleaved rounds
+    "step_ms", "step_ms_iqr", "rounds", "steps_per_round", "speedup_vs_step_fp32",
+    "macs_per_image_fwd", "train_GFLOP_per_s_est", "pct_of_cpu_peak_est",
+    "load_1min_before", "load_1min_after", "note",
 )
-
+COMPILE_TIMEOUT_S = 1200.0  # one compile_* / graph_compile_* variant, in its own process
+STEP_ROUNDS, STEP_STEPS = 7, 5  # step variants: rounds, and back-to-back steps per variant per round
+# A training step as multiply-adds: forward MACs x 3 (backward ~ 2x forward: input and weight grads)
+TRAIN_MACS_FACTOR = 3
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("usual", "usual", "tutorial loop: DataLoader + PIL transforms, 4 workers, pinned per-batch copy, "
@@ -91,20 +110,41 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("graph_compile_bf16_cl", "compile", "CUDA graph of the whole step over torch.compile(dynamic=False), "
             "bf16 autocast + channels_last", engine="graph", compile_mode="default", precision="bf16",
             channels_last=True, needs_cuda=True),
+    Variant("step_fp32", "step", "training step alone, eager, fp32 (the step variants' reference)"),
+    Variant("step_fp32_cl", "step", "training step alone, eager, fp32 + channels_last", channels_last=True),
+    Variant("step_bf16", "step", "training step alone, eager, bf16 autocast", precision="bf16"),
+    Variant("step_bf16_cl", "step", "training step alone, eager, bf16 autocast + channels_last",
+            precision="bf16", channels_last=True),
+    Variant("step_compile", "step", "training step alone over torch.compile(model) (Inductor), fp32",
+            compile_mode="default"),
 )}
 DEFAULT_VARIANTS = ("usual", "eager_fp32", "eager_bf16_cl", "graph_fp32", "graph_fp32_cl", "graph_bf16",
                     "graph_bf16_cl", "compile_ro", "graph_compile_fp32", "graph_compile_bf16_cl")
+STEP_VARIANTS = ("step_fp32", "step_fp32_cl", "step_bf16", "step_bf16_cl", "step_compile")
+GROUPS = {"step": STEP_VARIANTS}  # --variants step: all five step variants
 
 
 def parse_variants(text: str | None) -> list[Variant]:
-    """``'usual,graph_fp32'`` -> variants (None: the defaults); unknown names are a UserError."""
+    """``'usual,graph_fp32'`` -> variants (None: the defaults; ``step``: the step variants); unknown
+    names are a UserError."""
     names = DEFAULT_VARIANTS if not text else [n.strip() for n in text.split(",") if n.strip()]
-    out = []
+    out: list[Variant] = []
     for n in names:
-        if n not in VARIANTS:
-            raise unknown_value("variant", n, tuple(VARIANTS))
-        out.append(VARIANTS[n])
+        for name in GROUPS.get(n, (n,)):
+            if name not in VARIANTS:
+                raise unknown_value("variant", name, (*VARIANTS, *GROUPS))
+            if VARIANTS[name] not in out:
+                out.append(VARIANTS[name])
     return out
+
+
+def run_order(variants: list[Variant], cuda: bool) -> tuple[list[Variant], list[Variant]]:
+    """(epoch variants in the order they run, step variants) of those ``variants`` this device runs:
+    the usual loop and the engine first, compile variants last (each in its own process: a hang or a
+    broken CUDA state costs that row only)."""
+    runnable = [v for v in variants if cuda or not v.needs_cuda]
+    first = [v for v in runnable if v.kind in ("usual", "engine")]
+    return first + [v for v in runnable if v.kind == "compile"], [v for v in runnable if v.kind == "step"]
 
 
 def _row(model: str, v: Variant, **kw: Any) -> dict[str, Any]:
@@ -112,6 +152,44 @@ def _row(model: str, v: Variant, **kw: Any) -> dict[str, Any]:
     row.update(model=model, variant=v.name, precision=v.precision, channels_last=v.channels_last, note="")
     row.update(kw)
     return row
+
+
+def _load_text(load: float | None) -> str:
+    return "unknown" if load is None else f"{load:.2f}"
+
+
+def _failed(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"failed: {type(exc).__name__}: {msg[0] if msg else ''}"[:300]
+
+
+def _train_macs_per_image(model_name: str, data: Any) -> int | None:
+    """fvcore's forward multiply-adds of one image (conv + linear), or None if it cannot count them."""
+    from bench.measure.compute import count_compute
+    from bench.models import create_model
+
+    try:
+        model = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels)
+        return int(count_compute(model, tuple(data.image_shape))["macs_conv_linear"])
+    except Exception:  # noqa: BLE001 - the FLOP columns are then empty, the timings stand
+        return None
+
+
+def _finish_step_rows(rows: list[dict[str, Any]], macs: int | None, batch_size: int,
+                      peak_gflops: float | None) -> None:
+    """Ratios to step_fp32, achieved GFLOP/s (2 x multiply-adds / s) and the fraction of the peak."""
+    base = next((r["step_ms"] for r in rows if r["variant"] == "step_fp32" and r["step_ms"]), None)
+    for r in rows:
+        ms = r["step_ms"]
+        if not ms or not math.isfinite(ms):
+            continue
+        r["macs_per_image_fwd"] = macs
+        if base:
+            r["speedup_vs_step_fp32"] = base / ms
+        if macs:
+            r["train_GFLOP_per_s_est"] = 2 * TRAIN_MACS_FACTOR * macs * batch_size / (ms / 1e3) / 1e9
+            if peak_gflops:
+                r["pct_of_cpu_peak_est"] = 100 * r["train_GFLOP_per_s_est"] / peak_gflops
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -122,10 +200,11 @@ def run_perf(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from bench.data import load_dataset
-    from bench.measure.env import environment
+    from bench.measure.env import cpu_peak_estimate, environment
     from bench.models import model_info
 
-    device = resolve_device(getattr(args, "device", "auto") or "auto")
+    asked = getattr(args, "device", "auto") or "auto"
+    device = resolve_device(asked)
     models = [m.strip() for m in str(args.models).split(",") if m.strip()]
     if not models:
         raise UserError("--models names no model (e.g. --models resnet20,resnet56,resnet18)")
@@ -134,64 +213,92 @@ def run_perf(args: argparse.Namespace) -> int:
     variants = parse_variants(getattr(args, "variants", None))
     if args.batch_size < 1 or args.epochs < 1:
         raise UserError(f"--batch-size and --epochs must be >= 1, got {args.batch_size} and {args.epochs}")
+    rounds = int(getattr(args, "rounds", None) or STEP_ROUNDS)
+    steps = int(getattr(args, "steps", None) or STEP_STEPS)
+    if rounds < 1 or steps < 1:
+        raise UserError(f"rounds and steps per round must be >= 1, got {rounds} and {steps}")
     cuda = device.type == "cuda"
     workers = int(getattr(args, "num_workers", None) or (USUAL_WORKERS if cuda else 0))
-    data = load_dataset(args.dataset, getattr(args, "data_dir", None))
+    data_dir = getattr(args, "data_dir", None)
+    data = load_dataset(args.dataset, data_dir)
     gpu_name = torch.cuda.get_device_name(device) if cuda else None
+    if asked == "auto" and not cuda:
+        print("bench perf: --device auto: no CUDA GPU is visible, running on the CPU")
+    load_before = load_average()
     print(f"bench perf: {', '.join(models)} on {gpu_name or device} | {args.dataset} "
           f"({len(data.train)} train / {len(data.test)} test) | batch {args.batch_size} | "
-          f"1 warm-up + {args.epochs} timed epoch(s) per variant")
+          f"1 warm-up + {args.epochs} timed epoch(s) per epoch variant | 1-min load average {_load_text(load_before)}")
     notes: list[str] = []
 
     def note(text: str) -> None:
         notes.append(text)
         print(f"  note: {text}")
 
-    if not cuda:
+    if not cuda and any(v.kind == "usual" for v in variants):
         note(f"usual loop on {device.type}: num_workers={workers} (workers would compete with the model "
              "for the same cores)")
     skipped = [v.name for v in variants if v.needs_cuda and not cuda]
     if skipped:
         note(f"skipped on {device.type} (need a CUDA device): {', '.join(skipped)}")
-    runners: dict[str, Callable[..., dict[str, Any]]] = {"engine": engine_run, "compile": compiled_run}
+    epoch_vs, step_vs = run_order(variants, cuda)
+    peak = cpu_peak_estimate() if not cuda else {}
     rows: list[dict[str, Any]] = []
     for m in models:
-        for v in variants:
-            if v.needs_cuda and not cuda:
-                continue
+        for v in epoch_vs:
             print(f"  {m:<10} {v.name:<14} ...", end="", flush=True)
             try:
-                if v.kind == "usual":
-                    got = usual_loop(m, data, batch_size=args.batch_size, epochs=args.epochs, device=device,
-                                     workers=workers)
-                else:
-                    got = runners[v.kind](m, data, v, dataset=args.dataset, batch_size=args.batch_size,
-                                          epochs=args.epochs, device=device)
+                with on_device(device):
+                    if v.kind == "usual":
+                        got = usual_loop(m, data, batch_size=args.batch_size, epochs=args.epochs, device=device,
+                                         workers=workers)
+                    elif v.kind == "engine":
+                        got = engine_run(m, data, v, dataset=args.dataset, batch_size=args.batch_size,
+                                         epochs=args.epochs, device=device)
+                    else:
+                        got = run_isolated(compiled_run_isolated, dict(
+                            model_name=m, v=v, dataset=args.dataset, data_dir=data_dir,
+                            batch_size=args.batch_size, epochs=args.epochs, device=str(device)),
+                            COMPILE_TIMEOUT_S)
                 row = _row(m, v, **got)
                 print(f" {row['epoch_s']:.3f} s/epoch")
             except UserError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one variant failing (compile, OOM) is a result too
-                msg = str(exc).strip().splitlines()
-                row = _row(m, v, note=f"failed: {type(exc).__name__}: {msg[0] if msg else ''}"[:300])
+                row = _row(m, v, note=_failed(exc))
                 print(f" failed ({type(exc).__name__})")
             finally:
-                gc.collect()
-                if cuda:
-                    torch.cuda.empty_cache()
+                release_cached_memory(device)
             rows.append(row)
         base = next((r["epoch_s"] for r in rows if r["model"] == m and r["variant"] == "usual"), None)
         for r in rows:
             if r["model"] == m and base and r["epoch_s"] and math.isfinite(r["epoch_s"]):
                 r["speedup_vs_usual"] = base / r["epoch_s"]
+        if step_vs:
+            with on_device(device):
+                got_steps = step_rounds(m, data, step_vs, batch_size=args.batch_size, rounds=rounds, steps=steps,
+                                        device=device)
+            step_rows = [_row(m, v, **g) for v, g in zip(step_vs, got_steps)]
+            _finish_step_rows(step_rows, _train_macs_per_image(m, data), args.batch_size,
+                              peak.get("cpu_peak_GFLOP_per_s_est"))
+            rows.extend(step_rows)
+            release_cached_memory(device)
+    load_after = load_average()
+    for r in rows:
+        r.update(load_1min_before=load_before, load_1min_after=load_after)
+    print(f"  1-min load average: {_load_text(load_before)} before, {_load_text(load_after)} after")
 
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60,
+    shown = table.drop(columns=["note", "load_1min_before", "load_1min_after"]).dropna(axis=1, how="all")
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 60,
                            "display.float_format", lambda x: f"{x:.3f}"):
-        print(table.drop(columns=["note"]).to_string(index=False))
+        print(shown.to_string(index=False))
     for r in rows:
         if r["note"]:
             print(f"  {r['model']} {r['variant']}: {r['note']}")
+    if step_vs and peak:
+        print(f"  {peak['cpu_peak_assumption']}: {peak['cpu_peak_GFLOP_per_s_est']} GFLOP/s "
+              f"({peak['cpu_cores_used']} cores x {peak['cpu_clock_GHz']} GHz x "
+              f"{peak['cpu_fp32_flop_per_cycle_per_core']})")
 
     now = datetime.now(timezone.utc)
     out_dir = Path(args.results_dir) / "perf"
@@ -203,12 +310,18 @@ def run_perf(args: argparse.Namespace) -> int:
         "torch_version": torch.__version__,
         "gpu_name": gpu_name,
         "device": str(device),
-        "environment": environment(),
+        "environment": environment(device),
+        "load_1min_before": load_before,
+        "load_1min_after": load_after,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_peak": peak,
         "settings": {
             "models": models, "batch_size": args.batch_size, "timed_epochs": args.epochs, "warmup_epochs": 1,
             "dataset": args.dataset, "data_source": str(data.source), "train_size": len(data.train),
             "test_size": len(data.test), "variants": [v.name for v in variants], "lr": LR, "momentum": MOMENTUM,
             "weight_decay": WEIGHT_DECAY, "engine_eval_batch": EVAL_BATCH, "usual_num_workers": workers,
+            "step_rounds": rounds, "step_steps_per_round": steps, "compile_timeout_s": COMPILE_TIMEOUT_S,
+            "train_macs_factor": TRAIN_MACS_FACTOR,
         },
         "variants": {v.name: dataclasses.asdict(v) for v in variants},
         "notes": notes,

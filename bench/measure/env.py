@@ -118,3 +118,56 @@ def environment(device: str | torch.device | None = None) -> dict[str, Any]:
     if device is not None:
         env["device_name"] = device_name(device)
     return env
+
+
+# fp32 FLOP per cycle per core by instruction set: 2 FMA pipes x 8 fp32 lanes (256 bits) x 2 FLOP
+# per fused multiply-add. AVX-512 parts that double-pump 256-bit pipes (Zen 4) or have one 512-bit
+# FMA unit reach 32; Intel server cores with two 512-bit FMA units reach 64, where the fraction of
+# peak shown is twice the true one.
+FP32_FLOP_PER_CYCLE = (("avx512f", 32), ("fma", 32))
+PEAK_ASSUMPTION = ("peak = cores used x clock x fp32 FLOP/cycle/core; FLOP/cycle from the CPU flags: "
+                   "avx512f or fma -> 32 (2 FMA units x 8 fp32 lanes x 2; 64 on cores with two 512-bit "
+                   "FMA units, where the fraction shown doubles the true one); the clock is lscpu's "
+                   "'CPU max MHz', else /proc/cpuinfo's current 'cpu MHz'; bf16 is judged against the fp32 peak")
+
+
+def _lscpu() -> dict[str, str]:
+    out = _run(["lscpu"]) or ""
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines()) if v}
+
+
+def cpu_peak_estimate(threads: int | None = None) -> dict[str, Any]:
+    """Estimated fp32 peak of the cores this process computes on (see :data:`PEAK_ASSUMPTION`).
+
+    Keys: ``cpu_cores_used`` (torch's threads, at most the physical cores), ``cpu_clock_GHz``,
+    ``cpu_fp32_flop_per_cycle_per_core``, ``cpu_peak_GFLOP_per_s_est`` (None where a part is
+    unknown) and ``cpu_peak_assumption``.
+    """
+    info = _lscpu()
+    flags = set(info.get("Flags", "").split())
+    mhz: float | None = None
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    if not flags:
+        flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines()
+                      if line.startswith("flags")), set())
+    for source in (info.get("CPU max MHz"),
+                   next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("cpu MHz")), None)):
+        try:
+            mhz = float(source) if source else None
+        except ValueError:
+            mhz = None
+        if mhz:
+            break
+    try:
+        physical = int(info["Core(s) per socket"]) * int(info.get("Socket(s)", "1"))
+    except (KeyError, ValueError):
+        physical = os.cpu_count() or 1
+    cores = min(threads or torch.get_num_threads(), physical)
+    per_cycle = next((n for flag, n in FP32_FLOP_PER_CYCLE if flag in flags), None)
+    peak = cores * mhz / 1e3 * per_cycle if mhz and per_cycle else None
+    return {"cpu_cores_used": cores, "cpu_clock_GHz": mhz / 1e3 if mhz else None,
+            "cpu_fp32_flop_per_cycle_per_core": per_cycle, "cpu_peak_GFLOP_per_s_est": peak,
+            "cpu_peak_assumption": PEAK_ASSUMPTION}
