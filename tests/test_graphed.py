@@ -55,8 +55,9 @@ class FakeOps:
 
     can_capture_generator = True
 
-    def __init__(self, device: Any = None, fail: bool = False) -> None:
+    def __init__(self, device: Any = None, fail: bool = False, check_sync: bool = True) -> None:
         self.fail = fail
+        self.check_sync = check_sync  # off for CPU optimizers that read their step count on the host
         self.captures = 0
         self.pools: list[Any] = []  # the pool each capture was given
         self.guarded_steps = 0
@@ -74,6 +75,9 @@ class FakeOps:
             raise RuntimeError("called a synchronizing CUDA operation")
 
         self.guarded_steps += 1
+        if not self.check_sync:
+            yield
+            return
         real = torch.Tensor.item
         torch.Tensor.item = item  # type: ignore[method-assign]
         try:
@@ -272,6 +276,72 @@ def test_fake_capture_copy_feed(data: LoadedData) -> None:
     assert_same(eager[:2], graph[:2])
 
 
+OPTIMIZER_CASES = {
+    "sgd_plain": dataclasses.replace(SGD, momentum=0.0, nesterov=False),
+    "sgd_momentum": dataclasses.replace(SGD, nesterov=False),
+    "sgd_nesterov": SGD,
+    "adam_warmup_cosine": ADAM,
+    "adamw": RunConfig(optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", epochs=3, batch_size=64),
+    "rmsprop_momentum": RunConfig(optimizer="rmsprop", lr=1e-3, momentum=0.9, epochs=3, batch_size=64),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPTIMIZER_CASES))
+def test_warmup_is_undone_and_new_optimizer_state_is_zero(data: LoadedData, case: str) -> None:
+    """After warm-up and (stand-in) capture: weights and BN buffers as before, every optimizer state
+    tensor the warm-up created zero (fresh), the RNG where it was, the lr a device tensor."""
+    cfg = OPTIMIZER_CASES[case]
+    prec = resolve_precision("fp32", CPU)
+    loader = make_loader(data, cfg)
+    torch.manual_seed(0)
+    model = create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
+    before = copy.deepcopy(model.state_dict())
+    opt = build_optimizer(cfg, model.parameters())
+    total = 3 * len(loader)
+    ops = FakeOps(check_sync=cfg.optimizer == "sgd")  # CPU Adam/RMSprop read their step on the host
+    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=build_schedule(cfg, len(loader), total),
+                           base_lr=cfg.lr, total_steps=total, criterion=nn.CrossEntropyLoss(), aux_weight=0.3,
+                           prec=prec, device=CPU, channels_last=False, ops=ops)
+    rng = torch.get_rng_state()
+    trainer.setup(0)
+    assert ops.captures == 2  # the warm-up and both captures ran the step: 3 x 2 + 2 updates undone
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "weights or BN buffers not restored"
+    state = [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+    assert bool(state) == (case != "sgd_plain")  # plain SGD keeps no tensors
+    assert all(not t.any() for t in state), "optimizer state left by the warm-up"
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_each_step_uses_the_schedules_lr_including_the_tail(data: LoadedData) -> None:
+    """The lr every update reads, step by step over three epochs with a partial last batch each, is
+    float32(cfg.lr * schedule(i)) for global step i: an off-by-one in the table fails here."""
+    cfg = dataclasses.replace(ADAM, warmup=1, schedule="cosine")
+    prec = resolve_precision("fp32", CPU)
+    loader = make_loader(data, cfg)
+    torch.manual_seed(0)
+    model = create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
+    opt = build_optimizer(cfg, model.parameters())
+    spe = len(loader)
+    total = 3 * spe
+    sched = build_schedule(cfg, spe, total)
+    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched, base_lr=cfg.lr, total_steps=total,
+                           criterion=nn.CrossEntropyLoss(), aux_weight=0.3, prec=prec, device=CPU,
+                           channels_last=False, ops=FakeOps(check_sync=False))
+    trainer.setup(0)
+    seen: list[torch.Tensor] = []
+    real_step = opt.step
+    opt.step = lambda *a, **k: (seen.append(opt.param_groups[0]["lr"].clone()), real_step(*a, **k))[1]
+    sizes: list[int] = []
+    for e in range(3):
+        st = trainer.train_epoch(e, e * spe, total)
+        sizes.append(st.samples)
+    expected = [torch.tensor(cfg.lr * sched(i), dtype=torch.float32) for i in range(total)]
+    assert len(seen) == total == 12 and sizes == [200] * 3
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected, strict=True))
+    assert len({float(x) for x in expected}) > 4  # the schedule moves: a shifted table would differ
+
+
 def test_failed_capture_puts_everything_back(data: LoadedData) -> None:
     prec = resolve_precision("fp32", CPU)
     loader = make_loader(data, SGD)
@@ -464,39 +534,94 @@ def cuda_cfg(**kw: Any) -> RunConfig:
     return RunConfig(**base)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def strict_cuda(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Deterministic cuDNN, no autotuning (both engines get the same algorithms), no TF32 (fp32 runs)."""
+    from bench import device as device_mod
+
+    monkeypatch.setattr(engine_mod, "numerics",
+                        lambda prec, device, autotune=True: device_mod.numerics(prec, device, autotune=False))
+    before = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    yield
+    torch.backends.cudnn.deterministic = before
+
+
+STRICT_CASES = {
+    "sgd_plain": {"momentum": 0.0},
+    "sgd_momentum": {},
+    "sgd_nesterov": {"nesterov": True},
+    "adam_warmup_cosine": {"optimizer": "adam", "lr": 2e-3, "schedule": "cosine", "warmup": 1},
+    "adamw": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "schedule": "cosine"},
+    "rmsprop_momentum": {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.9},
+    "dropout_model": {"model": "simple_cnn"},
+}
+
+
+def _final_state(cfg: RunConfig, data: LoadedData, run_dir: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    res = train(cfg, device="cuda", data=data, run_dir=run_dir, drop_checkpoint=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return res, ckpt["model"]
+
+
 @cuda_only
-@pytest.mark.parametrize("kw", [{}, {"precision": "bf16", "channels_last": True},
-                                {"optimizer": "adam", "lr": 2e-3, "schedule": "cosine", "warmup": 1},
-                                {"loader": "torch"}])
-def test_cuda_graph_follows_eager(kw: dict) -> None:
+@pytest.mark.parametrize("case", sorted(STRICT_CASES))
+def test_cuda_graph_is_equivalent_to_eager(case: str, strict_cuda: Any, tmp_path: Any) -> None:
+    """Two epochs of 1000 images at batch 128 (7 full batches and a tail of 104): the same lr every
+    step, the first update and BN buffers equal to eager's, final weights within 1e-3 relative."""
     data = load_dataset(CUDA_SPEC)
-    eager = train(cuda_cfg(engine="eager", **kw), device="cuda", data=data)
-    graph = train(cuda_cfg(engine="graph", **kw), device="cuda", data=data)
+    kw = STRICT_CASES[case]
+    cfg = cuda_cfg(epochs=2, milestones=(1,), **kw)
+    adaptive = cfg.optimizer != "sgd"  # float32 step sizes from a tensor lr: close, not bitwise
+    one = dataclasses.replace(cfg, iterations=1, epochs=None)
+    (tmp_path / "e1").mkdir(), (tmp_path / "g1").mkdir(), (tmp_path / "e").mkdir(), (tmp_path / "g").mkdir()
+    _, first_eager = _final_state(dataclasses.replace(one, engine="eager"), data, tmp_path / "e1")
+    g1, first_graph = _final_state(dataclasses.replace(one, engine="graph"), data, tmp_path / "g1")
+    assert g1.summary["engine_used"] == "graph", g1.summary["engine_fallback_reason"]
+    for k, a in first_eager.items():  # weights after one update, BN running stats and counters
+        b = first_graph[k]
+        if adaptive and a.is_floating_point():
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7, msg=f"first update: {k}")
+        else:
+            assert torch.equal(a, b), f"first update: {k}"
+    eager, w_eager = _final_state(dataclasses.replace(cfg, engine="eager"), data, tmp_path / "e")
+    graph, w_graph = _final_state(dataclasses.replace(cfg, engine="graph"), data, tmp_path / "g")
     assert graph.summary["engine_used"] == "graph", graph.summary["engine_fallback_reason"]
-    assert graph.summary["capture_time_s"] > 0
-    for a, b in zip(eager.history, graph.history, strict=True):
-        assert a["iteration"] == b["iteration"] and a["lr"] == pytest.approx(b["lr"])
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.05)
-        assert abs(a["test_acc"] - b["test_acc"]) < 0.1
+    assert [r["iteration"] for r in graph.history] == [r["iteration"] for r in eager.history] == [8, 16]
+    assert [r["lr"] for r in graph.history] == [r["lr"] for r in eager.history]
+    for k, a in w_eager.items():
+        b = w_graph[k]
+        if not a.is_floating_point():
+            assert torch.equal(a, b), k
+            continue
+        rel = ((a - b).norm() / a.norm().clamp_min(1e-12)).item()
+        assert rel <= 1e-3, f"{k}: relative difference {rel:.2e}"
 
 
 @cuda_only
 def test_cuda_graphed_epoch_makes_no_host_sync() -> None:
+    """An epoch longer than DIVERGENCE_CHECK_EVERY steps (the divergence watch copies its flag)
+    with a partial last batch, and a plateau table refresh, under sync debug mode 'error'."""
+    from bench.train.loop import DIVERGENCE_CHECK_EVERY
+
     data = load_dataset(CUDA_SPEC)
     dev = torch.device("cuda", torch.cuda.current_device())
-    cfg = cuda_cfg()
+    cfg = cuda_cfg(schedule="plateau")
     prec = resolve_precision("fp32", dev)
-    loader = GpuLoader(data.train, 128, device=dev, train=True, mean=data.mean, std=data.std, seed=0)
+    loader = GpuLoader(data.train, 16, device=dev, train=True, mean=data.mean, std=data.std, seed=0)
+    assert len(loader) > DIVERGENCE_CHECK_EVERY and 1000 % 16
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10).to(dev)
     opt = build_optimizer(cfg, model.parameters())
     total = 3 * len(loader)
-    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=build_schedule(cfg, len(loader), total),
+    sched = build_schedule(cfg, len(loader), total)
+    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched,
                            base_lr=cfg.lr, total_steps=total, criterion=nn.CrossEntropyLoss(), aux_weight=0.3,
                            prec=prec, device=dev, channels_last=False)
     trainer.setup(0)
-    assert trainer.device_feed and sorted(trainer.graphs) == [1000 % 128, 128]
+    assert trainer.device_feed and sorted(trainer.graphs) == [1000 % 16, 16]
     torch.cuda.synchronize()
+    sched.plateau_factor *= 0.1  # the next epoch rebuilds the lr table (pinned, non-blocking copy)
     torch.cuda.set_sync_debug_mode("error")
     try:
         stats = trainer.train_epoch(0, 0, total)
@@ -504,6 +629,30 @@ def test_cuda_graphed_epoch_makes_no_host_sync() -> None:
         torch.cuda.set_sync_debug_mode(0)
     loss, acc = stats.read()
     assert math.isfinite(loss) and stats.steps == len(loader) and stats.samples == 1000
+    assert trainer.lr_table[0].item() == pytest.approx(cfg.lr * 0.1)
+
+
+@cuda_only
+def test_cuda_syncing_model_is_rejected_before_capture_and_the_process_stays_usable() -> None:
+    """A forward with .item(): eager with the reason, no capture begun; the next run in the same
+    process still captures, and empty_cache() works."""
+    from bench.models import MODELS
+
+    data = load_dataset("synthetic:train=256,test=64,size=28,channels=1")
+    MODELS.add("syncing_test", lambda num_classes=10, in_channels=1: SyncingNet())
+    try:
+        cfg = cuda_cfg(model="syncing_test", dataset="synthetic:train=256,test=64,size=28,channels=1",
+                       engine="graph", epochs=1, batch_size=64, eval_batch_size=64)
+        res = train(cfg, device="cuda", data=data)
+    finally:
+        MODELS.remove("syncing_test")
+    assert res.status == "ok" and res.summary["engine_used"] == "eager"
+    assert "synchronises with the host" in res.summary["engine_fallback_reason"]
+    torch.cuda.empty_cache()
+    ok = train(cuda_cfg(model="mnist_cnn", dataset="synthetic:train=256,test=64,size=28,channels=1",
+                        engine="graph", epochs=1, batch_size=64, eval_batch_size=64), device="cuda", data=data)
+    assert ok.summary["engine_used"] == "graph", ok.summary["engine_fallback_reason"]
+    torch.cuda.empty_cache()
 
 
 @cuda_only
@@ -521,17 +670,35 @@ def test_cuda_in_graph_augmentation_equals_the_loader() -> None:
         out_x.copy_(x)
         out_y.copy_(y)
 
+    tail = 1000 % 128
+    feed.prepare(tail)
+    tail_x = torch.empty(tail, 3, 32, 32, device=dev)
+    tail_y = torch.empty(tail, dtype=torch.int64, device=dev)
+
+    def tail_body() -> None:
+        x, y = feed.batch(tail)
+        tail_x.copy_(x)
+        tail_y.copy_(y)
+
     feed.begin_epoch(0)
     body()  # warm-up
+    tail_body()
     torch.cuda.synchronize()
-    graph = graphed.CudaGraphOps(dev).capture(body, feed.gen)
+    ops = graphed.CudaGraphOps(dev)
+    graph = ops.capture(body, feed.gen)
+    tail_graph = ops.capture(tail_body, feed.gen, pool=graph.pool())
     feed.begin_epoch(2)
     loader.set_epoch(2)
+    seen = 0
     for k, (x, y) in enumerate(loader):
-        if y.shape[0] != 128:
-            break
-        graph.replay()
-        assert torch.equal(out_y, y) and torch.equal(out_x, x), f"batch {k}"
+        if y.shape[0] == 128:
+            graph.replay()
+            assert torch.equal(out_y, y) and torch.equal(out_x, x), f"batch {k}"
+        else:
+            tail_graph.replay()
+            assert torch.equal(tail_y, y) and torch.equal(tail_x, x), f"tail batch {k}"
+        seen += y.shape[0]
+    assert seen == 1000
 
 
 @cuda_only
