@@ -1,6 +1,7 @@
 """Command line: ``python -m bench <command>`` (also installed as ``bench``).
 
-User mistakes (unknown study, model, data set, key, bad value) print one line and exit with 2.
+User mistakes (unknown study, model, data set, key, bad value) print one line and exit with 2; any
+other error is one line too (``bench.errors.error_line``), never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bench.errors import UserError
+from bench import faults
+from bench.errors import UserError, error_line
 
 if TYPE_CHECKING:
     from bench.executors.options import RunOptions
@@ -165,29 +167,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     import experiments  # noqa: F401 - registers the studies (the top layer brings the registry in)
 
     try:
+        faults.check_env()  # a bad BENCH_FAULT is one line before anything runs
         args = build_parser().parse_args(argv)
         if hasattr(args, "results_dir"):
             check_results_dir(args.results_dir, write=args.command in WRITERS)
         code = int(COMMANDS[args.command](args) or 0)
         sys.stdout.flush()  # a closed pipe (bench status | head -1) fails here, inside the handler
         return code
-    except UserError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # The reader went away: say nothing more, and keep Python's exit-time flush from failing too.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
-    except OSError as exc:
-        # The file system refused (read-only, full, gone): one line naming the file, nothing lost.
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"bench: error: {exc.strerror or exc}{where} (finished records are kept; fix this and rerun)",
-              file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("bench: interrupted; finished runs are kept, a rerun resumes the rest", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every other error is one line (bench.errors.error_line)
+        line, code = error_line(exc)
+        print(line, file=sys.stderr)
+        return code
 
 
 def resolve_profile(profile: str, study: Any = None, data_dir: str | None = None) -> str:

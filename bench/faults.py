@@ -3,7 +3,8 @@ process kills itself (``kill``, SIGKILL, the default), raises :class:`FaultInjec
 waits ``pause=<seconds>`` and goes on, on every visit (a slow disk: the Slurm tests keep every epoch
 longer than the cluster's grace time after ``scancel``, so that a cancelled task cannot finish its
 cell in that grace time, whatever the machine's speed). A value that names no point or no action is
-a ``ValueError`` naming it and the accepted ones, raised at the first fault point reached.
+a :class:`FaultSpecError` (a ``UserError`` and a ``ValueError``) naming it and the accepted ones,
+raised by :func:`check_env` (the CLI calls it first) or at the first fault point reached.
 
 The points are the steps where an interruption could lose or repeat work; the tests run a study
 with each one set, rerun it without, and check that the rerun finishes, that nothing finished is
@@ -25,12 +26,25 @@ import os
 import signal
 import time
 
+from bench.errors import UserError
+
 ENV = "BENCH_FAULT"
 POINTS = ("checkpoint", "write:checkpoint.pt", "before-summary", "write:summary.json", "measure", "write:study.json")
 
 
 class FaultInjected(RuntimeError):
     """Raised at a fault point set with ``:raise``."""
+
+
+class FaultSpecError(UserError, ValueError):
+    """A ``BENCH_FAULT`` value that names no point or no action (one line naming it)."""
+
+
+def check_env() -> None:
+    """Raise :class:`FaultSpecError` when ``BENCH_FAULT`` is set to a value :func:`parse` refuses."""
+    spec = os.environ.get(ENV)
+    if spec:
+        parse(spec)
 
 
 def fault_point(point: str) -> None:
@@ -59,7 +73,7 @@ def parse(spec: str) -> tuple[str, str]:
         return spec, "kill"
     head, _, tail = spec.rpartition(":")
     if not _is_point(head):
-        raise ValueError(f"{ENV}={spec}: {head or spec!r} is not a fault point; "
+        raise FaultSpecError(f"{ENV}={spec}: {head or spec!r} is not a fault point; "
                          f"accepted: {', '.join(p for p in POINTS if not p.startswith('write:'))}, write:<file name>")
     if tail in ("kill", "raise"):
         return head, tail
@@ -70,8 +84,8 @@ def parse(spec: str) -> tuple[str, str]:
             seconds = float("nan")
         if 0 <= seconds < float("inf"):
             return head, f"pause={seconds}"
-        raise ValueError(f"{ENV}={spec}: pause takes a finite number of seconds >= 0, e.g. pause=0.5")
-    raise ValueError(f"{ENV}={spec}: {tail!r} is not an action; accepted: kill, raise, pause=<seconds>")
+        raise FaultSpecError(f"{ENV}={spec}: pause takes a finite number of seconds >= 0, e.g. pause=0.5")
+    raise FaultSpecError(f"{ENV}={spec}: {tail!r} is not an action; accepted: kill, raise, pause=<seconds>")
 
 
 def _is_point(name: str) -> bool:
