@@ -105,7 +105,41 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_atomic(path, dumps_json(obj))
 
 
-def read_json(path: str | Path) -> Any:
-    """The parsed JSON at ``path`` (FileNotFoundError / ValueError as json raises them)."""
-    with open(path) as f:
-        return json.load(f)
+MAX_JSON_BYTES = 64 << 20  # a record, cache entry or claim is kilobytes; more is not ours
+MAX_JSON_DEPTH = 32  # the deepest record (a summary's measurements) nests 4 levels
+
+
+class RecordTooLarge(ValueError):
+    """A JSON file beyond :data:`MAX_JSON_BYTES` or nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The parsed JSON at ``path``, bounded: FileNotFoundError as ``open`` raises it, ValueError for
+    text that is not JSON, :class:`RecordTooLarge` (a ValueError) for a file over ``max_bytes`` or
+    nested deeper than ``max_depth`` (so that no reader recurses without end on a crafted file)."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RecordTooLarge(f"larger than {max_bytes} bytes")
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise RecordTooLarge(f"nested deeper than {max_depth} levels") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text ({exc.reason})") from None
+    if json_depth(value) > max_depth:
+        raise RecordTooLarge(f"nested deeper than {max_depth} levels")
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How deep lists and dicts nest in ``value`` (0 for a scalar), counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in children)
+    return deepest

@@ -144,7 +144,7 @@ def execute_cell(
         rd = store.run_dir(cell.study, cell.run_id)
         # We alone write here now: drop what a killed writer left, set a damaged record aside.
         store.clean_temp_files(cell.study, cell.run_id)
-        damage = store.damage(cell.study, cell.run_id) or store.history_damage(cell.study, cell.run_id)
+        damage = store.unfinished_damage(cell.study, cell.run_id)  # summary, history or checkpoint
         if damage is not None:
             moved = store.set_aside_damaged(cell.study, cell.run_id)
             print(f"bench: {damage}; moved to {moved} and the cell runs again", file=sys.stderr)

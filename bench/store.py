@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = ["Claim", "ResultsStore", "read_json", "write_atomic", "write_json"]
 # which alone writes there.
 TEMP_PATTERNS = (TEMP_GLOB, "checkpoint.pt.tmp*")
 RECORD_FILES = ("summary.json", "history.csv", "artifacts.npz", "log.txt")
+MAX_HISTORY_BYTES = 64 << 20  # a history.csv is a row per epoch: kilobytes
 
 
 _warned: set[str] = set()
@@ -51,6 +53,22 @@ def warn_once(path: Path, message: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _study_json_problem(desc: Any, study: str) -> str | None:
+    """Why ``desc`` is not the study.json of ``study`` (not an object, another study's, a field of
+    the wrong shape), or None."""
+    if not isinstance(desc, dict):
+        return "not a JSON object"
+    if "name" in desc and desc["name"] != study:
+        return f"the study.json of study {str(desc['name'])[:80]!r}, not of {study!r}"
+    for key, kind in (("run_ids", str), ("cells", dict)):
+        value = desc.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+            return f"{key} is not a list of {'run ids' if kind is str else 'cells'}"
+    if not isinstance(desc.get("overrides", {}), dict):
+        return "overrides is not an object"
+    return None
 
 
 class ResultsStore:
@@ -148,12 +166,21 @@ class ResultsStore:
         return summary
 
     def set_aside_damaged(self, study: str, run_id: str) -> Path | None:
-        """Move a damaged record (an unreadable summary.json, or the unreadable history.csv of an
-        unfinished run, which the resumed run would overwrite) into ``damaged/<n>/``: kept for a
-        look, never overwritten."""
-        if self.damage(study, run_id) is None and self.history_damage(study, run_id) is None:
+        """Move a damaged record (an unreadable summary.json, the unreadable history.csv of an
+        unfinished run, which the resumed run would overwrite, or an unreadable checkpoint.pt, with
+        the history it belongs to) into ``damaged/<n>/``: kept for a look, never overwritten."""
+        from bench.train.checkpoint import CHECKPOINT_NAME
+
+        bad_checkpoint = self.checkpoint_damage(study, run_id) is not None
+        if self.damage(study, run_id) is None and self.history_damage(study, run_id) is None and not bad_checkpoint:
             return None
-        return self._move_record(study, run_id, "damaged")
+        return self._move_record(study, run_id, "damaged", extra=(CHECKPOINT_NAME,) if bad_checkpoint else ())
+
+    def unfinished_damage(self, study: str, run_id: str) -> str | None:
+        """What the next run of the cell must set aside before it starts (summary, history or
+        checkpoint damage, in that order), or None."""
+        return (self.damage(study, run_id) or self.history_damage(study, run_id)
+                or self.checkpoint_damage(study, run_id))
 
     def history_damage(self, study: str, run_id: str) -> str | None:
         """Why the run's history.csv cannot be read, or None if it can or is absent."""
@@ -161,12 +188,41 @@ class ResultsStore:
         if not path.is_file():
             return None
         try:
+            if path.stat().st_size > MAX_HISTORY_BYTES:
+                return f"{path} is damaged (larger than {MAX_HISTORY_BYTES} bytes)"
             df = pd.read_csv(path)
         except (pd.errors.EmptyDataError, ValueError, OSError) as exc:
             return f"{path} is damaged ({type(exc).__name__}: {_first_line(exc)})"
-        if len(df.columns) and "epoch" not in df.columns:
+        if not len(df.columns):
+            return None
+        if "epoch" not in df.columns:
             return f"{path} is damaged (no epoch column)"
+        epochs = pd.to_numeric(df["epoch"], errors="coerce")
+        if epochs.isna().any() or (epochs < 1).any() or (epochs != epochs.round()).any():
+            return f"{path} is damaged (an epoch that is not a whole number >= 1)"
+        if not epochs.is_monotonic_increasing or epochs.duplicated().any():
+            first = int(epochs[epochs.duplicated()].iloc[0]) if epochs.duplicated().any() else None
+            return f"{path} is damaged (" + (f"epoch {first} recorded twice" if first is not None
+                                             else "epochs out of order") + ")"
         return None
+
+    def checkpoint_damage(self, study: str, run_id: str) -> str | None:
+        """Why the run's checkpoint.pt cannot be resumed from (empty, cut short, not the zip file
+        ``torch.save`` writes, a member failing its CRC), or None if it is whole or absent. Read as a
+        zip only: nothing in it is unpickled here."""
+        from bench.train.checkpoint import CHECKPOINT_NAME  # late: torch, for the runner only
+
+        path = self.run_dir(study, run_id) / CHECKPOINT_NAME
+        try:
+            if path.stat().st_size == 0:
+                return f"{path} is damaged (empty)"
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            return f"{path} is damaged ({type(exc).__name__}: {_first_line(exc)})"
+        return None if bad is None else f"{path} is damaged ({bad} fails its CRC check)"
 
     def clean_temp_files(self, study: str, run_id: str) -> list[Path]:
         """Remove the temporary files a killed writer left in the run folder (call with the claim
@@ -270,8 +326,9 @@ class ResultsStore:
         except ValueError as exc:
             raise UserError(f"{path} is damaged ({exc}); `bench run {study}` keeps it in damaged/ and writes "
                             "it again (the run records are not affected)") from None
-        if not isinstance(desc, dict):
-            raise UserError(f"{path} is damaged (not a JSON object); `bench run {study}` keeps it in damaged/ "
+        why = _study_json_problem(desc, study)
+        if why is not None:
+            raise UserError(f"{path} is damaged ({why}); `bench run {study}` keeps it in damaged/ "
                             "and writes it again")
         return desc
 
@@ -292,10 +349,10 @@ class ResultsStore:
             except FileExistsError:
                 n += 1
 
-    def _move_record(self, study: str, run_id: str, folder: str) -> Path:
+    def _move_record(self, study: str, run_id: str, folder: str, extra: tuple[str, ...] = ()) -> Path:
         rd = self.run_dir(study, run_id)
         dest = self._next_slot(rd / folder)
-        for name in RECORD_FILES:
+        for name in RECORD_FILES + extra:
             if (rd / name).exists():
                 shutil.move(str(rd / name), str(dest / name))
         return dest

@@ -33,6 +33,27 @@ def _unfinish(rd: Path) -> None:
     (rd / "summary.json").unlink()
 
 
+def _deep(depth: int = 100_000) -> str:
+    """Valid JSON nested ``depth`` levels: a RecursionError in every reader before they were bounded."""
+    return "[" * depth + "]" * depth
+
+
+def _double_epochs(p: Path) -> None:
+    lines = p.read_text().splitlines()
+    p.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] for _ in (0, 1)]) + "\n")
+
+
+def _swap_epochs(p: Path) -> None:
+    lines = p.read_text().splitlines()
+    p.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+
+
+def _other_study(sd: Path) -> None:
+    d = json.loads((sd / "study.json").read_text())
+    d["name"] = "normalization"
+    (sd / "study.json").write_text(json.dumps(d))
+
+
 # damage name -> (what it does to the first run folder / the study folder, the file it damages)
 DAMAGE: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "summary-cut": (lambda rd, sd: _cut(rd / "summary.json"), "summary.json"),
@@ -51,7 +72,33 @@ DAMAGE: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "measurements-garbage": (lambda rd, sd: [p.write_bytes(b"\xff{") for p in (sd / "measurements").glob("*.json")],
                              "measurements"),
     "claim-empty": (lambda rd, sd: (_unfinish(rd), (rd / "claim.lock").write_text("")), "claim.lock"),
+    # valid JSON nested too deep, epochs recorded twice or out of order, another study's study.json,
+    # checkpoints cut or empty
+    "summary-deep": (lambda rd, sd: (rd / "summary.json").write_text(_deep()), "summary.json"),
+    "summary-deep-1000": (lambda rd, sd: (rd / "summary.json").write_text(_deep(1000)), "summary.json"),
+    "summary-deep-inside": (lambda rd, sd: _edit_summary(rd, metrics={"x": json.loads(_deep(200))}), "summary.json"),
+    "history-doubled": (lambda rd, sd: _double_epochs(rd / "history.csv"), "history.csv"),
+    "history-out-of-order": (lambda rd, sd: _swap_epochs(rd / "history.csv"), "history.csv"),
+    "history-epoch-text": (lambda rd, sd: (rd / "history.csv").write_text("epoch,train_loss\none,1\n"),
+                           "history.csv"),
+    "cell-deep": (lambda rd, sd: (rd / "cell.json").write_text(_deep()), "cell.json"),
+    "config-deep-of-unfinished": (lambda rd, sd: (_unfinish(rd), (rd / "config.json").write_text(_deep())),
+                                  "config.json"),
+    "study-deep": (lambda rd, sd: (sd / "study.json").write_text(_deep()), "study.json"),
+    "study-of-another-study": (lambda rd, sd: _other_study(sd), "study.json"),
+    "study-run-ids-not-a-list": (lambda rd, sd: (sd / "study.json").write_text('{"name": "residual", "run_ids": 3}'),
+                                 "study.json"),
+    "measurements-deep": (lambda rd, sd: [p.write_text(_deep()) for p in (sd / "measurements").glob("*.json")],
+                          "measurements"),
+    "checkpoint-empty": (lambda rd, sd: (_unfinish(rd), (rd / "checkpoint.pt").write_bytes(b"")), "checkpoint.pt"),
+    "checkpoint-cut": (lambda rd, sd: (_unfinish(rd), (rd / "checkpoint.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 60)),
+                       "checkpoint.pt"),
 }
+SUMMARY_KINDS = ("summary-cut", "summary-not-object", "summary-bad-status", "summary-bad-config", "summary-deep",
+                 "summary-deep-1000", "summary-deep-inside")
+HISTORY_KINDS = ("history-garbage", "history-no-epochs", "history-empty", "history-doubled", "history-out-of-order",
+                 "history-epoch-text")
+STUDY_KINDS = ("study-garbage", "study-deep", "study-of-another-study", "study-run-ids-not-a-list")
 
 COMMANDS = {
     "show": lambda rid: ["show", rid],
@@ -65,20 +112,18 @@ COMMANDS = {
 # (damage, command) -> what the output (or the report page) must say: the damaged file by its path,
 # or for status/plan/claims the state word. Pairs not listed must only not fail.
 NAMED = {
-    **{(d, c): "path" for d in ("summary-cut", "summary-not-object", "summary-bad-status", "summary-bad-config")
-       for c in ("show", "report")},
-    **{(d, c): "damaged" for d in ("summary-cut", "summary-not-object", "summary-bad-status", "summary-bad-config")
-       for c in ("status", "plan", "claims")},
-    **{(d, c): "path" for d in ("history-garbage", "history-no-epochs", "history-empty")
-       for c in ("show", "claims", "export", "report")},
-    **{("cell-garbage", c): "path" for c in ("claims", "export", "report")},
+    **{(d, c): "path" for d in SUMMARY_KINDS for c in ("show", "report")},
+    **{(d, c): "damaged" for d in SUMMARY_KINDS for c in ("status", "plan", "claims")},
+    **{(d, c): "path" for d in HISTORY_KINDS for c in ("show", "claims", "export", "report")},
+    **{(d, c): "path" for d in ("cell-garbage", "cell-deep") for c in ("claims", "export", "report")},
     ("cell-of-unfinished", "report"): "path",
-    ("config-of-unfinished", "show"): "path",
+    **{(d, "show"): "path" for d in ("config-of-unfinished", "config-deep-of-unfinished")},
     ("artifacts-cut", "report"): "path",
-    **{("study-garbage", c): "path" for c in ("status", "claims", "export", "report")},
+    **{(d, c): "path" for d in STUDY_KINDS for c in ("status", "claims", "export", "report")},
+    ("study-of-another-study", "status"): "the study.json of study 'normalization'",
     ("claim-empty", "status"): "unreadable claim.lock",
 }
-REFUSED = {("study-garbage", c) for c in ("status", "claims", "export", "report")}  # exit 2, one line
+REFUSED = {(d, c) for d in STUDY_KINDS for c in ("status", "claims", "export", "report")}  # exit 2, one line
 
 
 def _records(sd: Path) -> dict[str, str]:
@@ -107,6 +152,8 @@ def test_every_command_with_a_damaged_record(damage: str, pristine: Path, tmp_pa
     act, name = DAMAGE[damage]
     act(rd, sd)
     damaged = sd / name if name in ("study.json", "measurements") else rd / name
+    if name == "checkpoint.pt":
+        assert damaged.exists()
     before = _records(sd)
     for cmd, argv in COMMANDS.items():
         store_mod._warned.clear()  # each command is a process of its own on the command line
@@ -214,3 +261,115 @@ def test_run_counts_name_an_unreadable_claim(tmp_path: Path) -> None:
     (rd / "claim.lock").write_bytes(b"")
     counts = status_counts(STUDY, cells, store)
     assert counts == {"running (unreadable claim.lock, retaken when 10 s old)": 1, "pending": len(cells) - 1}
+
+
+def _whole_checkpoint() -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"run_id": "x", "epoch": 1, "model": {"w": torch.zeros(64)}}, buf)
+    return buf.getvalue()
+
+
+def _crc_broken() -> bytes:
+    data = bytearray(_whole_checkpoint())
+    i = data.find(b"\x00" * 64)  # inside the tensor's bytes: the zip's directory stays readable
+    data[i:i + 8] = b"\xff" * 8
+    return bytes(data)
+
+
+CHECKPOINTS = {
+    "empty": lambda: b"",
+    "cut-in-half": lambda: _whole_checkpoint()[: len(_whole_checkpoint()) // 2],
+    "one-byte": lambda: b"P",
+    "garbage": lambda: b"\x00\xff not a zip file" * 20,
+    "member-fails-its-crc": _crc_broken,
+}
+
+
+@pytest.mark.parametrize("kind", list(CHECKPOINTS))
+def test_run_sets_a_damaged_checkpoint_aside_and_trains_again(kind: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a truncated or empty checkpoint.pt made the run start again from epoch 1, without a
+    word and without keeping the file. Now it goes to damaged/<n>/ with the history it belongs to,
+    one line says so, and the cell trains from the start."""
+    from bench.runner import execute_cell
+    from bench.study import get_study
+
+    store = ResultsStore(tmp_path)
+    cell = get_study(STUDY).cells("smoke")[0]
+    rd = store.run_dir(STUDY, cell.run_id)
+    rd.mkdir(parents=True)
+    store.write_cell(cell)
+    bad = CHECKPOINTS[kind]()
+    (rd / "checkpoint.pt").write_bytes(bad)
+    history = "epoch,train_loss\n1,2.5\n"
+    (rd / "history.csv").write_text(history)
+    assert store.checkpoint_damage(STUDY, cell.run_id) is not None
+    record = execute_cell(cell, store, measure=False)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "damaged" in ln]
+    assert len(err) == 1 and f"{rd / 'checkpoint.pt'} is damaged" in err[0] and "damaged/1" in err[0], err
+    assert (rd / "damaged" / "1" / "checkpoint.pt").read_bytes() == bad
+    assert (rd / "damaged" / "1" / "history.csv").read_text() == history
+    assert record is not None and record.outcome.status == "ok" and record.metrics["resumed_from_epoch"] == 0
+    assert not (rd / "checkpoint.pt").exists() and store.state(STUDY, cell.run_id) == "ok"
+
+
+def test_a_whole_checkpoint_is_not_damage(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    rd = store.run_dir(STUDY, "r")
+    rd.mkdir(parents=True)
+    assert store.checkpoint_damage(STUDY, "r") is None  # absent
+    (rd / "checkpoint.pt").write_bytes(_whole_checkpoint())
+    assert store.checkpoint_damage(STUDY, "r") is None and store.set_aside_damaged(STUDY, "r") is None
+    assert (rd / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("limit", [10, 100])
+def test_record_readers_are_bounded_in_size_and_depth(limit: int, tmp_path: Path) -> None:
+    from bench.files import RecordTooLarge, read_json
+
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"a": "x" * limit}))
+    with pytest.raises(RecordTooLarge, match="larger than"):
+        read_json(p, max_bytes=limit)
+    p.write_text(json.dumps(json.loads("[" * limit + "]" * limit)))
+    assert read_json(p, max_depth=limit) == json.loads("[" * limit + "]" * limit)
+    with pytest.raises(RecordTooLarge, match="nested deeper"):
+        read_json(p, max_depth=limit - 1)
+    p.write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError):
+        read_json(p)
+
+
+def test_run_sets_a_deep_summary_aside_and_reruns(pristine: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid but deeply nested summary.json: before, a RecursionError in every command, run included."""
+    import shutil
+
+    shutil.copytree(pristine, tmp_path / "r")
+    store = ResultsStore(tmp_path / "r")
+    rd = next(store.run_dirs(STUDY))
+    (rd / "summary.json").write_text(_deep())
+    assert main(["--results-dir", str(tmp_path / "r"), "run", STUDY, "--profile", "smoke"]) == 0
+    err = capsys.readouterr().err
+    assert f"{rd / 'summary.json'} is damaged (RecordTooLarge: nested deeper than" in err and "damaged/1" in err
+    assert (rd / "damaged" / "1" / "summary.json").read_text() == _deep()
+    assert store.state(STUDY, rd.name) == "ok"
+
+
+def test_run_sets_another_studys_study_json_aside(pristine: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    shutil.copytree(pristine, tmp_path / "r")
+    sd = tmp_path / "r" / STUDY
+    _other_study(sd)
+    foreign = (sd / "study.json").read_text()
+    assert main(["--results-dir", str(tmp_path / "r"), "run", STUDY, "--profile", "smoke"]) == 0
+    err = capsys.readouterr().err
+    assert "the study.json of study 'normalization', not of 'residual'" in err and "damaged/1" in err, err
+    assert (sd / "damaged" / "1" / "study.json").read_text() == foreign
+    assert json.loads((sd / "study.json").read_text())["name"] == STUDY
