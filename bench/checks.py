@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from bench.config import RunConfig
-from bench.errors import UserError
+from bench.errors import UserError, first_line
 
 _built: set[str] = set()  # model configs already built once in this process
 
@@ -52,43 +52,96 @@ def check_config(cfg: RunConfig) -> None:
     if shape is not None and cfg.crop_size is not None and cfg.image_size is None and cfg.crop_size > shape[1]:
         raise UserError(f"bad crop_size {cfg.crop_size}: larger than the {shape[1]}-pixel images of "
                         f"{cfg.dataset} (accepted: <= {shape[1]}, or set image_size)")
-    _check_model(cfg, shape[0] if shape is not None else None)
+    _check_model(cfg, shape)
 
 
-def _check_model(cfg: RunConfig, in_channels: int | None) -> None:
-    """Build the model once on the meta device (no weights allocated): unknown names, unknown or
-    empty arguments and bad argument values all fail here, not in the cell's run."""
-    from bench.models import MODELS, create_model
+# Model arguments the harness sets itself, from the data set (and the flags of ``bench measure``).
+RESERVED_KWARGS = {"num_classes": "the data set's classes (bench measure: --num-classes)",
+                   "in_channels": "the data set's channels (bench measure: --in-channels)"}
 
-    MODELS.get(cfg.model)
-    if in_channels is None:
-        in_channels = MODELS.meta(cfg.model)["input_size"][0]
-    key = json.dumps([cfg.model, cfg.model_kwargs, in_channels], sort_keys=True, default=str)
-    if key in _built:
-        return
-    for k in cfg.model_kwargs:
+
+def check_model_kwargs(model: str, kwargs: dict[str, object]) -> None:
+    """UserError for an empty argument name, or one the harness sets itself (given twice)."""
+    for k in kwargs:
         if not k.strip():
-            raise UserError(f"model {cfg.model!r}: empty model argument name (accepted: model_kwargs.<name>=<value>)")
+            raise UserError(f"model {model!r}: empty model argument name (accepted: model_kwargs.<name>=<value>)")
+        if k in RESERVED_KWARGS:
+            raise UserError(f"model_kwargs.{k} cannot be set: it comes from {RESERVED_KWARGS[k]} "
+                            f"(accepted: any other argument of {model!r})")
+
+
+def check_model_input(model: str, kwargs: dict[str, object], shape: tuple[int, int, int],
+                      num_classes: int = 10, flag: str = "image_size") -> None:
+    """Build ``model`` on the meta device (no weights, no images allocated) and run a batch of one
+    of ``shape`` through it: an argument it refuses, or an input too small for its layers, is one
+    UserError naming the value; ``flag`` names the setting that sizes the input."""
     import torch
 
+    from bench.models import MODELS, create_model
+
+    MODELS.get(model)
+    check_model_kwargs(model, kwargs)
+    key = json.dumps([model, kwargs, list(shape), num_classes], sort_keys=True, default=str)
+    if key in _built:
+        return
     try:
         with torch.device("meta"):
-            create_model(cfg.model, in_channels=in_channels, **cfg.model_kwargs)
+            net = create_model(model, num_classes=num_classes, in_channels=shape[0], **kwargs)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - a wrong argument value surfaces as TypeError/ValueError/...
-        args = ", ".join(f"{k}={v!r}" for k, v in cfg.model_kwargs.items()) or "no arguments"
-        raise UserError(f"model {cfg.model!r} cannot be built with {args}: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+        raise UserError(f"model {model!r} cannot be built with {args}: {type(exc).__name__}: "
+                        f"{first_line(exc)}") from None
+    failure = _forward_fails(net, shape)
+    if failure is not None:
+        own = tuple(MODELS.meta(model)["input_size"])
+        if _forward_fails(net, (shape[0], *own[1:])) is not None:
+            return  # it fails at its own input size too: not the input's fault (the run records why)
+        side = "x".join(map(str, shape))
+        raise UserError(f"bad {flag} {shape[1]}: model {model!r} cannot take {side} inputs ({failure[:200]}; "
+                        f"accepted: a larger {flag}, e.g. its own {own[1]})")
     _built.add(key)
 
 
+def _forward_fails(net: object, shape: tuple[int, ...]) -> str | None:
+    """Why a batch of one of ``shape`` cannot pass through ``net`` (built on the meta device), or None."""
+    import torch
+
+    try:
+        with torch.device("meta"), torch.no_grad():
+            net.eval()(torch.zeros(1, *shape))  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - a layer that cannot take the input (size, channels)
+        return f"{type(exc).__name__}: {first_line(exc)}"
+    return None
+
+
+def _check_model(cfg: RunConfig, shape: tuple[int, int, int] | None) -> None:
+    """The model of ``cfg`` at the input shape its data set's images of ``shape`` give after resize and
+    crop (the model's registered input size when only loading can tell): unknown names, unknown or empty arguments, bad argument values and inputs
+    too small for the model all fail here, not in the cell's run."""
+    from bench.data.sources import input_shape
+    from bench.models import MODELS
+
+    MODELS.get(cfg.model)
+    stored = shape if shape is not None else tuple(MODELS.meta(cfg.model)["input_size"])
+    flag = "crop_size" if cfg.crop_size else "image_size"
+    check_model_input(cfg.model, cfg.model_kwargs, input_shape(cfg, stored), flag=flag)  # type: ignore[arg-type]
+
+
 def check_cells_configs(configs: list[RunConfig]) -> None:
-    """:func:`check_config` for each distinct config of a study's expansion."""
+    """:func:`check_config` for each distinct config of a study's expansion, and no two cells with
+    one config: two cells with one run id would be one run counted twice (``--set seed=5`` on a
+    profile of several seeds makes every seed the same run)."""
     seen: set[str] = set()
     for cfg in configs:
         j = cfg.to_json()
-        if j not in seen:
-            seen.add(j)
-            check_config(cfg)
+        if j in seen:
+            seeds = sorted({c.seed for c in configs})
+            hint = (f"every seed is seed {cfg.seed}: pick seeds with --seeds (e.g. --seeds {cfg.seed}), "
+                    "not --set seed" if len(seeds) == 1 else "an override made two arms the same")
+            raise UserError(f"two cells of the study would be one run (run id {cfg.run_id}): {hint} "
+                            "(accepted: overrides that keep the cells distinct)")
+        seen.add(j)
+        check_config(cfg)
 

@@ -78,7 +78,8 @@ class RunConfig:
             if value is None or isinstance(value, str):
                 continue
             object.__setattr__(self, f.name, _coerce_field(f.name, value))
-        object.__setattr__(self, "model_kwargs", dict(sorted(self.model_kwargs.items())))
+        object.__setattr__(self, "model_kwargs", canonical_kwargs(self.model_kwargs))
+        object.__setattr__(self, "dataset", canonical_dataset(self.dataset))
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,6 +194,47 @@ def _coerce_field(name: str, value: Any) -> Any:
     return _scalar(name, tp, value)
 
 
+def canonical_dataset(name: str) -> str:
+    """One text per data set: ``synthetic[:options]`` with its options in their canonical form
+    (:func:`bench.data.synthetic.canonical_spec`); other names as given (an image folder's path is
+    the user's). A bad synthetic spec is a UserError."""
+    base, colon, arg = name.partition(":")
+    if base.strip() != "synthetic":
+        return name
+    from bench.data.synthetic import canonical_spec  # late: torch
+
+    options = canonical_spec(arg if colon else None)
+    return f"synthetic:{options}" if options else "synthetic"
+
+
+MAX_KWARGS_DEPTH = 8  # model arguments are flat values or short lists
+
+
+def canonical_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Model arguments in one form per meaning: keys sorted, -0.0 as 0.0; a non-finite number, a key
+    that is not text or nesting deeper than :data:`MAX_KWARGS_DEPTH` is a UserError (each would
+    make a run id that is not JSON, or two run ids for one model)."""
+
+    def canon(key: str, v: Any, depth: int) -> Any:
+        if depth > MAX_KWARGS_DEPTH:
+            raise UserError(f"bad model_kwargs.{key}: nested deeper than {MAX_KWARGS_DEPTH} levels "
+                            "(accepted: numbers, text, true/false, null and short lists)")
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise UserError(f"bad model_kwargs.{key} {v!r} (accepted: a finite number)")
+            return v + 0.0
+        if isinstance(v, (list, tuple)):
+            return type(v)(canon(key, x, depth + 1) for x in v)  # the JSON of both is a list
+        if isinstance(v, dict):
+            return {k: canon(f"{key}.{k}", x, depth + 1) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
+        return v
+
+    for k in kwargs:
+        if not isinstance(k, str):
+            raise UserError(f"bad model argument name {k!r} (accepted: text, as in model_kwargs.<name>)")
+    return {k: canon(k, v, 1) for k, v in sorted(kwargs.items())}
+
+
 def _scalar(name: str, tp: Any, value: Any) -> Any:
     if tp is bool:
         if isinstance(value, bool):
@@ -207,9 +249,9 @@ def _scalar(name: str, tp: Any, value: Any) -> Any:
             finite = False
         if not finite:
             raise UserError(f"bad {name} {value!r} (accepted: a finite number)")
-        if tp is int and float(value) != int(value):
+        if tp is int and isinstance(value, float) and not value.is_integer():
             raise UserError(f"{name} must be an integer, got {value!r}")
-        return tp(value)
+        return tp(value) + tp(0)  # + 0: -0.0 is 0.0, so equal values hash to one run id
     if tp is str:
         return str(value)
     return value

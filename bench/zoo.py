@@ -57,6 +57,7 @@ def measure_one(model: str, *, batch_size: int = 128, image_size: int | None = N
                 layers: bool = False) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """One model's measurements (params, MACs, speed, memory, environment) and, with ``layers``, its
     per-layer table; a bad value is a UserError naming the flag of ``bench measure``."""
+    from bench.checks import check_model_input
     from bench.config import MIN_SIDE, PRECISIONS
     from bench.device import parse_device
     from bench.measure import layer_table, measure_model
@@ -76,9 +77,13 @@ def measure_one(model: str, *, batch_size: int = 128, image_size: int | None = N
         h = w = image_size
     kwargs = dict(model_kwargs or {})
     dev = parse_device(device)  # the text: measure_model resolves it (and records it as given)
+    check_model_input(model, kwargs, (c, h, w), num_classes, flag="--image-size")  # on the meta device
     m = measure_model(model, input_shape=(c, h, w), batch_size=batch_size, device=dev, num_classes=num_classes,
                       model_kwargs=kwargs, precision=precision, speed=speed)
     table = None
+    if layers and m.get("macs_fvcore_total") is None:
+        raise UserError(f"--layers needs {model} built for real, and at {c}x{h}x{w} with {num_classes} classes "
+                        "it is too large (accepted: smaller sizes, or no --layers: counted on the meta device)")
     if layers:
         table = layer_table(create_model(model, num_classes=num_classes, in_channels=c, **kwargs), (c, h, w))
     return m, table

@@ -6,11 +6,14 @@ many models stack into one table. :func:`measure_model` does all of them for a m
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import torch
 
-from bench.measure.compute import count_compute
+from bench.errors import UserError
+from bench.measure.compute import count_compute, count_compute_meta, footprint
 from bench.measure.env import environment
 from bench.measure.layers import layer_table
 from bench.measure.memory import measure_memory
@@ -18,7 +21,9 @@ from bench.measure.params import count_params
 from bench.measure.speed import DEFAULT_REPEATS, DEFAULT_WARMUP, measure_speed
 
 __all__ = [
+    "check_fits",
     "count_compute",
+    "count_compute_meta",
     "count_params",
     "environment",
     "layer_table",
@@ -32,6 +37,37 @@ __all__ = [
 def shape_str(shape: tuple[int, ...]) -> str:
     """``(3, 32, 32)`` -> ``"3x32x32"``."""
     return "x".join(str(int(s)) for s in shape)
+
+
+COUNT_ON_META_BYTES = 1 << 30  # a model and one sample larger than this is counted on the meta device
+
+
+def available_bytes(device: str | torch.device) -> int:
+    """Memory free for a measurement on ``device``: the GPU's free memory, else the host's available."""
+    from bench.device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: let the allocator say
+
+
+def check_fits(model_name: str, shape: tuple[int, ...], batch_size: int, device: str | torch.device,
+               params: int, activations: int, num_classes: int = 10) -> None:
+    """UserError when timing ``model_name`` would need more memory than ``device`` has free:
+    weights, gradients and two optimizer buffers, plus a batch's input and activations kept for the
+    backward pass (a lower bound, fp32)."""
+    need = 4 * (4 * params + batch_size * (activations + math.prod(shape)))
+    free = available_bytes(device)
+    if need > free:
+        raise UserError(f"measuring {model_name} ({num_classes} classes, {params:,} parameters) at batch "
+                        f"{batch_size} of {'x'.join(map(str, shape))} needs at "
+                        f"least {need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB free on {device} (accepted: a "
+                        "smaller batch size, image size or number of classes, or --no-speed: counted without "
+                        "allocating)")
 
 
 def measure_model(
@@ -60,7 +96,14 @@ def measure_model(
     from bench.models import create_model, model_info  # late: the zoo imports many modules
 
     shape = tuple(int(s) for s in (input_shape or model_info(model_name)["input_size"]))
-    model = create_model(model_name, num_classes=num_classes, in_channels=shape[0], **(model_kwargs or {}))
+    with torch.device("meta"):  # sized before anything is allocated: counted here if too large
+        meta = create_model(model_name, num_classes=num_classes, in_channels=shape[0], **(model_kwargs or {}))
+    params, activations = footprint(meta, shape)
+    count_bytes = 4 * (params + activations + math.prod(shape))
+    if speed:
+        check_fits(model_name, shape, batch_size, device, params, activations, num_classes)
+    model = meta if count_bytes > COUNT_ON_META_BYTES else create_model(
+        model_name, num_classes=num_classes, in_channels=shape[0], **(model_kwargs or {}))
     out: dict[str, Any] = {
         "model": model_name,
         "input_shape": shape_str(shape),
@@ -70,7 +113,7 @@ def measure_model(
         "channels_last": bool(channels_last),
     }
     out.update(count_params(model))
-    out.update(count_compute(model, shape))
+    out.update(count_compute_meta(model, shape) if model is meta else count_compute(model, shape))
     if speed:
         for mode in ("infer", "train"):
             out.update(measure_speed(model, shape, batch_size, device, mode=mode, warmup=warmup,

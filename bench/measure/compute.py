@@ -117,3 +117,37 @@ def _count(model: nn.Module, x: torch.Tensor) -> dict[str, int | str]:
         "flops_torch": int(counter.get_total_flops()),
         "fvcore_skipped_ops": ",".join(f"{k}:{v}" for k, v in sorted(skipped.items())),
     }
+
+
+def count_compute_meta(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int | str | None]:
+    """:func:`count_compute`'s keys for a model on the meta device (nothing allocated, any size):
+    ``macs_conv_linear`` and ``flops_torch`` from PyTorch's counter (``flops_torch / 2``: the same
+    matrix-product work fvcore counts as ``conv``/``linear``), ``macs_fvcore_total`` None (fvcore's
+    tracer cannot run on meta tensors) and ``fvcore_skipped_ops`` saying so."""
+    with eval_mode(model), torch.no_grad(), torch.device("meta"):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(torch.zeros(1, *input_shape))
+    flops = int(counter.get_total_flops())
+    return {"macs_fvcore_total": None, "macs_conv_linear": flops // 2, "flops_torch": flops,
+            "fvcore_skipped_ops": "not counted (too large to allocate: counted on the meta device)"}
+
+
+def footprint(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(parameters, activation elements of one sample's forward pass summed over the leaf modules'
+    outputs) of a model on the meta device: what measuring it would allocate, before allocating."""
+    elems = [0]
+
+    def hook(_m: nn.Module, _i: object, out: object) -> None:
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                elems[0] += t.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with eval_mode(model), torch.no_grad(), torch.device("meta"):
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(p.numel() for p in model.parameters()), elems[0]
