@@ -486,3 +486,116 @@ def test_cifar10_jpeg_tarball():
     t0 = time.perf_counter()
     load_dataset("cifar10", root, cache_dir=default_cache_dir())
     assert time.perf_counter() - t0 < 5  # cached (well under 1-2 s on an idle machine)
+
+
+def _tar_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _layout(classes: tuple[str, ...]) -> dict[str, bytes]:
+    imgs = make_images(4 * len(classes), 1)
+    return {f"{split}/{c}/{i}.png": png(imgs[k * 4 + j]) for k, c in enumerate(classes)
+            for j, (split, i) in enumerate((("train", 0), ("train", 1), ("train", 2), ("test", 0)))}
+
+
+@pytest.mark.parametrize("form", ["folder", "tar"])
+@pytest.mark.parametrize("classes", [("only",), ("a b",)])
+def test_an_image_folder_with_one_class_is_refused(form: str, classes: tuple[str, ...], tmp_path: Path) -> None:
+    """Nothing to classify (a synthetic set of one class was refused already; a folder trained)."""
+    files = _layout(classes)
+    if form == "tar":
+        src = tmp_path / "one.tar.gz"
+        src.write_bytes(_tar_bytes(files))
+    else:
+        src = tmp_path / "one"
+        for name, data in files.items():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes(data)
+    with pytest.raises(UserError, match=r"has 1 class .*accepted: train/<class>/ folders for 2 or more"):
+        load_dataset(f"imagefolder:{src}", cache_dir=tmp_path / "cache")
+    two = _layout(("a", "b"))
+    (tmp_path / "two.tar.gz").write_bytes(_tar_bytes(two))
+    assert load_dataset(f"imagefolder:{tmp_path / 'two.tar.gz'}", cache_dir=tmp_path / "cache").num_classes == 2
+
+
+def _cut_archive() -> bytes:
+    whole = _tar_bytes(_layout(("a", "b")))
+    return whole[: len(whole) // 2]
+
+
+BAD_ARCHIVES = {
+    "empty": (lambda: b"", "an empty file"),
+    "random": (lambda: np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes(), "not a tar archive"),
+    "text": (lambda: b"not a tar\n" * 50, "not a tar archive"),
+    "gzip-of-text": (lambda: gzip.compress(b"hello " * 100), "not a tar archive"),
+    "cut-in-half": (_cut_archive, "cannot read archive"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_ARCHIVES))
+def test_a_bad_archive_is_one_line(kind: str, tmp_path: Path) -> None:
+    make, needle = BAD_ARCHIVES[kind]
+    path = tmp_path / f"{kind}.tar.gz"
+    path.write_bytes(make())
+    with pytest.raises(UserError) as info:
+        load_dataset(f"imagefolder:{path}", cache_dir=tmp_path / "cache")
+    text = str(info.value)
+    assert "\n" not in text and needle in text and str(path) in text and "accepted" in text, text
+
+
+@pytest.mark.parametrize("spec, cause", [
+    ("{tmp}/nowhere", "does not exist"),
+    ("{tmp}/a-file/inside", "is a file, not a folder"),
+    ("{tmp}/a-file", "neither a folder nor a tar archive"),
+    ("relative-missing", "nor"),
+])
+def test_a_path_error_names_its_cause(spec: str, cause: str, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    data_dir = tmp_path / "data"
+    with pytest.raises(UserError, match=cause) as info:
+        load_dataset(f"imagefolder:{spec.format(tmp=tmp_path)}", data_dir, cache_dir=tmp_path / "cache")
+    assert "\n" not in str(info.value)
+    if spec == "relative-missing":  # both places looked in are named
+        assert str(data_dir / "relative-missing") in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"not gzip at all", b"\x00" * 100])
+def test_an_empty_or_foreign_cifar10_jpeg_archive_is_not_cifar10_found(content: bytes, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(content)
+    assert not sources.available_locally("cifar10", tmp_path)
+    monkeypatch.setattr(sources, "_reachable", lambda url: (False, "network disabled by the test"))
+    with pytest.raises(UserError, match="cifar10-jpeg.tar.gz is empty or not a gzip archive"):
+        load_dataset("cifar10", tmp_path, cache_dir=tmp_path / "cache")
+    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(gzip.compress(b"x"))
+    assert sources.available_locally("cifar10", tmp_path)  # a gzip file: looked at by name and magic only
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("size=8,size=16", "size given twice"), ("train=64,classes=4,train=64", "train given twice"),
+    ("seed=1,seed=1", "seed given twice"), ("noise=0.1, noise=0.2", "noise given twice"),
+])
+def test_a_data_set_spec_with_a_key_given_twice_is_refused(spec: str, needle: str) -> None:
+    with pytest.raises(UserError, match=needle):
+        load_dataset(f"synthetic:{spec}")
+
+
+@pytest.mark.parametrize("spec, named, not_named", [
+    ("classes=3000", "classes=3000", None),  # before: 'bad train=2000', a value never typed
+    ("train=5", "train=5", None),
+    ("classes=20,train=10", "train=10", None),
+    ("size=1e3,classes=1", "classes=1", None),
+    ("seed=18446744073709551616", "seed=18446744073709551616", "not an integer"),
+])
+def test_a_synthetic_spec_error_names_what_was_typed(spec: str, named: str, not_named: str | None) -> None:
+    with pytest.raises(UserError) as info:
+        load_dataset(f"synthetic:{spec}")
+    text = str(info.value)
+    assert text.startswith(f"bad synthetic option {named}") and "accepted" in text, text
+    assert not_named is None or not_named not in text

@@ -18,6 +18,7 @@ import tarfile
 import time
 import warnings
 import zipfile
+import zlib
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -62,11 +63,9 @@ def content_key(path: Path) -> str:
 
 def load_imagefolder(path: Path, cache_dir: Path, *, name: str | None = None, note: str = "") -> LoadedData:
     """Load an image folder or tar archive of one, decoding at most once per content (cached)."""
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise UserError(f"image folder {str(path)!r} does not exist (expected a folder or .tar/.tar.gz archive)")
-    if path.is_file() and not is_archive(path):
-        raise UserError(f"{str(path)!r} is neither a folder nor a tar archive ({', '.join(_TAR_SUFFIXES)})")
+    path = Path(path).expanduser().absolute()
+    check_source(path)
+    path = path.resolve()
     key = content_key(path)
     stem = path.name.split(".")[0] or "data"
     cache_file = Path(cache_dir) / "imagefolder" / f"{stem}-{key[:16]}.npz"
@@ -93,6 +92,35 @@ def load_imagefolder(path: Path, cache_dir: Path, *, name: str | None = None, no
         std=tuple(float(v) for v in arrays["std"]),
         source=source + (f"; {note}" if note else ""),
     )
+
+
+def check_source(path: Path, also: Path | None = None) -> None:
+    """UserError naming why ``path`` cannot be an image folder: missing (and where else it was looked
+    for, ``also``), under a file, unreadable, an empty file or not a tar archive by its name."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        looked = f" (nor {str(also)!r})" if also is not None else ""
+        raise UserError(f"image folder {str(path)!r}{looked} does not exist (accepted: a folder or "
+                        f"{'/'.join(_TAR_SUFFIXES)} archive with train/<class>/ and test/<class>/)") from None
+    except NotADirectoryError:
+        above = next((p for p in path.parents if p.is_file()), None)
+        raise UserError(f"image folder {str(path)!r} cannot exist: {str(above)!r} is a file, not a folder "
+                        "(accepted: a folder or tar archive)") from None
+    except OSError as exc:
+        raise UserError(f"image folder {str(path)!r} cannot be read ({exc.strerror or exc}) "
+                        "(accepted: a readable folder or tar archive)") from None
+    if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise UserError(f"image folder {str(path)!r} cannot be read (permission denied) "
+                            "(accepted: a readable folder or tar archive)")
+        return
+    if not is_archive(path):
+        raise UserError(f"{str(path)!r} is neither a folder nor a tar archive (accepted: a folder, "
+                        f"{', '.join(_TAR_SUFFIXES)})")
+    if st.st_size == 0:
+        raise UserError(f"cannot read archive {str(path)!r}: an empty file (accepted: a whole tar archive)")
 
 
 def _read_cache(cache_file: Path, key: str) -> dict[str, np.ndarray] | None:
@@ -162,8 +190,11 @@ def _entries(path: Path):
                     f = tf.extractfile(m)
                     assert f is not None
                     yield parsed[0], parsed[1], f.read()
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"cannot read archive {path}: {e}") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        why = "not a tar archive, or a compressed one cut short" if isinstance(e, tarfile.ReadError) else \
+            " ".join(str(e).split())[:200] or type(e).__name__
+        raise UserError(f"cannot read archive {str(path)!r}: {why} (accepted: a whole "
+                        f"{'/'.join(_TAR_SUFFIXES)} archive)") from None
 
 
 def _parse(rel: str) -> tuple[str, _Key] | None:
@@ -199,6 +230,9 @@ def _assemble(path: Path, records: list[tuple[_Key, np.ndarray]]) -> dict[str, n
         if not by_split[s]:
             raise UserError(f"no {s}/<class>/<image> files found in {path}")
     classes = sorted({k[1] for k, _ in by_split["train"]})
+    if len(classes) < 2:
+        raise UserError(f"{path} has {len(classes)} class ({', '.join(classes)}) in train/: nothing to classify "
+                        "(accepted: train/<class>/ folders for 2 or more classes)")
     unknown = sorted({k[1] for k, _ in by_split["test"]} - set(classes))
     if unknown:
         raise UserError(f"test classes not in train in {path}: {', '.join(unknown)}")

@@ -32,7 +32,7 @@ from bench.data.dataset import (
     is_writable_dir,
     sha256_files,
 )
-from bench.data.imagefolder import load_imagefolder
+from bench.data.imagefolder import check_source, load_imagefolder
 from bench.data.synthetic import make_synthetic, parse_spec
 from bench.errors import UserError
 from bench.files import write_atomic
@@ -126,8 +126,11 @@ def _imagefolder(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData
         raise UserError("imagefolder needs a path: imagefolder:<folder or .tar/.tar.gz>")
     path = Path(arg).expanduser()
     # A relative path is tried as given, then inside the data folder.
-    if not path.is_absolute() and not path.exists() and (data_dir / path).exists():
-        path = data_dir / path
+    if not path.is_absolute() and not path.exists():
+        if (data_dir / path).exists():
+            path = data_dir / path
+        else:
+            check_source(path.absolute(), also=(data_dir / path).absolute())
     return load_imagefolder(path, cache_dir, name=f"imagefolder:{arg}")
 
 
@@ -205,9 +208,19 @@ def _to_arrays(ds: datasets.VisionDataset) -> ArrayDataset:
 
 
 def _find_cifar10_jpeg(data_dir: Path) -> Path | None:
+    """The CIFAR-10 JPEG copy in ``data_dir``: a non-empty folder, or an archive that starts as a
+    gzip file does (an empty or foreign file is not CIFAR-10 found)."""
     for n in CIFAR10_JPEG:
-        if (data_dir / n).exists():
-            return data_dir / n
+        p = data_dir / n
+        try:
+            if p.is_dir() and any(p.iterdir()):
+                return p
+            if p.is_file():
+                with open(p, "rb") as f:
+                    if f.read(2) == b"\x1f\x8b":
+                        return p
+        except OSError:
+            continue
     return None
 
 
@@ -251,6 +264,9 @@ def _download(name: str, cls: type, data_dir: Path, expected: list[Path]) -> Non
         f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""
     )
     alt = f" (or {CIFAR10_JPEG[0]})" if name == "cifar10" else ""
+    rejected = [n for n in CIFAR10_JPEG if name == "cifar10" and (data_dir / n).exists()]
+    if rejected:
+        alt = f" (its {rejected[0]} is empty or not a gzip archive)"
     if _is_mnist_like(cls):
         alt = " (or the same files with .gz)"
 
@@ -276,7 +292,7 @@ def _download(name: str, cls: type, data_dir: Path, expected: list[Path]) -> Non
         socket.setdefaulttimeout(old)
 
 
-def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
     """Whether a TCP connection to ``url``'s host opens within ``timeout`` (DNS included).
 
     Runs in a daemon thread because ``getaddrinfo`` ignores socket timeouts and can hang offline.
@@ -296,3 +312,6 @@ def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
     t.start()
     t.join(timeout + 0.5)
     return result[0] if result else (False, f"no answer in {timeout:.0f} s")
+
+
+_reachable = reachable  # the name the downloader calls (tests replace it to stay offline)

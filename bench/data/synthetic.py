@@ -31,23 +31,28 @@ class SyntheticSpec:
     noise: float = 0.6  # pixel noise std, relative to a template's std
     seed: int = 0
 
-    def validate(self) -> None:
-        checks = {
-            "channels": self.channels >= 1,
-            "size": self.size >= 8,
-            "classes": self.classes >= 2,
-            "train": self.train >= self.classes,
-            "test": self.test >= 1,
-            "noise": self.noise >= 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            limits = "channels>=1, size>=8, classes>=2, train>=classes, test>=1, noise>=0"
-            raise UserError(f"bad synthetic option(s) {', '.join(f'{k}={getattr(self, k)}' for k in bad)} ({limits})")
+    def validate(self, given: frozenset[str] = frozenset()) -> None:
+        """UserError naming the first option out of its range, as typed (``given``: the options the
+        user typed; a default it breaks is named as the default, beside the typed value that breaks it)."""
+
+        def named(key: str) -> str:
+            return f"{key}={getattr(self, key)}" + ("" if key in given else " (the default)")
+
+        limits = {"channels": (self.channels >= 1, "channels >= 1"), "size": (self.size >= 8, "size >= 8"),
+                  "classes": (self.classes >= 2, "classes >= 2"), "test": (self.test >= 1, "test >= 1"),
+                  "noise": (self.noise >= 0, "noise >= 0"), "seed": (0 <= self.seed < 2**63, "0 <= seed < 2**63")}
+        for key, (ok, rule) in limits.items():
+            if not ok:
+                raise UserError(f"bad synthetic option {named(key)} (accepted: {rule})")
+        if self.train < self.classes:
+            key = "train" if "train" in given or "classes" not in given else "classes"
+            raise UserError(f"bad synthetic option {named(key)}: train={self.train} images cannot hold "
+                            f"classes={self.classes} (accepted: train >= classes)")
 
 
 def parse_spec(arg: str | None) -> SyntheticSpec:
-    """``'channels=1,size=28'`` -> :class:`SyntheticSpec`; unknown keys or bad values are a UserError."""
+    """``'channels=1,size=28'`` -> :class:`SyntheticSpec`; an unknown or repeated key or a bad value
+    is a UserError naming it as typed."""
     types = {f.name: f.type for f in fields(SyntheticSpec)}
     accepted = ", ".join(types)
     kw: dict[str, int | float] = {}
@@ -56,13 +61,42 @@ def parse_spec(arg: str | None) -> SyntheticSpec:
         key = key.strip()
         if not eq or key not in types:
             raise UserError(f"bad synthetic option {item!r} (accepted: {accepted}; e.g. synthetic:size=28,channels=1)")
-        try:
-            kw[key] = float(value) if types[key] in (float, "float") else int(value)
-        except ValueError:
-            raise UserError(f"synthetic option {key} needs a number, got {value!r}") from None
+        if key in kw:
+            raise UserError(f"synthetic option {key} given twice in {arg!r} (accepted: each option once)")
+        kw[key] = _number(key, value.strip(), integer=types[key] not in (float, "float"))
     spec = SyntheticSpec(**kw)  # type: ignore[arg-type]
-    spec.validate()
+    spec.validate(frozenset(kw))
     return spec
+
+
+def canonical_spec(arg: str | None) -> str:
+    """The one text of a spec's options: declared order, defaults left out, numbers as Python writes
+    them (``'train=96, size=8.0'`` and ``'size=8,train=96'`` -> ``'size=8,train=96'``), so that one
+    data set has one run id. A bad spec is a UserError as :func:`parse_spec` raises it."""
+    spec, default = parse_spec(arg), SyntheticSpec()
+    return ",".join(f"{f.name}={getattr(spec, f.name)}" for f in fields(spec)
+                    if getattr(spec, f.name) != getattr(default, f.name))
+
+
+def _number(key: str, text: str, integer: bool) -> int | float:
+    """A synthetic option's value: a finite number (``1e3`` is the integer 1000), else a UserError."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise UserError(f"bad synthetic option {key}={text!r} (accepted: a finite number)")
+    if not integer:
+        return value + 0.0
+    try:
+        whole = int(text)  # exact, however large
+    except ValueError:
+        if not value.is_integer():
+            raise UserError(f"bad synthetic option {key}={text!r} (accepted: a whole number)") from None
+        whole = int(value)
+    return whole
 
 
 def make_synthetic(arg: str | None = None, name: str = "synthetic") -> LoadedData:
