@@ -109,21 +109,66 @@ def log_run(client: Any, experiment_id: str, view: RunView, report: Path | None)
     return rid
 
 
+# MLflow's own tracking-store schemes (its registry is asked first: plugins add schemes there)
+SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc")
+HTTP_TIMEOUT_S = 20  # per request to a tracking server; MLflow's default retries for minutes
+
+
+def tracking_schemes() -> list[str]:
+    """The URI schemes this MLflow can track to."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        return sorted(_tracking_store_registry._registry)
+    except (ImportError, AttributeError):
+        return list(SCHEMES)
+
+
+def check_tracking_uri(uri: str) -> None:
+    """UserError for a URI of a scheme MLflow has no store for, or an http(s) server that does not
+    answer in seconds (so that the export fails at once, not after MLflow's retries)."""
+    from urllib.parse import urlsplit
+
+    from bench.data.sources import reachable
+
+    scheme = urlsplit(uri).scheme.lower()
+    if len(scheme) == 1:  # a Windows drive letter is a path
+        scheme = ""
+    accepted = tracking_schemes()
+    if scheme not in accepted:
+        raise UserError(f"bad --tracking-uri {uri!r}: MLflow has no store for {scheme + '://'!r} "
+                        f"(accepted: {', '.join(a + '://' for a in accepted if a)} or a folder path)")
+    if scheme in ("http", "https"):
+        ok, why = reachable(uri)
+        if not ok:
+            raise UserError(f"--tracking-uri {uri!r}: no MLflow server answers ({why}) (accepted: the URI of a "
+                            "running tracking server, or sqlite:///<file>)")
+
+
 @EXPORTS.register("mlflow")
 def export_mlflow(study: str, results_dir: Path, args: argparse.Namespace) -> list[str]:
-    """Log every finished run not yet in the tracking store; returns report lines."""
+    """Log every finished run not yet in the tracking store; returns report lines. A tracking store
+    that refuses (bad URI, a server that is not MLflow, a database error) is one UserError."""
     mlflow = _mlflow()
     uri = getattr(args, "tracking_uri", None) or default_tracking_uri(results_dir)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    exp = _experiment(client, study, Path(results_dir) / "mlflow-artifacts")
-    have = exported_ids(client, exp)
+    check_tracking_uri(uri)
+    for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))):
+        os.environ.setdefault(var, value)  # fail fast unless the user asked otherwise
+    views = list(read_runs(results_dir, study, finished_only=True))
     report = Path(results_dir) / study / "report.html"
     written = 0
-    views = list(read_runs(results_dir, study, finished_only=True))
-    for view in views:
-        if view.run_id in have:
-            continue
-        log_run(client, exp, view, report)
-        written += 1
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        exp = _experiment(client, study, Path(results_dir) / "mlflow-artifacts")
+        have = exported_ids(client, exp)
+        for view in views:
+            if view.run_id in have:
+                continue
+            log_run(client, exp, view, report)
+            written += 1
+    except (mlflow.exceptions.MlflowException, ConnectionError, TimeoutError) as exc:
+        raise UserError(f"MLflow at {uri} refused the export after {written} run(s): "
+                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]} (finished records are kept; "
+                        "a rerun skips the runs already logged)") from None
     return [f"mlflow: {written} run(s) logged, {len(views) - written} already there -> {uri} (experiment {study!r})",
             f"  view: mlflow ui --backend-store-uri {uri}"]
