@@ -31,6 +31,14 @@ def parse_device(device: str | None) -> str:
     return device
 
 
+def auto_device_note(device: str | None) -> str | None:
+    """The one line to print when ``--device auto`` (or None) falls back to the CPU, else None: the
+    record says which device ran, but a user who expected a GPU should hear it at once."""
+    if device in (None, "auto") and not torch.cuda.is_available():
+        return "--device auto: no CUDA GPU is visible, running on the CPU"
+    return None
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """The concrete ``torch.device``: text as :func:`parse_device` accepts it, or a ``torch.device``.
 
@@ -110,7 +118,10 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     """Map ``cfg.precision`` to what ``device`` can do, falling back honestly (recorded as ``used``).
 
     CPU: tf32 does not exist (-> fp32) and fp16 autocast has no fast kernels nor GradScaler use there
-    (-> bf16). CUDA without bf16 support: bf16 -> fp16 with loss scaling.
+    (-> bf16). CUDA without bf16 support: bf16 -> fp16 with loss scaling. fp16 trains through a
+    GradScaler: with a fused optimizer (SGD, Adam, AdamW on CUDA) its inf check stays on the device;
+    with any other (RMSprop, an optimizer registered without ``accel=``) ``scaler.step`` reads the
+    inf flag on the host, one sync per step, and fp16 cannot be graphed at all (docs/perf.md).
     """
     cuda = device.type == "cuda"
     if requested == "tf32" and not cuda:

@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from bench.device import on_device, release_cached_memory, resolve_device
+from bench.device import auto_device_note, on_device, release_cached_memory, resolve_device
 from bench.errors import UserError, unknown_value
 from bench.files import clean_json, write_atomic
 from bench.perf_runs import (
@@ -222,8 +222,9 @@ def run_perf(args: argparse.Namespace) -> int:
     data_dir = getattr(args, "data_dir", None)
     data = load_dataset(args.dataset, data_dir)
     gpu_name = torch.cuda.get_device_name(device) if cuda else None
-    if asked == "auto" and not cuda:
-        print("bench perf: --device auto: no CUDA GPU is visible, running on the CPU")
+    auto_note = auto_device_note(asked)
+    if auto_note:
+        print(f"bench perf: {auto_note}")
     load_before = load_average()
     print(f"bench perf: {', '.join(models)} on {gpu_name or device} | {args.dataset} "
           f"({len(data.train)} train / {len(data.test)} test) | batch {args.batch_size} | "

@@ -180,3 +180,13 @@ def test_runner_writes_the_record_when_empty_cache_raises(monkeypatch: pytest.Mo
     assert back is not None and back.status == "ok" and back.placement.device == "cuda:0"
     assert back.environment["device_name"] == "Fake GPU"
     assert "empty_cache() failed (RuntimeError: captures_underway" in capsys.readouterr().err
+
+
+def test_auto_device_falling_back_to_the_cpu_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.device import auto_device_note
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert auto_device_note("auto") == auto_device_note(None) == "--device auto: no CUDA GPU is visible, running on the CPU"
+    assert auto_device_note("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto_device_note("auto") is None
