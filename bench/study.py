@@ -62,6 +62,44 @@ class Published:
 
 
 DIRECTIONS = ("greater", "less", "within")
+BOUNDS = ("<", ">")
+SIDES = ("a", "b")
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """What must hold before a claim about trained networks is judged, stated with the claim (before
+    any run) and taken from the claim's source, never from the results.
+
+    Every arm on ``sides`` (the claim's selector ``a`` and/or ``b``; for a trend, ``a`` is its group)
+    must end with the mean of ``metric`` over its finished seeds ``bound`` ``threshold``, e.g.
+    ``Precondition('final_train_error_pct', '<', 20.0)``: the nets compared have trained. When it
+    does not hold the verdict is 'not tested' with the numbers; a claim that holds at every stage of
+    training has none.
+    """
+
+    metric: str
+    bound: str
+    threshold: float
+    source: str
+    sides: tuple[str, ...] = SIDES
+
+    def __post_init__(self) -> None:
+        if self.bound not in BOUNDS:
+            raise ValueError(f"precondition on {self.metric}: bad bound {self.bound!r} (accepted: {', '.join(BOUNDS)})")
+        if not self.sides or any(s not in SIDES for s in self.sides):
+            raise ValueError(f"precondition on {self.metric}: bad sides {self.sides!r} (accepted: a, b)")
+        object.__setattr__(self, "sides", tuple(self.sides))
+
+    def holds(self, value: float) -> bool:
+        """Whether one arm's mean ``value`` meets the bound (NaN never does)."""
+        return value < self.threshold if self.bound == "<" else value > self.threshold
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Precondition:
+        """Inverse of ``dataclasses.asdict`` (as stored in study.json)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k == "sides" else v) for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -83,7 +121,8 @@ class Claim:
     matches several arms (an lr grid) takes the one with the best mean validation accuracy.
     ``profiles``: where the claim applies (None: every profile). ``question``: a question the study
     asks, not a published claim. ``exact``: the metric does not depend on the seed (a parameter
-    count), so one run suffices.
+    count), so one run suffices. ``requires``: a :class:`Precondition` that must hold before the
+    claim is judged (None: the claim holds at every stage of training).
     """
 
     sentence: str
@@ -100,6 +139,7 @@ class Claim:
     question: bool = False
     exact: bool = False
     note: str = ""
+    requires: Precondition | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -109,6 +149,9 @@ class Claim:
             raise ValueError(f"claim {self.sentence!r}: set exactly one of b, trend, value")
         if self.effect < 0:
             raise ValueError(f"claim {self.sentence!r}: effect must be >= 0, got {self.effect}")
+        if self.requires is not None and "b" in self.requires.sides and self.b is None:
+            raise ValueError(f"claim {self.sentence!r}: its precondition names side b, but the claim has no b "
+                             "(a trend's or a level's arms are side a)")
 
     @property
     def kind(self) -> str:
@@ -125,6 +168,8 @@ class Claim:
         kw = {k: v for k, v in d.items() if k in names}
         if kw.get("profiles") is not None:
             kw["profiles"] = tuple(kw["profiles"])
+        if isinstance(kw.get("requires"), dict):
+            kw["requires"] = Precondition.from_dict(kw["requires"])
         return cls(**kw)
 
 

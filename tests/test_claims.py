@@ -357,3 +357,92 @@ def test_auto_profile_on_a_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         (raw / f"{n}.gz").write_bytes(b"")
     assert resolve_profile("auto", load_studies().get("residual-mnist"), str(tmp_path)) == "cpu"
     assert resolve_profile("smoke", study, str(tmp_path)) == "smoke"
+
+
+# --------------------------------------------------------------------------- preconditions
+
+TRAINED = "final_train_error_pct"
+
+
+def _with_train_error(arms: dict[str, list[float]], train_err: dict[str, list[float]]) -> pd.DataFrame:
+    return table(arms, extra={TRAINED: train_err})
+
+
+@pytest.mark.parametrize("sides", [("a", "b"), ("a",)])
+def test_a_claim_whose_nets_have_not_trained_is_not_tested_with_the_numbers(sides: tuple[str, ...]) -> None:
+    from bench.report.verdicts import precondition_text
+    from bench.study import Precondition
+
+    req = Precondition(TRAINED, "<", 40.0, "constructed source", sides=sides)
+    claim = less("r56", "r20", requires=req)
+    # a large, clean effect that would be 'reproduced' (or 'contradicted') if judged
+    t = _with_train_error({"r56": [70.0, 71.0, 72.0], "r20": [50.0, 50.5, 51.0]},
+                          {"r56": [89.0, 90.0, 90.1], "r20": [30.0, 31.0, 29.0]})
+    o = evaluate(claim, t)
+    assert o.verdict == "not tested" and o.estimate is None and o.precondition_held is False
+    assert "precondition not met" in o.why and "r56 89.7%" in o.why and "< 40%" in o.why
+    # side b alone trained: with sides=('a',) it is still a's failure that counts
+    assert ("r20 30.0%" in o.why) == ("b" in sides)
+    text = precondition_text(o)
+    assert text.startswith("final training error < 40% on each arm") and "not met" in text and "89.7%" in text
+
+
+def test_a_claim_whose_nets_have_trained_is_judged_and_says_the_precondition_held() -> None:
+    from bench.report.verdicts import precondition_text
+    from bench.study import Precondition
+
+    claim = less("r56", "r20", requires=Precondition(TRAINED, "<", 40.0, "constructed source"))
+    t = _with_train_error({"r56": [7.0, 7.2, 6.9], "r20": [8.6, 8.9, 8.7]},
+                          {"r56": [2.0, 2.5, 2.1], "r20": [5.0, 5.5, 5.2]})
+    o = evaluate(claim, t)
+    assert o.verdict == "reproduced" and o.precondition_held is True
+    assert "r56 2.2%" in o.checked and "r20 5.2%" in o.checked
+    assert "held" in precondition_text(o)
+    # the same table without the precondition: the same verdict and estimate
+    plain = evaluate(less("r56", "r20"), t)
+    assert plain.verdict == o.verdict and plain.estimate == o.estimate and plain.precondition_held is None
+    assert precondition_text(plain).startswith("none")
+
+
+def test_a_trend_precondition_reads_its_group() -> None:
+    from bench.study import Precondition
+
+    req = Precondition(TRAINED, "<", 50.0, "constructed source", sides=("a",))
+    claim = Claim("rises", "final_test_error_pct", "greater", 0.0, SRC, a={"net": "plain"}, trend="depth", requires=req)
+    tags = {"p20": {"depth": 20, "net": "plain"}, "p56": {"depth": 56, "net": "plain"}}
+    good = table({"p20": [10.0, 10.5], "p56": [14.0, 14.6]}, tags=tags,
+                 extra={TRAINED: {"p20": [5.0, 6.0], "p56": [9.0, 8.0]}})
+    bad = table({"p20": [10.0, 10.5], "p56": [14.0, 14.6]}, tags=tags,
+                extra={TRAINED: {"p20": [5.0, 6.0], "p56": [80.0, 90.0]}})
+    assert evaluate(claim, good).precondition_held is True
+    o = evaluate(claim, bad)
+    assert o.verdict == "not tested" and "p56 85.0%" in o.why
+
+
+def test_a_precondition_survives_study_json_and_a_bad_one_is_refused() -> None:
+    import dataclasses
+
+    from bench.study import Precondition
+
+    c = less("a", "b", requires=Precondition(TRAINED, "<", 20.0, "He et al."))
+    assert Claim.from_dict(json.loads(json.dumps(dataclasses.asdict(c)))) == c
+    with pytest.raises(ValueError, match="bound"):
+        Precondition(TRAINED, "<=", 20.0, "x")
+    with pytest.raises(ValueError, match="side b"):
+        Claim("t", TRAINED, "greater", 0.0, SRC, a={"net": "plain"}, trend="depth",
+              requires=Precondition(TRAINED, "<", 20.0, "x"))
+
+
+def test_the_verdict_table_shows_the_precondition_in_every_form(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """bench claims, the report's verdict table and results/index.html all show it."""
+    write_synthetic_study(tmp_path, "residual", "quick", seeds=(0, 1))
+    assert main(["--results-dir", str(tmp_path), "claims", "residual"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("precondition: ") >= 4 and "precondition: none" in out
+    assert "final training error < 20% on each arm" in out
+    build_report("residual", tmp_path)
+    page = (tmp_path / "residual" / "report.html").read_text()
+    assert "<th>precondition</th>" in page and "final training error &lt; 20% on each arm" in page
+    index = build_index(tmp_path).read_text()
+    assert "not tested" in index and "inconclusive" in index

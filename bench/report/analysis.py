@@ -16,6 +16,7 @@ METRIC_LABELS = {
     "test_error_at_best_val_pct": "test error at best-val epoch (%)",
     "best_val_error_pct": "best validation error (%)",
     "final_val_error_pct": "final validation error (%)",
+    "final_train_error_pct": "final training error (%)",
 }
 
 

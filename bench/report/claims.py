@@ -15,6 +15,7 @@ unfinished or failed: which ones is said).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.report.analysis import metric_label
 from bench.report.stats import Estimate, against, difference, finite, slope
 from bench.study import Claim
 
@@ -41,6 +43,10 @@ class Outcome:
     arms_a: tuple[str, ...]
     arms_b: tuple[str, ...]
     why: str = ""
+    # the claim's precondition on this run: None when it has none or it could not be checked (arms
+    # not finished), else whether it held; ``checked`` gives the numbers either way
+    precondition_held: bool | None = None
+    checked: str = ""
 
     @property
     def compared(self) -> str:
@@ -81,7 +87,13 @@ def _equal(v: Any, want: Any) -> bool:
 
 
 def evaluate(claim: Claim, table: pd.DataFrame) -> Outcome:
-    """Judge ``claim`` on ``table`` (see the module docstring for the table's columns)."""
+    """Judge ``claim`` on ``table`` (see the module docstring for the table's columns). A run id
+    listed twice (one run standing for two seeds or arms) is refused: it would count twice."""
+    twice = table["run_id"][table["run_id"].duplicated()] if "run_id" in table else pd.Series(dtype=object)
+    if len(twice):
+        n = int((table["run_id"] == twice.iloc[0]).sum())
+        return Outcome(claim, "not tested", None, (), (), f"run {twice.iloc[0]} is listed as {n} cells: one run "
+                       "is counted once (rerun the study with distinct seeds: --seeds, not --set seed)")
     if claim.kind == "trend":
         return _trend(claim, table)
     side_a, why_a = _side(claim, claim.a, table)
@@ -91,6 +103,16 @@ def evaluate(claim: Claim, table: pd.DataFrame) -> Outcome:
     if why_a or why_b:
         return Outcome(claim, "not tested", None, arms_a, arms_b, "; ".join(w for w in (why_a, why_b) if w))
     assert side_a is not None
+    pre = _precondition(claim, {"a": side_a, "b": side_b})
+    if pre is not None and not pre[0]:
+        return Outcome(claim, "not tested", None, arms_a, arms_b, f"precondition not met: {pre[1]}", False, pre[1])
+    out = _compare(claim, table, side_a, side_b, arms_a, arms_b)
+    return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
+
+
+def _compare(claim: Claim, table: pd.DataFrame, side_a: pd.DataFrame, side_b: pd.DataFrame | None,
+             arms_a: tuple[str, ...], arms_b: tuple[str, ...]) -> Outcome:
+    """The statistics of a comparison or level claim whose arms are finished."""
     va, sa = _values(side_a, claim.metric)
     if claim.kind == "level":
         need = 1 if claim.exact else 2
@@ -109,6 +131,30 @@ def evaluate(claim: Claim, table: pd.DataFrame) -> Outcome:
     else:
         est = difference(va, vb, sa, sb)
     return _judge(claim, est, arms_a, arms_b, _failures(table, side_a) + _failures(table, side_b))
+
+
+def _precondition(claim: Claim, sides: dict[str, pd.DataFrame | None]) -> tuple[bool, str] | None:
+    """(held, the numbers) for the claim's precondition on the finished runs of its sides; None
+    when the claim has none. Each arm's mean over its finished seeds is held to the bound."""
+    req = claim.requires
+    if req is None:
+        return None
+    pct = req.metric.endswith("_pct")
+    label = metric_label(req.metric).removesuffix(" (%)")
+    parts, held = [], True
+    for name in req.sides:
+        rows = sides.get(name)
+        if rows is None:
+            continue
+        for arm, g in rows.groupby("arm_label", sort=False):
+            vals = finite(pd.to_numeric(g[req.metric], errors="coerce")) if req.metric in g else np.array([])
+            value = float(vals.mean()) if vals.size else float("nan")
+            ok = bool(vals.size) and req.holds(value)
+            held &= ok
+            shown = f"{value:.1f}{'%' if pct else ''}" if vals.size else "not recorded"
+            parts.append(f"{arm} {shown}")
+    need = f"{label} {req.bound} {req.threshold:g}{'%' if pct else ''}"
+    return held, f"{', '.join(parts)}; needs {need} on each arm"
 
 
 def evaluate_all(claims: list[Claim], table: pd.DataFrame, profile: str | None) -> list[Outcome]:
@@ -201,8 +247,12 @@ def _trend(claim: Claim, table: pd.DataFrame) -> Outcome:
         return Outcome(claim, "not tested", None, arms, (), f"only one value of {claim.trend} in this run")
     if done.min() < 2:
         return _few(claim, arms, (), f"{int(done.min())} at {claim.trend}={done.idxmin():g}")
+    pre = _precondition(claim, {"a": ok})
+    if pre is not None and not pre[0]:
+        return Outcome(claim, "not tested", None, arms, (), f"precondition not met: {pre[1]}", False, pre[1])
     est = slope(pd.to_numeric(ok[tag]).to_numpy(float), pd.to_numeric(ok[claim.metric]).to_numpy(float))
-    return _judge(claim, est, arms, (), _failures(table, ok))
+    out = _judge(claim, est, arms, (), _failures(table, ok))
+    return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
 
 
 def _judge(claim: Claim, est: Estimate, arms_a: tuple[str, ...], arms_b: tuple[str, ...], prefix: str) -> Outcome:

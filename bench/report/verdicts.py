@@ -55,11 +55,12 @@ class Verdicts:
                 "ours [95% CI]": e.fmt(_digits(c)) if e is not None else "—",
                 "test": f"{e.method}, n={e.n}, p={e.p:.2g}" if e is not None else "—",
                 "verdict": o.verdict,
+                "precondition": precondition_text(o),
                 "why": _answer(o) + o.why if c.question else o.why,
                 "note": c.note,
             })
-        return pd.DataFrame(rows, columns=["claim", "source", "compared", "metric", "claimed", "ours [95% CI]",
-                                           "test", "verdict", "why", "note"])
+        return pd.DataFrame(rows, columns=["claim", "source", "compared", "metric", "claimed", "precondition",
+                                           "ours [95% CI]", "test", "verdict", "why", "note"])
 
     def text(self) -> str:
         """The table for a terminal: one block per claim, then the counts line."""
@@ -69,6 +70,7 @@ class Verdicts:
             lines.append(f"[{r['verdict']}] {r['claim']}")
             lines.append(f"    {r['compared']}: {r['metric']}; claimed {r['claimed']}; ours {r['ours [95% CI]']}"
                          + (f" ({r['test']})" if r["test"] != "—" else ""))
+            lines.append(f"    precondition: {r['precondition']}")
             if r["why"]:
                 lines.append(f"    why: {r['why']}")
             lines.append(f"    source: {r['source']}" + (f"; note: {r['note']}" if r["note"] else ""))
@@ -82,7 +84,8 @@ class Verdicts:
         if df.empty:
             return f'<p class="empty">{html.escape(self.headline)}</p>'
         out = ['<table class="tbl" id="claims-table"><thead><tr><th>claim</th><th>source</th><th>compared</th>'
-               '<th>claimed</th><th>our estimate [95% CI]</th><th>verdict</th><th>why</th></tr></thead><tbody>']
+               '<th>claimed</th><th>precondition</th><th>our estimate [95% CI]</th><th>verdict</th><th>why</th>'
+               '</tr></thead><tbody>']
         for _, r in df.iterrows():
             note = f'<br><span class="ci">{html.escape(r["note"])}</span>' if r["note"] else ""
             test = f'<br><span class="ci">{html.escape(r["test"])}</span>' if r["test"] != "—" else ""
@@ -90,11 +93,30 @@ class Verdicts:
                 f'<tr data-verdict="{html.escape(r["verdict"])}"><td>{html.escape(r["claim"])}{note}</td>'
                 f'<td>{html.escape(r["source"])}</td><td>{html.escape(r["compared"])}<br>'
                 f'<span class="ci">{html.escape(r["metric"])}</span></td><td>{html.escape(r["claimed"])}</td>'
+                f'<td class="precondition">{html.escape(r["precondition"])}</td>'
                 f'<td class="nowrap">{html.escape(r["ours [95% CI]"])}{test}</td>'
                 f'<td class="verdict {r["verdict"].replace(" ", "-")}">{html.escape(r["verdict"])}</td>'
                 f'<td>{html.escape(r["why"])}</td></tr>')
         out.append("</tbody></table>")
         return "".join(out)
+
+
+def precondition_text(o: Outcome) -> str:
+    """The claim's precondition and whether it held on this run, with the numbers:
+    'final training error < 20% on each arm of a and b (source): not met: resnet56 89.7%, ...'."""
+    req = o.claim.requires
+    if req is None:
+        return "none (the claim holds at every stage of training)"
+    pct = "%" if req.metric.endswith("_pct") else ""
+    sides = " and ".join({"a": "the first side", "b": "the second side"}[x] for x in req.sides)
+    if o.claim.kind != "comparison":
+        sides = "the arms compared"
+    stated = (f"{metric_label(req.metric).removesuffix(' (%)')} {req.bound} {req.threshold:g}{pct} on each arm "
+              f"of {sides} ({req.source})")
+    if o.precondition_held is None:
+        return f"{stated}: not checked (the arms have not all finished)"
+    numbers = o.checked.split("; needs")[0]
+    return f"{stated}: {'held' if o.precondition_held else 'not met'} ({numbers})"
 
 
 def _answer(o: Outcome) -> str:
@@ -182,5 +204,6 @@ def published_protocol(d: ReportData) -> tuple[bool, str]:
 def index_entry(d: ReportData) -> dict[str, Any]:
     """What results/index.html shows of a study's claims."""
     v = verdicts(d)
+    unmet = sum(o.precondition_held is False for o in v.outcomes)
     return {"claims": v.headline, "claims_counts": v.counts, "dataset": v.dataset,
-            "seeds": ", ".join(map(str, v.seeds)) or "—"}
+            "seeds": ", ".join(map(str, v.seeds)) or "—", "preconditions_unmet": unmet}
