@@ -174,3 +174,35 @@ def test_cuda_perf_memory_columns_and_compiled_variant_in_its_own_process(result
         assert df.loc[v, "train_peak_reserved_MiB"] >= df.loc[v, "train_peak_alloc_MiB"] > 0
         assert df.loc[v, "run_peak_reserved_MiB"] >= df.loc[v, "train_peak_reserved_MiB"]
     assert df.loc["graph_fp32", "capture_peak_reserved_MiB"] > 0 and df.loc["compile_ro", "compile_s"] >= 0
+
+
+def test_compiled_run_makes_the_runs_gpu_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda:N must be the current device while compiling and recording (the stand-ins record the order)."""
+    log: list[str] = []
+
+    class Current:
+        def __init__(self, device: torch.device) -> None:
+            self.device = device
+
+        def __enter__(self) -> None:
+            log.append(f"enter {self.device}")
+
+        def __exit__(self, *exc: Any) -> None:
+            log.append("exit")
+
+    monkeypatch.setattr(perf_runs, "on_device", Current)
+    monkeypatch.setattr(perf_runs, "_compiled_run", lambda *a, **k: log.append("run") or {"ok": True})
+    got = perf_runs.compiled_run("resnet20", None, VARIANTS["compile_ro"], dataset="x", batch_size=8, epochs=1,
+                                 device=torch.device("cuda", 3))
+    assert got == {"ok": True} and log == ["enter cuda:3", "run", "exit"]
+
+
+def test_environment_names_the_runs_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    env_mod.environment()  # probed and cached before torch.cuda is faked
+    names = {0: "GPU zero", 1: "GPU one"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: names[int(i)])
+    assert env_mod.device_name("cuda:1") == "GPU one" and env_mod.device_name("cuda") == "GPU zero"
+    assert env_mod.environment("cuda:1")["device_name"] == "GPU one"
+    assert env_mod.environment(torch.device("cpu"))["device_name"] == env_mod.cpu_model()
