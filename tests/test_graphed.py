@@ -399,6 +399,26 @@ def test_syncing_model_is_rejected_before_capture(data: LoadedData) -> None:
     assert len(opt.state) == 0 and opt.param_groups[0]["lr"] == SGD.lr
 
 
+def test_other_warmup_errors_are_not_called_host_syncs(data: LoadedData) -> None:
+    class ThirdCallFails(SyncingNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.big += 1
+            if self.big == WARMUP_CALLS:
+                raise RuntimeError("shape mismatch in the third warm-up step")
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 4), 1))
+
+    WARMUP_CALLS = graphed.WARMUP_STEPS
+    loader = make_loader(data, SGD)
+    torch.manual_seed(0)
+    model = ThirdCallFails()
+    trainer = GraphTrainer(model, loader, optimizer=build_optimizer(SGD, model.parameters()),
+                           schedule=build_schedule(SGD, len(loader), 12), base_lr=SGD.lr, total_steps=12,
+                           criterion=nn.CrossEntropyLoss(), aux_weight=0.3, prec=resolve_precision("fp32", CPU),
+                           device=CPU, channels_last=False, ops=FakeOps())
+    with pytest.raises(GraphUnsupported, match=r"^capture failed \(RuntimeError: shape mismatch in the third"):
+        trainer.setup(0)
+
+
 def test_engine_trains_a_syncing_model_eagerly_with_the_reason(engine_data: LoadedData,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.models import MODELS

@@ -290,6 +290,8 @@ class GraphTrainer:
                             with ops.forbid_sync():  # a syncing step never reaches capture
                                 body()
                         except RuntimeError as exc:
+                            if "synchroniz" not in str(exc):  # torch: "called a synchronizing CUDA operation"
+                                raise
                             raise HostSync(f"the training step synchronises with the host ({_first_line(exc)}); "
                                            "rejected before capture, trained with the eager loop") from exc
             ops.synchronize()
