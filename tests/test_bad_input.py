@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench.cli import main
+from bench.config import RunConfig
 from bench.report.synthetic import write_synthetic_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +44,16 @@ BAD_SETS = [
     ("precision=fp8", "fp8"), ("loader=nope", "nope"), ("engine=nope", "nope"), ("schedule_unit=week", "week"),
     ("hflip=maybe", "maybe"), ("augment=2", "2"), ("nosuchkey=1", "nosuchkey"), ("epochs", "epochs"),
     ("acc_thresholds=[2]", "2"), ("aux_loss_weight=-1", "-1"), ("model_kwargs=3", "model_kwargs"),
+    # a keyword the harness sets itself (it would be given twice), a model argument no run id can hold
+    ("model_kwargs.num_classes=3", "num_classes"), ("model_kwargs.in_channels=1", "in_channels"),
+    ("model_kwargs.num_classes=1000000000", "num_classes"), ("model_kwargs.width=NaN", "nan"),
+    ("model_kwargs.width=-Infinity", "-inf"), ("model_kwargs.x=" + "[" * 12 + "1" + "]" * 12, "nested deeper"),
+    # data-set specs: an option given twice, a rule broken by a default, values out of their field
+    ("dataset=synthetic:size=8,size=16", "size given twice"), ("dataset=synthetic:train=64,train=64", "train given twice"),
+    ("dataset=synthetic:classes=3000", "classes=3000"), ("dataset=synthetic:classes=20,train=10", "train=10"),
+    ("dataset=synthetic:seed=99999999999999999999999", "seed=99999999999999999999999"),
+    ("dataset=synthetic:size=1.5", "size='1.5'"), ("dataset=synthetic:noise=NaN", "noise='nan'"),
+    ("dataset=synthetic:size=4", "size=4"), ("dataset=synthetic:classes=1", "classes=1"),
 ]
 
 OTHER = [
@@ -69,6 +82,22 @@ OTHER = [
     (["show", "0123456789abcdef"], "0123456789abcdef"),
     (["report"], "study"), (["models", "nosuch*"], "nosuch*"), (["nosuchcommand"], "nosuchcommand"),
     (["run", STUDY, "--profile", "smoke", "--gpus-per-task", "x"], "'x'"),
+    # an image too small for the model, found on the meta device before any cell starts
+    *[([cmd, STUDY, "--profile", "smoke", "--set", "model=alexnet_cifar", "--set", f"{key}={side}"], f"{key} {side}")
+      for cmd in ("plan", "run") for key, side in (("image_size", 8), ("image_size", 16), ("crop_size", 8))],
+    # --set seed on a profile of several seeds would make every seed one run
+    *[([cmd, STUDY, "--profile", prof, "--set", f"seed={seed}"], f"--seeds {seed}")
+      for cmd in ("plan", "run", "status") for prof, seed in (("quick", 5), ("full", 0))],
+    # bench measure: sizes that do not fit are refused before anything is allocated (--no-speed counts
+    # them on the meta device); a model that cannot take the input; a keyword given twice
+    (["measure", "resnet20", "--image-size", "100000"], "3x100000x100000"),
+    (["measure", "resnet20", "--batch-size", "1000000000"], "batch 1000000000"),
+    (["measure", "resnet20", "--num-classes", "1000000000"], "1000000000 classes"),
+    (["measure", "resnet20", "--image-size", "100000", "--no-speed", "--layers"], "--layers"),
+    (["measure", "alexnet_cifar", "--image-size", "8"], "--image-size 8"),
+    (["measure", "alexnet_cifar", "--image-size", "16", "--no-speed"], "--image-size 16"),
+    (["measure", "resnet20", "--set", "model_kwargs.num_classes=3"], "num_classes"),
+    (["measure", "resnet20", "--set", "model_kwargs.in_channels=3"], "in_channels"),
     # every executor checks through the same expansion, before anything is written or submitted
     *[(["run", STUDY, "--profile", "smoke", "--executor", ex, "--set", item], needle)
       for ex in ("debug", "slurm") for item, needle in (("epochs=NaN", "nan"), ("model=nosuch", "nosuch"))],
@@ -230,3 +259,229 @@ def test_results_dir_inside_a_file(argv: list[str], tmp_path: Path, capsys: pyte
         f"bench: error: --results-dir {str(target)!r} is inside {str(tmp_path / 'a-file')!r}, a file "
         "(accepted: a folder, made if missing)"]
     assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+# -- every entry point: one line, never a traceback ---------------------------------------------------
+
+BAD_FAULTS = ["bogus", "checkpoint:explode", "measure:pause=-1", "measure:pause=abc", "write:", "before-summary:",
+              "write:a:b:kill", ":raise", "checkpoint:pause=inf"]
+
+
+@pytest.mark.parametrize("spec", BAD_FAULTS)
+def test_a_bad_bench_fault_is_one_line_before_anything_runs(spec: str, records: tuple[Path, dict[str, str]],
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also for commands that reach no fault point (list, measure --no-speed), where it went unseen."""
+    monkeypatch.setenv("BENCH_FAULT", spec)
+    for argv in (["list"], ["plan", STUDY, "--profile", "smoke"], ["measure", "resnet20", "--no-speed"]):
+        test_bad_input(argv, "BENCH_FAULT=" + spec, records, capsys, monkeypatch)
+
+
+def test_a_bad_bench_fault_via_subprocess(records: tuple[Path, dict[str, str]]) -> None:
+    root, before = records
+    env_cmd = "BENCH_FAULT=checkpoint:explode " + " ".join([sys.executable, "-m", "bench", "--results-dir", str(root),
+                                                             "status", STUDY])
+    r = subprocess.run(["bash", "-c", env_cmd], capture_output=True, text=True, timeout=300, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "bench: error: BENCH_FAULT=checkpoint:explode: 'explode' is not an action; accepted: kill, raise, pause=<seconds>"]
+    assert _snapshot(root) == before
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad\nsecond line"), KeyError("k"), RecursionError("deep"),
+                                 AssertionError(), ZeroDivisionError("x"), TypeError("t")])
+def test_a_bug_is_one_line_saying_where_and_to_report_it(exc: Exception, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bench import cli
+
+    def broken(args: object) -> int:
+        raise exc
+
+    monkeypatch.setitem(cli.COMMANDS, "list", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["list"]) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"bench: internal error: {type(exc).__name__}") and "bench/cli.py:" in lines[0]
+    assert "report it" in lines[0]
+    [saved] = list(tmp_path.glob("bench-error-*.txt"))  # the traceback is kept for the report
+    assert "Traceback" in saved.read_text() and saved.name in lines[0]
+
+
+def test_out_of_memory_is_a_users_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import cli
+
+    def greedy(args: object) -> int:
+        raise MemoryError()
+
+    monkeypatch.setitem(cli.COMMANDS, "list", greedy)
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench: error: out of memory") and "accepted" in err[0], err
+
+
+@pytest.mark.parametrize("uri, needle", [
+    ("bogus://x", "'bogus://'"), ("ftp://example.org/mlflow", "'ftp://'"), ("s3://bucket/x", "'s3://'"),
+    ("http://127.0.0.1:9", "no MLflow server answers"), ("https://127.0.0.1:9/api", "no MLflow server answers"),
+])
+def test_export_mlflow_refuses_a_bad_tracking_uri_at_once(uri: str, needle: str, records: tuple[Path, dict[str, str]],
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown scheme or a server that does not answer: one line in seconds, not MLflow's retries
+    for minutes; nothing written."""
+    import time
+
+    pytest.importorskip("mlflow")
+    t0 = time.monotonic()
+    test_bad_input(["export", "mlflow", STUDY, "--tracking-uri", uri], needle, records, capsys, monkeypatch)
+    assert time.monotonic() - t0 < 30
+
+
+# -- every value that enters a run id is canonical ---------------------------------------------------------
+
+
+def _run_ids(*sets: str, profile: str = "smoke") -> list[str]:
+    from bench.config import parse_set_args
+    from bench.study import get_study
+
+    return [c.run_id for c in get_study(STUDY).cells(profile, parse_set_args(list(sets)))]
+
+
+@pytest.mark.parametrize("same", [
+    ("val_size=0", "val_size=-0.0", "val_size=0.0", "val_size=-0", "val_size=0e5"),
+    ("val_size=16", "val_size=16.0", "val_size=1.6e1"),
+    ("lr=0.05", "lr=5e-2", "lr=0.050"),
+    ("epochs=2", "epochs=2.0", "epochs=2e0"),
+    ("model_kwargs.width=0.0", "model_kwargs.width=-0.0", "model_kwargs.width=0e0"),  # 0 is an int: its own
+    ("dataset=synthetic:size=16,train=384,test=128", "dataset=synthetic:test=128,train=384,size=16",
+     "dataset=synthetic: size=16.0 , train=384,test=128,classes=10", "dataset=synthetic:size=16,train=3.84e2,test=128"),
+])
+def test_equal_values_give_one_run_id(same: tuple[str, ...]) -> None:
+    """Two spellings of one value are one run (before: val_size=-0.0 and 0 were two)."""
+    ids = [_ids_of(item) for item in same]
+    assert all(i == ids[0] for i in ids), same
+
+
+def _ids_of(item: str) -> list[str]:
+    """The run ids of the smoke cells with ``item`` set; a model argument on the default config."""
+    from bench.config import apply_overrides, parse_set_args
+
+    if item.startswith("model_kwargs."):  # not every model of the study takes it
+        return [apply_overrides(RunConfig(), parse_set_args([item])).run_id]
+    return _run_ids(item)
+
+
+@pytest.mark.parametrize("item", ["epochs=100000000000000000000000", "iterations=99999999999999999999999",
+                                  "batch_size=1e20"])
+def test_an_integer_too_large_for_a_float_is_still_an_integer(item: str, capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path) -> None:
+    """Legal but absurd: planned (before: 'must be an integer' for 10**23 epochs)."""
+    assert main(["--results-dir", str(tmp_path), "plan", STUDY, "--profile", "smoke", "--set", item]) == 0, \
+        capsys.readouterr().err
+
+
+def test_set_seed_on_a_multi_seed_profile_is_refused_and_seeds_picks_one(capsys: pytest.CaptureFixture[str],
+                                                                        tmp_path: Path) -> None:
+    from bench.errors import UserError
+
+    with pytest.raises(UserError, match="--seeds 5"):
+        _run_ids("seed=5", profile="quick")
+    assert len(set(_run_ids(profile="quick"))) == len(_run_ids(profile="quick"))  # distinct without it
+    assert len(_run_ids("seed=5")) == len(set(_run_ids("seed=5")))  # one seed per arm: a seed override is fine
+    assert main(["--results-dir", str(tmp_path), "plan", STUDY, "--profile", "quick", "--seeds", "0"]) == 0
+
+
+# -- property-based: any --set value is refused in one line or gives a canonical, distinct run id ------
+
+_FIELDS = sorted(RunConfig.__dataclass_fields__)
+_NUMBERS = st.one_of(st.integers(min_value=-(10**30), max_value=10**30), st.floats(allow_nan=True, allow_infinity=True),
+                     st.sampled_from([-0.0, 0.0, 1e308, 5e-324, 2**63, 2**64, -1]))
+_TEXT = st.one_of(
+    _NUMBERS.map(lambda v: repr(v) if isinstance(v, float) else str(v)),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "null", "true", "false", "[]", "{}", "[1,2]", "[0.9,0.999]",
+                     "\"x\"", "nosuch", "", " ", "1e400", "-0", "0x10", "[[[[1]]]]", "{\"a\": 1}", "1,2", "∞"]),
+    st.text(max_size=12),
+    st.lists(_NUMBERS, max_size=3).map(lambda xs: "[" + ",".join(repr(x) if isinstance(x, float) else str(x)
+                                                                   for x in xs) + "]"),
+)
+
+
+CONFIG_EXAMPLES, PLAN_EXAMPLES = 300, 40  # Hypothesis examples per run (the README quotes them)
+
+
+@settings(max_examples=CONFIG_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(_FIELDS + ["model_kwargs.norm", "model_kwargs.width", "model_kwargs.num_classes"]),
+       text=_TEXT)
+def test_any_set_value_is_refused_in_one_line_or_canonical(key: str, text: str) -> None:
+    """A --set value is either a UserError (one line) or a config whose run id its own JSON gives
+    back; no other exception reaches the user."""
+    from bench.config import apply_overrides, parse_set_args
+    from bench.errors import UserError, error_line
+
+    try:
+        cfg = apply_overrides(RunConfig(), parse_set_args([f"{key}={text}"]))
+    except UserError as exc:
+        line, code = error_line(exc)
+        assert code == 2 and "\n" not in line and line.startswith("bench: error: ")
+        return
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again.run_id == cfg.run_id and again.to_json() == cfg.to_json()
+    assert "NaN" not in cfg.to_json() and "Infinity" not in cfg.to_json()  # the run id's input is JSON
+
+
+@settings(max_examples=PLAN_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["seed", "val_size", "lr", "epochs", "batch_size", "model_kwargs.norm", "image_size",
+                            "dataset", "momentum", "train_subset"]), text=_TEXT)
+def test_any_set_value_through_plan_is_one_line_or_distinct_cells(key: str, text: str,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Through the command line on a profile of 3 seeds: exit 0 with one run id per cell, or exit 2
+    with one line; never a traceback, never two cells sharing a run."""
+    from bench.config import parse_set_args
+    from bench.errors import UserError
+    from bench.study import get_study
+
+    root = tmp_path_factory.mktemp("plan")
+    rc = main(["--results-dir", str(root), "plan", STUDY, "--profile", "quick", "--set", f"{key}={text}"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and rc in (0, 2), (rc, err)
+    if rc == 2:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("bench: error: "), err
+        return
+    try:
+        cells = get_study(STUDY).cells("quick", parse_set_args([f"{key}={text}"]))
+    except UserError:
+        pytest.fail("plan accepted what the expansion refuses")
+    assert len({c.run_id for c in cells}) == len(cells)
+    assert list(root.iterdir()) == []  # plan writes nothing
+
+
+@pytest.mark.parametrize("copies", [2, 3])
+def test_the_statistics_refuse_to_count_one_run_twice(copies: int) -> None:
+    """A study.json written before seeds were checked can list one run id for several cells (three
+    "seeds" that are one run): the claim is not tested instead of counting that run three times."""
+    import pandas as pd
+
+    from bench.report.claims import evaluate
+    from bench.study import Claim
+
+    def rows(arm: str, values: list[float], ids: list[str]) -> list[dict[str, object]]:
+        return [{"run_id": rid, "arm_label": arm, "arm_model": arm, "seed": i, "state": "ok",
+                 "final_test_error_pct": v} for i, (v, rid) in enumerate(zip(values, ids))]
+
+    claim = Claim("res < plain", "final_test_error_pct", "less", 0.5, "constructed", a={"model": "res"},
+                  b={"model": "plain"})
+    plain = rows("plain", [8.0, 8.6, 7.7], ["p0", "p1", "p2"])
+    distinct = pd.DataFrame(rows("res", [7.1, 7.5, 6.9], ["r0", "r1", "r2"]) + plain)
+    assert evaluate(claim, distinct).verdict == "reproduced"
+    one_run = pd.DataFrame(rows("res", [7.1] * copies + [6.9] * (3 - copies), ["r0"] * copies + ["r2"] * (3 - copies))
+                           + plain)
+    out = evaluate(claim, one_run)
+    assert out.verdict == "not tested" and out.estimate is None
+    assert f"run r0 is listed as {copies} cells" in out.why and "counted once" in out.why

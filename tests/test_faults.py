@@ -351,8 +351,9 @@ def test_retry_failed_after_a_corrupt_measurement_cache(tmp_path: Path) -> None:
 def test_readme_figures() -> None:
     """The README's "What survives what" table quotes these tests' own figures."""
     from bench.locks import UNREADABLE_CLAIM_S
-    from tests.test_bad_input import CASES
-    from tests.test_faults_damage import COMMANDS, DAMAGE
+    from tests.test_bad_input import BAD_FAULTS, CASES, CONFIG_EXAMPLES, PLAN_EXAMPLES
+    from tests.test_data import BAD_ARCHIVES
+    from tests.test_faults_damage import CHECKPOINTS, COMMANDS, DAMAGE
     from tests.test_faults_races import test_concurrent_runners_never_run_a_cell_twice as race
 
     text = (REPO / "README.md").read_text()
@@ -361,7 +362,10 @@ def test_readme_figures() -> None:
     for figure in (f"each of these {len(POINTS)} points", f"{len(POINTS)} kill + rerun trials",
                    f"bad input ({len(CASES)} cases", f"{len(DAMAGE)} kinds", f"against {len(COMMANDS)} commands",
                    f"stale after {UNREADABLE_CLAIM_S:.0f} s", f"({rounds[8]} rounds at 8)",
-                   f"{', '.join(map(str, sorted(rounds)[:-1]))} and {max(rounds)} runners", "600 KiB left"):
+                   f"{', '.join(map(str, sorted(rounds)[:-1]))} and {max(rounds)} runners", "600 KiB left",
+                   f"`checkpoint.pt` ({len(CHECKPOINTS)} kinds", f"`BENCH_FAULT` ({len(BAD_FAULTS)} values)",
+                   f"Hypothesis: {CONFIG_EXAMPLES} values on the config, {PLAN_EXAMPLES} through `plan`",
+                   f"a bad archive ({', '.join(BAD_ARCHIVES).replace('-', ' ')})"):
         assert figure in table, figure
     for point in POINTS:
         assert f"`{point}`" in table or f"BENCH_FAULT={point}" in table, point
