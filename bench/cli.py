@@ -164,9 +164,9 @@ def check_results_dir(path: str, write: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import experiments  # noqa: F401 - registers the studies (the top layer brings the registry in)
-
     try:
+        import experiments  # noqa: F401 - registers the studies (the top layer brings the registry in)
+
         faults.check_env()  # a bad BENCH_FAULT is one line before anything runs
         args = build_parser().parse_args(argv)
         if hasattr(args, "results_dir"):

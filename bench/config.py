@@ -303,13 +303,18 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 def parse_set_args(items: list[str]) -> dict[str, Any]:
-    """``['lr=0.05', 'model_kwargs.norm=gn']`` -> overrides dict; malformed items are a UserError."""
+    """``['lr=0.05', 'model_kwargs.norm=gn']`` -> overrides dict; a malformed item or a key given twice
+    (which would leave one of them unused without a word) is a UserError."""
     out: dict[str, Any] = {}
+    first: dict[str, str] = {}
     for item in items:
         if "=" not in item:
             raise UserError(f"bad --set {item!r}: expected key=value")
         k, v = item.split("=", 1)
         k = k.strip()
+        if k in first:
+            raise UserError(f"--set {k} given twice ({first[k]!r} and {item!r}); accepted: each key once")
+        first[k] = item
         # config fields are coerced by their declared type later; model arguments have no declared
         # type here, so their text is parsed now ('8' -> 8, 'true' -> True, 'gn' stays 'gn')
         out[k] = parse_value(v) if k.startswith("model_kwargs.") else v

@@ -47,7 +47,7 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     """
     if isinstance(exc, UserError):
         return f"bench: error: {first_line(exc)}", EXIT_USER
-    if isinstance(exc, OSError) and not isinstance(exc, (BrokenPipeError, ConnectionError, TimeoutError)):
+    if isinstance(exc, OSError):  # also a network that refuses (ConnectionError, TimeoutError)
         where = f": {exc.filename}" if exc.filename else ""
         return (f"bench: error: {exc.strerror or first_line(exc)}{where} "
                 "(finished records are kept; fix this and rerun)"), EXIT_USER

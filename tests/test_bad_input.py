@@ -98,6 +98,11 @@ OTHER = [
     (["measure", "alexnet_cifar", "--image-size", "16", "--no-speed"], "--image-size 16"),
     (["measure", "resnet20", "--set", "model_kwargs.num_classes=3"], "num_classes"),
     (["measure", "resnet20", "--set", "model_kwargs.in_channels=3"], "in_channels"),
+    # a --set key given twice: one of them would go unused
+    *[([cmd, STUDY, "--profile", "smoke", "--set", a, "--set", b], "given twice")
+      for cmd in ("plan", "run", "status") for a, b in (("lr=1", "lr=2"), ("epochs=1", " epochs=1"),
+                                                       ("model_kwargs.norm=bn", "model_kwargs.norm=gn"))],
+    (["measure", "resnet20", "--set", "model_kwargs.norm=bn", "--set", "model_kwargs.norm=gn"], "given twice"),
     # every executor checks through the same expansion, before anything is written or submitted
     *[(["run", STUDY, "--profile", "smoke", "--executor", ex, "--set", item], needle)
       for ex in ("debug", "slurm") for item, needle in (("epochs=NaN", "nan"), ("model=nosuch", "nosuch"))],
