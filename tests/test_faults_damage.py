@@ -322,7 +322,11 @@ def test_a_whole_checkpoint_is_not_damage(tmp_path: Path) -> None:
     rd = store.run_dir(STUDY, "r")
     rd.mkdir(parents=True)
     assert store.checkpoint_damage(STUDY, "r") is None  # absent
-    (rd / "checkpoint.pt").write_bytes(_whole_checkpoint())
+    import torch
+
+    from bench.train.checkpoint import rng_state, save_checkpoint
+
+    save_checkpoint(rd / "checkpoint.pt", {"run_id": "r", "epoch": 1, "rng": rng_state(), "w": torch.ones(3)})
     assert store.checkpoint_damage(STUDY, "r") is None and store.set_aside_damaged(STUDY, "r") is None
     assert (rd / "checkpoint.pt").exists()
 
