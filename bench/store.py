@@ -55,6 +55,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _cell_problem(cell: Any) -> str | None:
+    """Why ``cell`` (a cell.json's JSON) is not a cell's identity (not an object, arm or tags not
+    objects, a seed that is not a whole number), or None."""
+    if not isinstance(cell, dict):
+        return "not a JSON object"
+    for key in ("arm", "tags"):
+        if not isinstance(cell.get(key, {}), dict):
+            return f"{key} is not an object"
+    seed = cell.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return "seed is not a whole number"
+    return None
+
+
 def _study_json_problem(desc: Any, study: str) -> str | None:
     """Why ``desc`` is not the study.json of ``study`` (not an object, another study's, a field of
     the wrong shape), or None."""
@@ -156,9 +170,9 @@ class ResultsStore:
             return self.summary(study, run_id)
         except (ValueError, OSError) as exc:
             cell = exc
-        if isinstance(cell, dict):
-            return cell
-        why = _first_line(cell) if isinstance(cell, Exception) else "not a JSON object"
+        why = _first_line(cell) if isinstance(cell, Exception) else _cell_problem(cell)
+        if why is None:
+            return cell  # type: ignore[return-value]
         summary = self.summary(study, run_id)
         warn_once(path, f"{path} is damaged ({why}); " + (
             "its summary.json says the same, nothing is lost" if summary is not None
@@ -244,7 +258,7 @@ class ResultsStore:
             cell = rd / "cell.json"
             if cell.is_file():
                 try:
-                    ok = isinstance(read_json(cell), dict)
+                    ok = _cell_problem(read_json(cell)) is None
                 except (ValueError, OSError):
                     ok = False
                 if not ok:

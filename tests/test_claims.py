@@ -348,7 +348,9 @@ def test_auto_profile_on_a_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     study = load_studies().get("residual")
     assert resolve_profile("auto", study, str(tmp_path)) == "smoke"
     assert "no cifar10 in" in capsys.readouterr().err
-    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(b"")
+    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(b"")  # empty: not CIFAR-10 found
+    assert resolve_profile("auto", study, str(tmp_path)) == "smoke"
+    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(b"\x1f\x8b\x08\x00")  # a gzip file's start: looked at, not read
     assert resolve_profile("auto", study, str(tmp_path)) == "cpu"
     assert resolve_profile("auto", load_studies().get("bn-placement"), str(tmp_path)) == "smoke"
     raw = tmp_path / "MNIST" / "raw"
