@@ -17,7 +17,9 @@ STUDIES  = $(shell $(PY) -m bench list --studies --names-only 2>/dev/null)
 
 help:
 	@echo "make install | test | bench | perf | report | clean"
-	@echo "make ablation-<study> [PROFILE=full|quick|smoke] [ARGS='--set key=value ...']"
+	@echo "make ablation-<study> [PROFILE=auto|full|quick|cpu|smoke] [ARGS='--set key=value ...'] [DATA_DIR=...]"
+	@echo "  PROFILE=auto (default): quick on a CUDA GPU; on a CPU the study's cpu profile when its real"
+	@echo "  data set is in DATA_DIR (residual, residual-mnist), else smoke"
 	@echo "make ablation-all [PROFILE=...]"
 
 $(STAMP): pyproject.toml
@@ -39,8 +41,10 @@ bench: $(STAMP)
 perf: $(STAMP)
 	$(BENCH) perf $(ARGS)
 
+# the run, then its verdicts, then the report (whose path is the last line printed)
 ablation-%: $(STAMP)
 	$(BENCH) run $* --profile $(PROFILE) $(ARGS)
+	@$(BENCH) claims $*
 	$(BENCH) report $*
 
 ablation-all: $(STAMP)
