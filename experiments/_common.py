@@ -50,6 +50,23 @@ CPU_CIFAR_SUBSET = {
 }
 
 
+# A few hundred steps of He et al.'s recipe on a CPU (residual's cpu profile, chosen from the pilot in
+# docs/cpu-pilot.md): 200 iterations, a linear warm-up over the first 40 (He et al. warm up their
+# deepest net at a low lr; at lr 0.1 from the first step the 56-layer nets stay at chance for
+# hundreds of steps), then lr 0.1 held (the paper's drops come after 32k iterations), and the
+# fastest CPU numerics that trained like fp32 in the pilot (bf16 autocast, channels_last).
+CPU_SHORT_RECIPE = {
+    "iterations": 200,
+    "epochs": None,
+    "schedule": "constant",
+    "schedule_unit": "iter",
+    "milestones": (),
+    "warmup": 40,
+    "precision": "bf16",
+    "channels_last": True,
+}
+
+
 def smoke_overrides(**extra: object) -> dict[str, object]:
     """A run of seconds on a CPU: tiny synthetic data, 2 epochs, small batches."""
     base = {
