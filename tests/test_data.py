@@ -599,3 +599,17 @@ def test_a_synthetic_spec_error_names_what_was_typed(spec: str, named: str, not_
     text = str(info.value)
     assert text.startswith(f"bad synthetic option {named}") and "accepted" in text, text
     assert not_named is None or not_named not in text
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut", b"garbage"])
+def test_a_damaged_image_cache_is_one_warning_line_and_decoded_again(damage: bytes, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "two.tar.gz").write_bytes(_tar_bytes(_layout(("a", "b"))))
+    first = load_dataset(f"imagefolder:{tmp_path / 'two.tar.gz'}", cache_dir=tmp_path / "cache")
+    [cached] = list((tmp_path / "cache" / "imagefolder").glob("*.npz"))
+    cached.write_bytes(damage)
+    capsys.readouterr()
+    again = load_dataset(f"imagefolder:{tmp_path / 'two.tar.gz'}", cache_dir=tmp_path / "cache")
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("bench: warning: ignoring unreadable image cache"), err
+    assert "decoded" in again.source and torch.equal(again.train.images, first.train.images)

@@ -16,7 +16,6 @@ import os
 import sys
 import tarfile
 import time
-import warnings
 import zipfile
 import zlib
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -78,7 +77,7 @@ def load_imagefolder(path: Path, cache_dir: Path, *, name: str | None = None, no
         try:
             write_atomic(cache_file, lambda f: np.savez(f, **arrays), binary=True)
         except OSError as e:  # an unwritable cache only costs time on the next load
-            warnings.warn(f"could not write the decoded-image cache {cache_file}: {e}", stacklevel=2)
+            _warn(f"could not write the decoded-image cache {cache_file} ({e.strerror or e}); decoding again next time")
     classes = [str(c) for c in arrays["classes"]]
     train = ArrayDataset(torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"]), classes)
     test = ArrayDataset(torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"]), classes)
@@ -132,9 +131,14 @@ def _read_cache(cache_file: Path, key: str) -> dict[str, np.ndarray] | None:
         if str(arrays["key"]) != key:
             raise ValueError("content key mismatch")
         return arrays
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        warnings.warn(f"ignoring unreadable image cache {cache_file} ({e}); decoding again", stacklevel=3)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # an empty file: EOFError
+        _warn(f"ignoring unreadable image cache {cache_file} ({' '.join(str(e).split())[:200]}); decoding again")
         return None
+
+
+def _warn(message: str) -> None:
+    """One line on stderr (a Python warning would add the source line under it)."""
+    print(f"bench: warning: {message}", file=sys.stderr)
 
 
 def _decode(path: Path) -> dict[str, np.ndarray]:
