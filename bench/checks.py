@@ -138,8 +138,8 @@ def check_cells_configs(configs: list[RunConfig]) -> None:
         j = cfg.to_json()
         if j in seen:
             seeds = sorted({c.seed for c in configs})
-            hint = (f"every seed is seed {cfg.seed}: pick seeds with --seeds (e.g. --seeds {cfg.seed}), "
-                    "not --set seed" if len(seeds) == 1 else "an override made two arms the same")
+            hint = (f"--set seed={cfg.seed} makes every seed of the profile seed {cfg.seed}; pick among the "
+                    "profile's seeds with --seeds instead" if len(seeds) == 1 else "an override made two arms the same")
             raise UserError(f"two cells of the study would be one run (run id {cfg.run_id}): {hint} "
                             "(accepted: overrides that keep the cells distinct)")
         seen.add(j)

@@ -87,7 +87,7 @@ OTHER = [
     *[([cmd, STUDY, "--profile", "smoke", "--set", "model=alexnet_cifar", "--set", f"{key}={side}"], f"{key} {side}")
       for cmd in ("plan", "run") for key, side in (("image_size", 8), ("image_size", 16), ("crop_size", 8))],
     # --set seed on a profile of several seeds would make every seed one run
-    *[([cmd, STUDY, "--profile", prof, "--set", f"seed={seed}"], f"--seeds {seed}")
+    *[([cmd, STUDY, "--profile", prof, "--set", f"seed={seed}"], f"--set seed={seed} makes every seed")
       for cmd in ("plan", "run", "status") for prof, seed in (("quick", 5), ("full", 0))],
     # bench measure: sizes that do not fit are refused before anything is allocated (--no-speed counts
     # them on the meta device); a model that cannot take the input; a keyword given twice
@@ -395,7 +395,8 @@ def test_set_seed_on_a_multi_seed_profile_is_refused_and_seeds_picks_one(capsys:
                                                                         tmp_path: Path) -> None:
     from bench.errors import UserError
 
-    with pytest.raises(UserError, match="--seeds 5"):
+    with pytest.raises(UserError, match="seed=5 makes every seed of the profile seed 5; pick among the profile's "
+                                        "seeds with --seeds"):
         _run_ids("seed=5", profile="quick")
     assert len(set(_run_ids(profile="quick"))) == len(_run_ids(profile="quick"))  # distinct without it
     assert len(_run_ids("seed=5")) == len(set(_run_ids("seed=5")))  # one seed per arm: a seed override is fine
