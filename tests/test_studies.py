@@ -33,3 +33,31 @@ def test_smoke_profile_end_to_end(name: str, results_dir: Path) -> None:
         assert f'id="fig-{kind}"' in html, kind
     assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"', html)) >= len(study.figures)
     assert (results_dir / "index.html").exists()
+
+
+def _said(description: str, unit: str) -> list[int]:
+    """Lengths a description gives in ``unit`` ('200 iterations', '64k iterations'), not the parts of
+    a schedule ('over the first 40 iterations') nor another protocol's ("the paper's 64k iterations")."""
+    out = []
+    for num, k in re.findall(rf"(?<!first )(?<!paper's )(?<![\d,])(\d[\d,]*)(k?) {unit}", description):
+        out.append(int(num.replace(",", "")) * (1000 if k else 1))
+    return out
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_profile_descriptions_state_the_real_length(name: str) -> None:
+    """A profile's description that names its length in iterations, epochs or steps per epoch says
+    what its cells run (the plan's optimizer steps), so it cannot drift from the profile again."""
+    from bench.plan import estimate_steps, train_size
+
+    study = load_studies().get(name)
+    for pname, prof in study.profiles.items():
+        cells = study.cells(pname)
+        steps = {estimate_steps(c.config) for c in cells}
+        for n in _said(prof.description, "iterations"):
+            assert steps == {n}, (pname, prof.description, steps)
+        for m in re.finditer(r"(\d+) epochs of (\d+) steps", prof.description):
+            epochs, per = int(m.group(1)), int(m.group(2))
+            sizes = {train_size(c.config) for c in cells}
+            assert all(s is not None and -(-s // c.config.batch_size) == per for s, c in zip(sizes, cells)), sizes
+            assert steps == {epochs * per}, (pname, steps)
