@@ -102,7 +102,7 @@ def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str,
         )
     except Exception as exc:  # noqa: BLE001 - a measurement problem must not cost the training run
         return {"measure_error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-    env = environment()
+    env = environment(resolve_device(device))
     m = {k: v for k, v in m.items() if k not in env}  # the summary carries the environment once
     # What was measured is in the config already; keep these names from shadowing the summary's.
     for k in ("model", "device", "batch_size", "precision", "channels_last", "input_shape"):

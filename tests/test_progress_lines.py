@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.cli import main
 
@@ -22,3 +23,6 @@ def test_a_run_whose_output_goes_to_a_file_says_each_cell(tmp_path: Path, capsys
         assert re.search(r": ok, final training error \d+\.\d%, final test error \d+\.\d%, (\d+ min )?\d+ s; ", ln), ln
         assert f"; {i}/4 done, " in ln
     assert "left at this pace" in lines[0] and lines[-1].split("4/4 done, ")[1].startswith("all in ")
+    # --device auto (the default) falling back to the CPU says so once, before the cells
+    said = "bench: --device auto: no CUDA GPU is visible, running on the CPU"
+    assert (err.count(said) == 1) == (not torch.cuda.is_available()), err

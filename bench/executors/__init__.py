@@ -16,6 +16,7 @@ from bench.executors.options import EXECUTORS, RunOptions, parse_executor, parse
 from bench.executors.local import auto_parallel, parse_gpus, resolve_slots, run_local
 from bench.executors.slurm import build_slurm_parameters, run_submitit
 from bench.executors.status import status_frame, status_table
+from bench.device import auto_device_note
 from bench.runner import prepare
 from bench.store import ResultsStore
 from bench.study import Study
@@ -38,6 +39,9 @@ def run_with_executor(study: Study, profile: str, opts: RunOptions) -> dict[str,
     """Run (or, for Slurm, submit) the study's pending cells; counts by state, or None once submitted."""
     if opts.executor == "local":
         resolve_slots(opts.device, opts.gpus)  # bad --device/--gpus: before any write
+        note = auto_device_note(opts.device)
+        if note:  # the record says so too, but a user who expected a GPU should hear it at once
+            print(f"bench: {note}", file=sys.stderr)
     if opts.executor == "slurm":
         from bench.executors.slurm import require_sbatch
 

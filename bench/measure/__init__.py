@@ -120,5 +120,7 @@ def measure_model(
                                      repeats=repeats, precision=precision, channels_last=channels_last))
             out.update(measure_memory(model, shape, batch_size, device, mode=mode, precision=precision,
                                       channels_last=channels_last))
-    out.update(environment())
+    from bench.device import resolve_device
+
+    out.update(environment(resolve_device(device)))  # names the run's own GPU for cuda:N
     return out
