@@ -42,9 +42,16 @@ def default_results_dir() -> str:
     return os.environ.get("BENCH_RESULTS_DIR", "results")
 
 
-def default_data_dir() -> str | None:
-    """Where data sets are found unless told: $BENCH_DATA_DIR, else None (./data)."""
-    return os.environ.get("BENCH_DATA_DIR")
+SHARED_DATA_DIR = "../shared/data"  # a data folder shared by the checkouts beside this one
+
+
+def default_data_dir() -> str:
+    """Where data sets are found unless told, for the command line, ``make`` and the notebook API
+    alike: $BENCH_DATA_DIR, else ../shared/data when that folder exists, else ./data."""
+    env = os.environ.get("BENCH_DATA_DIR")
+    if env:
+        return env
+    return SHARED_DATA_DIR if Path(SHARED_DATA_DIR).is_dir() else "data"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default=default_results_dir(),
                    help="where records and reports go (env BENCH_RESULTS_DIR; default ./results)")
     p.add_argument("--data-dir", default=default_data_dir(),
-                   help="where data sets are found (env BENCH_DATA_DIR; default ./data)")
+                   help="where data sets are found (env BENCH_DATA_DIR; default ../shared/data when it exists, "
+                        "else ./data)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ls = sub.add_parser("list", help="studies, models and data sets")
@@ -63,9 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="the runs of a study, their status and estimated cost")
     pl.add_argument("study")
-    pl.add_argument("--profile", default="auto", help=PROFILE_HELP)
+    pl.add_argument("--profile", default=None,
+                    help=PROFILE_HELP + "; default: the profile last run (and its --set), else auto")
     _selection(pl)
     _common_set(pl)
+    pl.add_argument("--prior-sd", type=float, default=None, metavar="STD",
+                    help="seed-to-seed std of one run's metric (its units) for claims without recorded runs")
 
     rn = sub.add_parser("run", help="run a study's pending cells")
     rn.add_argument("study")
@@ -82,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--timeout-min", type=int, default=240, help="Slurm: time limit per task in minutes")
     rn.add_argument("--max-parallel", type=int, default=None, help="Slurm: array tasks running at once")
     _common_set(rn)
+    rn.add_argument("--until-decided", action="store_true",
+                    help="add seeds, one round at a time, to the arms of undecided claims until each is reproduced or "
+                         "contradicted (group-sequential design; see README 'How many seeds')")
+    rn.add_argument("--max-seeds", type=int, default=None,
+                    help="--until-decided: seeds per arm at most (default: twice the profile's)")
+    rn.add_argument("--spending", default="obrien-fleming",
+                    help="--until-decided: alpha spending, obrien-fleming | pocock")
 
     sh = sub.add_parser("show", help="one run's config, summary and history")
     sh.add_argument("run_id")
@@ -127,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--epochs", type=int, default=2, help="timed epochs per variant (after one warm-up epoch)")
     pf.add_argument("--device", default="auto")
     pf.add_argument("--dataset", default="cifar10")
-    pf.add_argument("--variants", default=None, help="comma-separated subset of variants")
+    pf.add_argument("--variants", default=None, help="comma-separated subset of variants ('step': the five "
+                                                     "training-step variants)")
+    pf.add_argument("--rounds", type=int, default=None, help="step variants: interleaved rounds (default 7)")
+    pf.add_argument("--steps", type=int, default=None, help="step variants: back-to-back steps per variant per "
+                                                           "round (default 5)")
     return p
 
 
@@ -252,15 +274,44 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from bench.study import parse_selection
 
     study = get_study(args.study)
-    profile = resolve_profile(args.profile, study, args.data_dir)
+    profile, overrides = _recorded_or_auto(args, study)
     selection = parse_selection(args.only, args.seeds)
-    df = plan_table(study, profile, args.results_dir, _overrides(args), selection)
+    df = plan_table(study, profile, args.results_dir, overrides, selection)
     print(f"{study.name} [{profile}]: {study.question}")
     if selection:
         print(f"selection: {selection.describe()} ({len(df)} of {df.attrs['cells_in_profile']} cells)")
     print(df.to_string(index=False))
     print("\n".join(plan_footer(df)))
+    _print_power(study, profile, args, df)
     return 0
+
+
+def _recorded_or_auto(args: argparse.Namespace, study: Any) -> tuple[str, dict[str, Any]]:
+    """No --profile: the profile (and, without --set, the overrides) of the study's last ``bench run``,
+    said on stderr; else 'auto' resolved. A given --profile is resolved as always."""
+    from bench.executors.status import recorded_choice
+    from bench.store import ResultsStore
+
+    if args.profile is None:
+        profile, overrides = recorded_choice(study.name, ResultsStore(args.results_dir), None, _overrides(args))
+        if profile is not None:
+            print(f"bench: profile {profile} (the last run's; --profile to choose another)", file=sys.stderr)
+            return profile, overrides
+    return resolve_profile(args.profile or "auto", study, args.data_dir), _overrides(args)
+
+
+def _print_power(study: Any, profile: str, args: argparse.Namespace, df: Any) -> None:
+    """The plan's power section: seeds per arm each claim needs (see bench.plan.power_table)."""
+    from bench.plan import power_footer, power_table
+
+    if args.prior_sd is not None and not args.prior_sd > 0:
+        raise UserError(f"bad --prior-sd {args.prior_sd} (accepted: a standard deviation > 0, in the metric's units)")
+    power = power_table(study, profile, args.results_dir, _overrides(args), df, args.prior_sd)
+    if power.empty:
+        return
+    print("\nhow many seeds (80% power at each claim's smallest effect):")
+    print(power.to_string(index=False))
+    print("\n".join(power_footer(power)))
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -282,6 +333,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study = get_study(args.study)
     profile = resolve_profile(args.profile, study, args.data_dir)
+    if args.until_decided:
+        from bench.executors.sequential import run_until_decided
+
+        done = run_until_decided(study, profile, run_options(args), args.max_seeds, args.spending)
+        print(f"{study.name} [{profile}]: {done['looks']} look(s), {done['design']} -> "
+              f"{args.results_dir}/{study.name}/")
+        return 0
+    if args.max_seeds is not None:
+        raise UserError(f"--max-seeds {args.max_seeds} without --until-decided (accepted: with --until-decided)")
     counts = run_with_executor(study, profile, run_options(args))
     if counts is not None:
         done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))

@@ -213,10 +213,11 @@ def run_perf(args: argparse.Namespace) -> int:
     variants = parse_variants(getattr(args, "variants", None))
     if args.batch_size < 1 or args.epochs < 1:
         raise UserError(f"--batch-size and --epochs must be >= 1, got {args.batch_size} and {args.epochs}")
-    rounds = int(getattr(args, "rounds", None) or STEP_ROUNDS)
-    steps = int(getattr(args, "steps", None) or STEP_STEPS)
+    given_rounds, given_steps = getattr(args, "rounds", None), getattr(args, "steps", None)
+    rounds = STEP_ROUNDS if given_rounds is None else int(given_rounds)
+    steps = STEP_STEPS if given_steps is None else int(given_steps)
     if rounds < 1 or steps < 1:
-        raise UserError(f"rounds and steps per round must be >= 1, got {rounds} and {steps}")
+        raise UserError(f"bad --rounds {rounds} or --steps {steps} (accepted: integers >= 1)")
     cuda = device.type == "cuda"
     workers = int(getattr(args, "num_workers", None) or (USUAL_WORKERS if cuda else 0))
     data_dir = getattr(args, "data_dir", None)

@@ -76,6 +76,8 @@ OTHER = [
     (["measure", "resnet20", "--precision", "fp8"], "fp8"),
     (["measure", "resnet20", "--in-channels", "0"], "--in-channels 0"),
     (["measure", "resnet20", "--num-classes", "0"], "--num-classes 0"),
+    (["perf", "--device", "cpu", "--rounds", "0"], "--rounds 0"),
+    (["perf", "--device", "cpu", "--steps", "-2"], "--steps -2"),
     (["measure", "resnet20", "--batch-size", "abc"], "abc"),
     (["measure", "nosuchmodel"], "nosuchmodel"),
     (["measure", "resnet20", "--set", "model_kwargs.norm=xx"], "xx"),
