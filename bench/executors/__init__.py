@@ -39,9 +39,6 @@ def run_with_executor(study: Study, profile: str, opts: RunOptions) -> dict[str,
     """Run (or, for Slurm, submit) the study's pending cells; counts by state, or None once submitted."""
     if opts.executor == "local":
         resolve_slots(opts.device, opts.gpus)  # bad --device/--gpus: before any write
-        note = auto_device_note(opts.device)
-        if note:  # the record says so too, but a user who expected a GPU should hear it at once
-            print(f"bench: {note}", file=sys.stderr)
     if opts.executor == "slurm":
         from bench.executors.slurm import require_sbatch
 
@@ -55,6 +52,9 @@ def run_with_executor(study: Study, profile: str, opts: RunOptions) -> dict[str,
     selection = opts.selection
     cells, todo = prepare(study, profile, store, opts.overrides, opts.retry_failed, selection,
                           data_dir=opts.data_dir)  # validates and loads the data before any write
+    note = auto_device_note(opts.device) if opts.executor == "local" else None
+    if note and todo:  # the record says so too, but a user who expected a GPU should hear it at once
+        print(f"bench: {note}", file=sys.stderr)
     if selection:
         print(f"bench: selection {selection.describe()}: {len(selection.apply(cells))} of {len(cells)} cells, "
               f"{len(todo)} to run", file=sys.stderr)
