@@ -71,10 +71,8 @@ class Claim:
 
     def held(self) -> bool:
         """True while the lock file still carries this claim's token."""
-        try:
-            return read_json(self.path).get("token") == self.token
-        except (FileNotFoundError, ValueError):
-            return False
+        info = read_claim(self.path)  # a lock file of another shape (a list, garbage) is not ours
+        return info is not None and info.get("token") == self.token
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lock file if it is still ours."""

@@ -92,6 +92,9 @@ DAMAGE: dict[str, tuple[Callable[[Path, Path], None], str]] = {
                                  "study.json"),
     "measurements-deep": (lambda rd, sd: [p.write_text(_deep()) for p in (sd / "measurements").glob("*.json")],
                           "measurements"),
+    # JSON of another shape where an unfinished run's cell or claim is read
+    "cell-list-of-unfinished": (lambda rd, sd: (_unfinish(rd), (rd / "cell.json").write_text("[1, 2]")), "cell.json"),
+    "claim-list": (lambda rd, sd: (_unfinish(rd), (rd / "claim.lock").write_text('["token"]')), "claim.lock"),
     "checkpoint-empty": (lambda rd, sd: (_unfinish(rd), (rd / "checkpoint.pt").write_bytes(b"")), "checkpoint.pt"),
     "checkpoint-cut": (lambda rd, sd: (_unfinish(rd), (rd / "checkpoint.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 60)),
                        "checkpoint.pt"),

@@ -113,3 +113,16 @@ def test_old_break_markers_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
     (tmp_path / "claim.lock").write_text("")  # not a marker: left alone
     assert locks.remove_old_break_markers(tmp_path) == [old]
     assert fresh.exists() and not old.exists() and (tmp_path / "claim.lock").exists()
+
+
+@pytest.mark.parametrize("body", ['["token"]', "3", "{x", ""])
+def test_a_lock_file_of_another_shape_is_not_ours(tmp_path: Path, body: str) -> None:
+    """A claim whose lock file was overwritten with JSON of another shape (or garbage) is not held,
+    and releasing it leaves that file alone instead of raising."""
+    lock = tmp_path / "claim.lock"
+    claim = locks.take(lock, worker="w1")
+    assert claim is not None and claim.held()
+    lock.write_text(body)
+    assert not claim.held()
+    claim.release()
+    assert lock.read_text() == body

@@ -113,10 +113,9 @@ def load(study: str, results_dir: str | Path) -> ReportData:
             records[rd.name] = r
             present[rd.name] = r.cell.identity()
         elif (rd / "cell.json").exists():
-            try:
-                present[rd.name] = read_json(rd / "cell.json")
-            except ValueError:
-                pass
+            cell = store.read_cell(study, rd.name)  # a damaged one is named once and left out
+            if isinstance(cell, dict) and cell.get("run_id", rd.name) == rd.name:
+                present[rd.name] = cell
     # study.json lists the cells of the latest `bench run` (profile + overrides); records of earlier
     # runs with another profile share arm labels and must not be averaged in.
     listed = set(desc.get("run_ids") or [])
