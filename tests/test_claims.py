@@ -355,8 +355,14 @@ def test_auto_profile_on_a_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert resolve_profile("auto", load_studies().get("bn-placement"), str(tmp_path)) == "smoke"
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for n in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        (raw / f"{n}.gz").write_bytes(b"")
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for n in names:
+        (raw / f"{n}.gz").write_bytes(b"")  # empty: not MNIST found
+    assert resolve_profile("auto", load_studies().get("residual-mnist"), str(tmp_path)) == "smoke"
+    for n in names:
+        (raw / f"{n}.gz").write_bytes(b"\x1f\x8b\x08\x00")  # a gzip file's start: looked at, not read
+    assert resolve_profile("auto", load_studies().get("residual-mnist"), str(tmp_path)) == "cpu"
+    (raw / names[0]).write_bytes(b"")  # an empty decompressed file beside its .gz: the .gz still counts
     assert resolve_profile("auto", load_studies().get("residual-mnist"), str(tmp_path)) == "cpu"
     assert resolve_profile("smoke", study, str(tmp_path)) == "smoke"
 

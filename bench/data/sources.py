@@ -67,7 +67,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, cache_dir: st
 
 def available_locally(name: str, data_dir: str | Path | None = None) -> bool:
     """True when ``name`` loads from ``data_dir`` without a download (synthetic data always does);
-    looks at file names only, reads nothing."""
+    looks at file names and sizes (and a gzip file's first two bytes), reads nothing else."""
     base, _, arg = name.partition(":")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if base == "synthetic":
@@ -80,11 +80,28 @@ def available_locally(name: str, data_dir: str | Path | None = None) -> bool:
         return False
     tv = getattr(datasets, cls)
     expected = _expected_files(tv, root)
-    if all(p.exists() for p in expected):
+    if all(_has_bytes(p) for p in expected):
         return True
-    if _is_mnist_like(tv) and all(p.exists() or p.with_name(p.name + ".gz").exists() for p in expected):
+    if _is_mnist_like(tv) and all(_has_bytes(p) or _is_gzip(p.with_name(p.name + ".gz")) for p in expected):
         return True
     return base == "cifar10" and _find_cifar10_jpeg(root) is not None
+
+
+def _has_bytes(path: Path) -> bool:
+    """A file that exists and is not empty (an empty one is a failed copy, not a data set)."""
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _is_gzip(path: Path) -> bool:
+    """A file that starts as gzip does (two bytes read; the rest is checked when it is loaded)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
 
 
 def stored_shape(dataset: str) -> tuple[int, int, int] | None:
