@@ -392,7 +392,7 @@ def test_a_claim_whose_nets_have_not_trained_is_not_tested_with_the_numbers(side
     # side b alone trained: with sides=('a',) it is still a's failure that counts
     assert ("r20 30.0%" in o.why) == ("b" in sides)
     text = precondition_text(o)
-    assert text.startswith("final training error < 40% on each arm") and "not met" in text and "89.7%" in text
+    assert text.startswith("final training error < 40% on r56") and "not met" in text and "89.7%" in text
 
 
 def test_a_claim_whose_nets_have_trained_is_judged_and_says_the_precondition_held() -> None:
@@ -448,9 +448,9 @@ def test_the_verdict_table_shows_the_precondition_in_every_form(tmp_path: Path,
     assert main(["--results-dir", str(tmp_path), "claims", "residual"]) == 0
     out = capsys.readouterr().out
     assert out.count("precondition: ") >= 4 and "precondition: none" in out
-    assert "final training error < 20% on each arm" in out
+    assert "final training error < 20% on resnet56 and resnet20 (" in out
     build_report("residual", tmp_path)
     page = (tmp_path / "residual" / "report.html").read_text()
-    assert "<th>precondition</th>" in page and "final training error &lt; 20% on each arm" in page
+    assert "<th>precondition</th>" in page and "final training error &lt; 20% on resnet56 and resnet20 (" in page
     index = build_index(tmp_path).read_text()
     assert "not tested" in index and "inconclusive" in index

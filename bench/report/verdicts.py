@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from bench.report.analysis import metric_label
-from bench.report.claims import Outcome, counts, evaluate_all
+from bench.report.claims import Outcome, counts, evaluate_all, selector_text
 from bench.report.data import ReportData
 from bench.study import Claim
 
@@ -108,11 +108,11 @@ def precondition_text(o: Outcome) -> str:
     if req is None:
         return "none (the claim holds at every stage of training)"
     pct = "%" if req.metric.endswith("_pct") else ""
-    sides = " and ".join({"a": "the first side", "b": "the second side"}[x] for x in req.sides)
-    if o.claim.kind != "comparison":
-        sides = "the arms compared"
-    stated = (f"{metric_label(req.metric).removesuffix(' (%)')} {req.bound} {req.threshold:g}{pct} on each arm "
-              f"of {sides} ({req.source})")
+    arms = {"a": " + ".join(o.arms_a) or selector_text(o.claim.a), "b": " + ".join(o.arms_b) or selector_text(o.claim.b or {})}
+    where = " and ".join(arms[x] for x in req.sides) if o.claim.kind == "comparison" else (
+        f"every arm of {selector_text(o.claim.a) or 'the study'}")
+    stated = (f"{metric_label(req.metric).removesuffix(' (%)')} {req.bound} {req.threshold:g}{pct} on {where} "
+              f"({req.source})")
     if o.precondition_held is None:
         return f"{stated}: not checked (the arms have not all finished)"
     numbers = o.checked.split("; needs")[0]
