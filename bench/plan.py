@@ -141,7 +141,7 @@ def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: d
 
     speeds = SpeedBook(store, study.name, macs)
     rows = []
-    every = study.cells(profile, overrides)
+    every = study.cells(profile, overrides, recorded_extra_seeds(store, study.name, profile, overrides))
     for c in selection.apply(every) if selection else every:
         cfg = c.config
         shape = estimate_shape(cfg)
@@ -162,6 +162,9 @@ def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: d
             "_seconds": seconds,
         })
     df = pd.DataFrame(rows)
+    # one cell's estimated time per arm, for the cost of the seeds a claim's power asks for
+    df.attrs["seconds_by_arm"] = ({str(a): float(g.median()) for a, g in df.groupby("arm")["_seconds"]}
+                                  if len(df) else {})
     secs = df.pop("_seconds") if "_seconds" in df else pd.Series(dtype=float)
     df.attrs["total_TMACs"] = float(df["est_train_TMACs"].sum()) if len(df) else 0.0
     df.attrs["total_steps"] = sum(int(s) for s in df["train_steps"] if s == s and s is not None) if len(df) else 0
@@ -170,7 +173,19 @@ def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: d
     df.attrs["speed_from"] = (f"the speed of {speeds.runs} recorded run(s) on {', '.join(sorted(speeds.devices))}"
                               if speeds.runs else "")
     df.attrs["cells_in_profile"] = len(every)
+    df.attrs["overrides"] = dict(overrides or {})
     return df
+
+
+def recorded_extra_seeds(store: ResultsStore, study: str, profile: str,
+                         overrides: dict[str, Any] | None) -> dict[str, tuple[int, ...]]:
+    """Seeds added beyond the profile's (by ``bench run --until-decided``) that study.json records for
+    this profile and overrides: their cells are planned like the profile's."""
+    recorded = store.read_study(study) or {}
+    if recorded.get("profile") != profile or (recorded.get("overrides") or {}) != (overrides or {}):
+        return {}
+    extra = recorded.get("extra_seeds")
+    return {str(k): tuple(int(s) for s in v) for k, v in extra.items()} if isinstance(extra, dict) else {}
 
 
 def _number(v: float) -> str:
@@ -192,3 +207,109 @@ def plan_footer(df: pd.DataFrame) -> list[str]:
         lines.append(f"note: {df.attrs['long_cells']} cell(s) would each train for more than "
                      f"{LONG_CELL_S / 86400:.0f} days; the values are legal, so `bench run` would start them")
     return lines
+
+
+# The seed-to-seed standard deviation assumed for a metric in percent (an error rate) before any run
+# is recorded: He et al. 2016 (Table 6) give 0.16 points over 5 runs of ResNet-110 at the full
+# length; short runs vary far more, so the prior is taken wider. Stated in the plan where it is used.
+PRIOR_SD_PCT = 1.0
+
+
+def power_table(study: Study, profile: str, results_dir: str | Path, overrides: dict[str, Any] | None,
+                plan: pd.DataFrame, prior_sd: float | None = None) -> pd.DataFrame:
+    """One row per claim of the profile: its test, the seed-to-seed spread it assumes and where it
+    comes from (the recorded runs of this profile, else ``prior_sd`` or :data:`PRIOR_SD_PCT` for a
+    metric in percent, said), the seeds per arm for 80% power at the smallest effect (two-sided 95%,
+    statsmodels), the extra cells beyond the profile's seeds and their estimated time (from
+    ``plan``'s per-arm estimates). A claim whose precondition failed on the recorded runs, or that is
+    exact, asks for no seeds, and says why."""
+    from bench.report.claims import evaluate_all, matches
+    from bench.report.power import seeds_needed
+
+    cells = study.cells(profile, overrides)
+    seeds = sorted({c.seed for c in cells})
+    grid = pd.DataFrame([{"arm_label": c.label, **{f"arm_{k}": v for k, v in c.arm.items()},
+                          **{f"tag_{k}": v for k, v in c.tags.items()}} for c in cells]).drop_duplicates("arm_label")
+    recorded = _recorded_outcomes(study, profile, results_dir, overrides)
+    per_arm = plan.attrs.get("seconds_by_arm", {})
+    arm_extra: dict[str, int] = {}  # an arm shared by claims runs the largest number any of them asks
+    rows = []
+    for claim in (c for c in study.claims if c.applies_to(profile)):
+        arms = sorted(set(grid[matches(grid, claim.a)]["arm_label"])
+                      | (set(grid[matches(grid, claim.b)]["arm_label"]) if claim.b is not None else set()))
+        method = {"comparison": "paired", "level": "one-sample", "trend": "per-seed slopes"}[claim.kind]
+        o = recorded.get(claim.sentence)
+        row: dict[str, Any] = {"claim": claim.sentence, "test": method, "seeds now": len(seeds)}
+        needed, sd, source = math.nan, math.nan, ""
+        if claim.exact:
+            source = "exact metric: one run suffices"
+        elif o is not None and o.precondition_held is False:
+            source = "precondition not met on the recorded runs ('not tested'): no seeds decide it; it drives no seeds"
+        elif o is not None and o.spread_sd is not None and o.spread_sd == o.spread_sd and o.estimate is not None:
+            sd, needed = float(o.spread_sd), float(o.seeds_needed or math.nan)
+            method = o.estimate.method
+            source = f"recorded runs ({o.estimate.n} {'pairs' if method == 'paired' else 'seeds' if method != 'Welch' else 'per side'})"
+        else:
+            base = prior_sd if prior_sd is not None else PRIOR_SD_PCT if claim.metric.endswith("_pct") else None
+            if base is None:
+                source = "no recorded spread and no prior (bench plan --prior-sd gives one)"
+            else:
+                sd = _prior_for(claim, method, base, grid, arms)
+                needed = seeds_needed(method, claim.effect, sd, direction=claim.direction)
+                said = "--prior-sd" if prior_sd is not None else "default prior for a metric in %"
+                source = f"prior: std {base:g} per run ({said})"
+            if claim.requires is not None:
+                source += "; counts only if its precondition holds"
+        extra = int(max(0.0, needed - len(seeds))) if needed == needed and math.isfinite(needed) else None
+        secs = sum(per_arm.get(a, math.nan) for a in arms) * extra if extra else 0.0
+        for a in arms if extra else ():
+            arm_extra[a] = max(arm_extra.get(a, 0), extra)
+        row.update({
+            "spread_sd": round(sd, 4) if sd == sd else None,
+            "seeds needed": ("> 1000" if needed == math.inf else int(needed) if needed == needed else "—"),
+            "extra cells": extra * len(arms) if extra is not None else "—",
+            "extra time": human_duration(secs) if extra else ("0 s" if extra == 0 else "—"),
+            "spread from": source,
+        })
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["extra_cells"] = sum(arm_extra.values())
+    df.attrs["extra_seconds"] = sum(per_arm.get(a, math.nan) * n for a, n in arm_extra.items())
+    return df
+
+
+def _prior_for(claim: Any, method: str, sd: float, grid: pd.DataFrame, arms: list[str]) -> float:
+    """The std of what the test averages, from a per-run std ``sd``: a paired difference sqrt(2) sd
+    (no seed correlation assumed), a per-seed slope sqrt(sum (x - mean x)^2)^-1 sd over the group's
+    tag values, one run sd."""
+    if method == "paired":
+        return math.sqrt(2) * sd
+    if method == "per-seed slopes":
+        x = pd.to_numeric(grid[grid["arm_label"].isin(arms)][f"tag_{claim.trend}"], errors="coerce").dropna()
+        ss = float(((x - x.mean()) ** 2).sum())
+        return sd / math.sqrt(ss) if ss > 0 else math.nan
+    return sd
+
+
+def _recorded_outcomes(study: Study, profile: str, results_dir: str | Path,
+                       overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The claims' outcomes on the recorded runs of this profile and overrides (empty if none)."""
+    from bench.report.data import load
+    from bench.report.verdicts import verdicts
+
+    recorded = ResultsStore(results_dir).read_study(study.name)
+    if not recorded or recorded.get("profile") != profile or (recorded.get("overrides") or {}) != (overrides or {}):
+        return {}
+    return {o.claim.sentence: o for o in verdicts(load(study.name, results_dir)).outcomes}
+
+
+def power_footer(power: pd.DataFrame) -> list[str]:
+    """What the power table means, under it."""
+    n, secs = power.attrs.get("extra_cells", 0), power.attrs.get("extra_seconds", 0.0)
+    total = (f"all claims together: {n} extra cell(s), about {human_duration(secs)}" if n else
+             "no extra cells asked for")
+    return [total + " (a cell shared by claims counted once; time at the recorded speed, '?' before any run)",
+            "seeds needed: per arm, for 80% power of the verdict's test (two-sided 95%) when the true effect "
+            "equals the claim's smallest effect (statsmodels); 'within' claims: both one-sided tests at 2.5% "
+            "with 90% power each at a true difference of 0. `bench run --until-decided` adds seeds under a "
+            "group-sequential design instead of fixing them now."]

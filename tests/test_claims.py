@@ -138,8 +138,8 @@ def test_trend_within_a_group() -> None:
     t = table(vals, tags=tags, metric="final_train_error_pct")
     up = Claim("rises", "final_train_error_pct", "greater", 0.02, SRC, a={"net": "plain"}, trend="depth")
     out = evaluate(up, t)
-    assert out.verdict == "reproduced" and out.estimate is not None and out.estimate.method == "slope"
-    assert out.estimate.n == "6"  # the residual nets are not in the group
+    assert out.verdict == "reproduced" and out.estimate is not None and out.estimate.method == "per-seed slopes"
+    assert out.estimate.n == "2"  # one slope per seed over the plain nets; the residual nets are not in the group
     assert evaluate(Claim("rises", "final_train_error_pct", "greater", 0.0, SRC, a={"net": "resnet"},
                           trend="depth"), t).verdict == "contradicted"
     assert evaluate(Claim("x", "final_train_error_pct", "greater", 0.0, SRC, a={"net": "plain"}, trend="width"),
@@ -454,3 +454,54 @@ def test_the_verdict_table_shows_the_precondition_in_every_form(tmp_path: Path,
     assert "<th>precondition</th>" in page and "final training error &lt; 20% on resnet56 and resnet20 (" in page
     index = build_index(tmp_path).read_text()
     assert "not tested" in index and "inconclusive" in index
+
+
+# --------------------------------------------------------------------------- one contrast, one verdict
+
+
+def test_a_two_arm_trend_is_the_paired_test_of_its_arms_and_is_marked_as_the_same_test() -> None:
+    from bench.report.claims import evaluate_all
+
+    tags = {"plain20": {"net": "plain", "depth": 20}, "plain56": {"net": "plain", "depth": 56}}
+    rng = np.random.default_rng(0)
+    base = rng.normal(20.0, 1.0, size=3)
+    t = table({"plain20": list(base), "plain56": list(base + 1.0 + rng.normal(0, 0.5, 3))}, tags=tags,
+              metric="final_train_error_pct")
+    trend = Claim("rises", "final_train_error_pct", "greater", 0.02, SRC, a={"net": "plain"}, trend="depth")
+    pair = Claim("56 > 20", "final_train_error_pct", "greater", 1.0, SRC, a={"model": "plain56"}, b={"model": "plain20"})
+    o_trend, o_pair = evaluate_all([trend, pair], t, None)
+    assert o_trend.estimate is not None and o_pair.estimate is not None
+    assert o_pair.estimate.method == "paired" and o_trend.estimate.method == "per-seed slopes"
+    assert o_trend.estimate.p == pytest.approx(o_pair.estimate.p)
+    assert o_trend.estimate.lo * 36 == pytest.approx(o_pair.estimate.lo)
+    assert o_pair.same_test_as == "rises" and o_trend.same_test_as == ""
+    # a trend's interval has the seeds' degrees of freedom, not the runs': 3 seeds, 2 df
+    slopes = (t[t.arm_label == "plain56"]["final_train_error_pct"].to_numpy()
+              - t[t.arm_label == "plain20"]["final_train_error_pct"].to_numpy()) / 36
+    half = st.t.isf(0.025, 2) * slopes.std(ddof=1) / math.sqrt(3)
+    assert o_trend.estimate.hi - o_trend.estimate.lo == pytest.approx(2 * half)
+
+
+def test_a_trend_leaves_out_a_seed_without_every_level_and_says_so() -> None:
+    tags = {"p20": {"net": "plain", "depth": 20}, "p56": {"net": "plain", "depth": 56}}
+    t = table({"p20": [9.0, 9.2, 9.1], "p56": [13.0, 13.4, 13.1]}, tags=tags, metric="final_train_error_pct",
+              states={"p56": ["ok", "ok", "failed"]})
+    out = evaluate(Claim("rises", "final_train_error_pct", "greater", 0.02, SRC, a={"net": "plain"},
+                         trend="depth"), t)
+    assert out.estimate is not None and out.estimate.n == "2" and "seed(s) 2 without every depth" in out.why
+
+
+def test_an_inconclusive_verdict_says_how_many_seeds_80_percent_power_needs() -> None:
+    from bench.report.power import seeds_needed
+
+    t = table({"a": [7.0, 7.9], "b": [7.5, 7.8]})
+    out = evaluate(less("a", "b", effect=0.5), t)
+    d = np.array([7.0, 7.9]) - np.array([7.5, 7.8])
+    assert out.verdict == "inconclusive" and out.spread_sd == pytest.approx(d.std(ddof=1))
+    assert out.seeds_needed == seeds_needed("paired", 0.5, float(d.std(ddof=1)))
+    # a claim whose precondition is not met is not tested: it sizes nothing
+    from bench.study import Precondition
+
+    req = Precondition("final_test_error_pct", "<", 1.0, SRC)
+    held_not = evaluate(less("a", "b", requires=req), t)
+    assert held_not.verdict == "not tested" and held_not.seeds_needed is None

@@ -11,6 +11,13 @@ least the smallest effect; for 'within': the whole interval lies inside the marg
 **contradicted** (the interval lies on the other side; for 'within': wholly outside the margin),
 **inconclusive** (otherwise, or fewer than 2 seeds per side), **not tested** (arms missing,
 unfinished or failed: which ones is said).
+
+A trend is judged on one slope per seed (the seed is the unit of replication), so a trend over two
+arms is the paired test of those arms; two claims that test the same contrast (same metric, same two
+arms) are marked as the same test (``same_test_as``). With a group-sequential
+:class:`~bench.report.power.Design` (``bench run --until-decided``) each interval is the repeated
+confidence interval of its look. ``seeds_needed``: seeds per arm for 80% power at the smallest effect
+from the spread seen (see :mod:`bench.report.power`).
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from bench.report.analysis import metric_label
-from bench.report.stats import Estimate, against, difference, finite, slope
+from bench.report.power import Design, seeds_needed
+from bench.report.stats import LEVEL, Estimate, _same_seeds, against, difference, finite, seed_slopes, slope_over_seeds
 from bench.study import Claim
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not tested")
@@ -47,6 +55,12 @@ class Outcome:
     # not finished), else whether it held; ``checked`` gives the numbers either way
     precondition_held: bool | None = None
     checked: str = ""
+    # seeds per arm for 80% power at the smallest effect, from ``spread_sd`` (the seed-to-seed std of
+    # what the test averages, in the metric's units); None when not computed
+    seeds_needed: float | None = None
+    spread_sd: float | None = None
+    look: int | None = None  # the group-sequential look this verdict was taken at (None: a fixed test)
+    same_test_as: str = ""  # the sentence of another claim that tests the same contrast
 
     @property
     def compared(self) -> str:
@@ -86,16 +100,17 @@ def _equal(v: Any, want: Any) -> bool:
         return str(v) == str(want)
 
 
-def evaluate(claim: Claim, table: pd.DataFrame) -> Outcome:
+def evaluate(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> Outcome:
     """Judge ``claim`` on ``table`` (see the module docstring for the table's columns). A run id
-    listed twice (one run standing for two seeds or arms) is refused: it would count twice."""
+    listed twice (one run standing for two seeds or arms) is refused: it would count twice. With a
+    ``design`` the interval is the repeated confidence interval of the look its seeds make."""
     twice = table["run_id"][table["run_id"].duplicated()] if "run_id" in table else pd.Series(dtype=object)
     if len(twice):
         n = int((table["run_id"] == twice.iloc[0]).sum())
         return Outcome(claim, "not tested", None, (), (), f"run {twice.iloc[0]} is listed as {n} cells: one run "
                        "is counted once (rerun the study with distinct seeds: --seeds, not --set seed)")
     if claim.kind == "trend":
-        return _trend(claim, table)
+        return _trend(claim, table, design)
     side_a, why_a = _side(claim, claim.a, table)
     side_b, why_b = (None, "") if claim.b is None else _side(claim, claim.b, table)
     arms_a = tuple(side_a["arm_label"].unique()) if side_a is not None else ()
@@ -106,20 +121,34 @@ def evaluate(claim: Claim, table: pd.DataFrame) -> Outcome:
     pre = _precondition(claim, {"a": side_a, "b": side_b})
     if pre is not None and not pre[0]:
         return Outcome(claim, "not tested", None, arms_a, arms_b, f"precondition not met: {pre[1]}", False, pre[1])
-    out = _compare(claim, table, side_a, side_b, arms_a, arms_b)
+    out = _compare(claim, table, side_a, side_b, arms_a, arms_b, design)
     return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
 
 
+def _level(design: Design | None, n: int) -> tuple[float, int | None]:
+    """The interval's level and the look at ``n`` seeds per arm (95% and no look without a design)."""
+    return (LEVEL, None) if design is None else (design.level(n), design.look(n))
+
+
+def _sized(out: Outcome, method: str, sd: float, look: int | None) -> Outcome:
+    """``out`` with the seeds needed for 80% power at the claim's smallest effect and its look."""
+    c = out.claim
+    needed = None if c.exact else seeds_needed(method, c.effect, sd, direction=c.direction)
+    return dataclasses.replace(out, seeds_needed=needed, spread_sd=None if c.exact else sd, look=look)
+
+
 def _compare(claim: Claim, table: pd.DataFrame, side_a: pd.DataFrame, side_b: pd.DataFrame | None,
-             arms_a: tuple[str, ...], arms_b: tuple[str, ...]) -> Outcome:
+             arms_a: tuple[str, ...], arms_b: tuple[str, ...], design: Design | None = None) -> Outcome:
     """The statistics of a comparison or level claim whose arms are finished."""
     va, sa = _values(side_a, claim.metric)
     if claim.kind == "level":
         need = 1 if claim.exact else 2
         if va.size < need:
             return _few(claim, arms_a, arms_b, f"{va.size} finished seed(s) with {claim.metric}")
-        est = against(va, float(claim.value))  # type: ignore[arg-type]
-        return _judge(claim, est, arms_a, arms_b, _failures(table, side_a))
+        level, look = _level(design, va.size)
+        est = against(va, float(claim.value), level)  # type: ignore[arg-type]
+        sd = float(va.std(ddof=1)) if va.size > 1 else math.nan
+        return _sized(_judge(claim, est, arms_a, arms_b, _failures(table, side_a)), est.method, sd, look)
     assert side_b is not None
     vb, sb = _values(side_b, claim.metric)
     need = 1 if claim.exact else 2
@@ -128,9 +157,15 @@ def _compare(claim: Claim, table: pd.DataFrame, side_a: pd.DataFrame, side_b: pd
     if claim.exact and min(va.size, vb.size) < 2:
         d = float(va.mean() - vb.mean())
         est = Estimate(d, d, d, 0.0 if d else 1.0, f"{va.size} vs {vb.size}", "exact")
-    else:
-        est = difference(va, vb, sa, sb)
-    return _judge(claim, est, arms_a, arms_b, _failures(table, side_a) + _failures(table, side_b))
+        return _judge(claim, est, arms_a, arms_b, _failures(table, side_a) + _failures(table, side_b))
+    level, look = _level(design, min(va.size, vb.size))
+    est = difference(va, vb, sa, sb, level)
+    if _same_seeds(sa, sb):  # the spread of the per-seed differences
+        sd = float((va[np.argsort(sa)] - vb[np.argsort(sb)]).std(ddof=1))
+    else:  # Welch: the pooled spread of the two arms (equal seeds per arm are planned)
+        sd = math.sqrt((float(va.var(ddof=1)) + float(vb.var(ddof=1))) / 2)
+    out = _judge(claim, est, arms_a, arms_b, _failures(table, side_a) + _failures(table, side_b))
+    return _sized(out, est.method if est.method in ("paired", "Welch") else "Welch", sd, look)
 
 
 def _precondition(claim: Claim, sides: dict[str, pd.DataFrame | None]) -> tuple[bool, str] | None:
@@ -157,9 +192,39 @@ def _precondition(claim: Claim, sides: dict[str, pd.DataFrame | None]) -> tuple[
     return held, f"{', '.join(parts)}; needs {need} on each arm"
 
 
-def evaluate_all(claims: list[Claim], table: pd.DataFrame, profile: str | None) -> list[Outcome]:
-    """Every claim that applies to ``profile``, in the study's order."""
-    return [evaluate(c, table) for c in claims if c.applies_to(profile)]
+def evaluate_all(claims: list[Claim], table: pd.DataFrame, profile: str | None,
+                 design: Design | None = None) -> list[Outcome]:
+    """Every claim that applies to ``profile``, in the study's order; claims that test the same
+    contrast are marked as the same test."""
+    return same_tests([evaluate(c, table, design) for c in claims if c.applies_to(profile)])
+
+
+def contrast(o: Outcome) -> tuple[str, frozenset[str]] | None:
+    """(metric, the two arms) when the outcome's test is a contrast of two single arms: a
+    comparison of one arm with one arm, or a trend over exactly two arms (its per-seed slope is
+    their paired difference over the step); else None."""
+    c = o.claim
+    if c.kind == "comparison" and len(o.arms_a) == 1 and len(o.arms_b) == 1 and o.arms_a != o.arms_b:
+        return c.metric, frozenset((*o.arms_a, *o.arms_b))
+    if c.kind == "trend" and len(o.arms_a) == 2:
+        return c.metric, frozenset(o.arms_a)
+    return None
+
+
+def same_tests(outcomes: list[Outcome]) -> list[Outcome]:
+    """Each outcome whose contrast (:func:`contrast`) an earlier one already tests, marked with that
+    claim's sentence (its interval is the same test's, scaled; the verdicts may still differ by
+    their smallest effects)."""
+    first: dict[tuple[str, frozenset[str]], str] = {}
+    out = []
+    for o in outcomes:
+        key = contrast(o)
+        if key is not None and key in first:
+            o = dataclasses.replace(o, same_test_as=first[key])
+        elif key is not None:
+            first[key] = o.claim.sentence
+        out.append(o)
+    return out
 
 
 def _side(claim: Claim, sel: dict[str, Any], table: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
@@ -224,7 +289,7 @@ def _few(claim: Claim, arms_a: tuple[str, ...], arms_b: tuple[str, ...], what: s
                    f"fewer than 2 seeds per side ({what}): no interval")
 
 
-def _trend(claim: Claim, table: pd.DataFrame) -> Outcome:
+def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> Outcome:
     tag = f"tag_{claim.trend}"
     if table.empty or tag not in table:
         return Outcome(claim, "not tested", None, (), (), f"no tag {claim.trend} in this run")
@@ -250,8 +315,17 @@ def _trend(claim: Claim, table: pd.DataFrame) -> Outcome:
     pre = _precondition(claim, {"a": ok})
     if pre is not None and not pre[0]:
         return Outcome(claim, "not tested", None, arms, (), f"precondition not met: {pre[1]}", False, pre[1])
-    est = slope(pd.to_numeric(ok[tag]).to_numpy(float), pd.to_numeric(ok[claim.metric]).to_numpy(float))
-    out = _judge(claim, est, arms, (), _failures(table, ok))
+    x, y = pd.to_numeric(ok[tag]).to_numpy(float), pd.to_numeric(ok[claim.metric]).to_numpy(float)
+    seeds = ok["seed"].to_numpy() if "seed" in ok else np.arange(len(ok))
+    slopes, used = seed_slopes(x, y, seeds)
+    if slopes.size < 2:
+        return _few(claim, arms, (), f"{slopes.size} seed(s) that ran at every {claim.trend}")
+    level, look = _level(design, slopes.size)
+    est = slope_over_seeds(x, y, seeds, level)
+    skipped = sorted(set(int(s) for s in seeds) - set(used))
+    prefix = _failures(table, ok) + (f"seed(s) {', '.join(map(str, skipped))} without every {claim.trend} "
+                                     "left out; " if skipped else "")
+    out = _sized(_judge(claim, est, arms, (), prefix), est.method, float(slopes.std(ddof=1)), look)
     return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
 
 

@@ -1,6 +1,9 @@
 """Statistics over seeds, with scipy: mean, std and 95% t interval of one arm; the difference of two
 arms' means (paired by seed when both sides ran the same seeds, else Welch) or of one arm against a
-reference value; the slope of a metric over a numeric tag. Every interval is two-sided 95%."""
+reference value; the slope of a metric over a numeric tag, one slope per seed (the seed is the unit
+of replication: runs of one seed share its data order and initialisation). Every interval is
+two-sided, 95% unless ``level`` says otherwise (a group-sequential look uses a wider one, see
+:mod:`bench.report.power`)."""
 
 from __future__ import annotations
 
@@ -74,7 +77,7 @@ class Estimate:
 
 
 def difference(a: Sequence[float], b: Sequence[float], seeds_a: Sequence[int] | None = None,
-               seeds_b: Sequence[int] | None = None) -> Estimate:
+               seeds_b: Sequence[int] | None = None, level: float = LEVEL) -> Estimate:
     """mean(a) - mean(b). Paired over seeds when both sides hold one value per seed for the same
     seeds (seed-to-seed noise such as the data order then cancels), else Welch's unequal-variance
     test. Each side needs >= 2 values (ValueError otherwise)."""
@@ -84,24 +87,24 @@ def difference(a: Sequence[float], b: Sequence[float], seeds_a: Sequence[int] | 
     if seeds_a is not None and seeds_b is not None and _same_seeds(seeds_a, seeds_b):
         order_a, order_b = np.argsort(seeds_a), np.argsort(seeds_b)
         d = a_arr[order_a] - b_arr[order_b]
-        return _one_sample(d, 0.0, method="paired", n=str(d.size))
+        return _one_sample(d, 0.0, method="paired", n=str(d.size), level=level)
     diff = float(a_arr.mean() - b_arr.mean())
     n = f"{a_arr.size} vs {b_arr.size}"
     va, vb = a_arr.var(ddof=1) / a_arr.size, b_arr.var(ddof=1) / b_arr.size
     if va + vb == 0:  # no spread on either side (e.g. counts): the difference is exact
         return Estimate(diff, diff, diff, 0.0 if diff else 1.0, n, "Welch")
     res = st.ttest_ind(a_arr, b_arr, equal_var=False)
-    ci = res.confidence_interval(LEVEL)
+    ci = res.confidence_interval(level)
     return Estimate(diff, float(ci.low), float(ci.high), float(res.pvalue), n, "Welch")
 
 
-def against(values: Sequence[float], reference: float) -> Estimate:
+def against(values: Sequence[float], reference: float, level: float = LEVEL) -> Estimate:
     """mean(values) - reference, with the one-sample t interval (>= 2 values; exact when the values
     do not vary, e.g. a parameter count)."""
     arr = np.asarray(values, dtype=float)
     if arr.size < 1:
         raise ValueError("no values")
-    return _one_sample(arr, reference, method="one-sample", n=str(arr.size))
+    return _one_sample(arr, reference, method="one-sample", n=str(arr.size), level=level)
 
 
 def slope(x: Sequence[float], y: Sequence[float]) -> Estimate:
@@ -114,6 +117,32 @@ def slope(x: Sequence[float], y: Sequence[float]) -> Estimate:
     half = float(st.t.ppf(0.5 + LEVEL / 2, xa.size - 2)) * float(res.stderr)
     return Estimate(float(res.slope), float(res.slope) - half, float(res.slope) + half, float(res.pvalue),
                     str(xa.size), "slope")
+
+
+def seed_slopes(x: Sequence[float], y: Sequence[float], seeds: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+    """One least-squares slope of y over x per seed (units of y per unit of x), for the seeds that
+    ran at every distinct x; returns (slopes, the seeds used), in seed order."""
+    xa, ya, sa = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(seeds)
+    levels = np.unique(xa)
+    out, used = [], []
+    for s in sorted(set(sa.tolist())):
+        m = sa == s
+        if levels.size < 2 or not np.array_equal(np.unique(xa[m]), levels):
+            continue  # a seed that misses a level would tilt its slope by the levels it has
+        out.append(float(np.polyfit(xa[m], ya[m], 1)[0]))
+        used.append(int(s))
+    return np.array(out, dtype=float), used
+
+
+def slope_over_seeds(x: Sequence[float], y: Sequence[float], seeds: Sequence[int], level: float = LEVEL) -> Estimate:
+    """The mean of the per-seed slopes (:func:`seed_slopes`) with its one-sample t interval over
+    seeds (n - 1 df, n = seeds): runs of one seed are not independent, so the seed, not the run, is
+    the unit. With two levels of x each seed's slope is its paired difference over the x step, so the
+    test is the paired test of the two arms. Needs >= 2 seeds with every level (ValueError)."""
+    slopes, used = seed_slopes(x, y, seeds)
+    if slopes.size < 2:
+        raise ValueError("per-seed slopes need at least 2 seeds that ran at every level")
+    return _one_sample(slopes, 0.0, method="per-seed slopes", n=str(slopes.size), level=level)
 
 
 def finite(values: Iterable[object]) -> np.ndarray:
@@ -133,7 +162,7 @@ def _same_seeds(a: Sequence[int], b: Sequence[int]) -> bool:
     return len(set(a)) == len(a) and len(set(b)) == len(b) and set(a) == set(b)
 
 
-def _one_sample(values: np.ndarray, reference: float, *, method: str, n: str) -> Estimate:
+def _one_sample(values: np.ndarray, reference: float, *, method: str, n: str, level: float = LEVEL) -> Estimate:
     diff = float(values.mean() - reference)
     if values.size < 2 or float(values.std()) == 0.0:
         if values.size < 2 and method != "one-sample":
@@ -142,5 +171,5 @@ def _one_sample(values: np.ndarray, reference: float, *, method: str, n: str) ->
         # but exact when the caller says the metric does not depend on the seed).
         return Estimate(diff, diff, diff, 0.0 if diff else 1.0, n, method)
     res = st.ttest_1samp(values, reference)
-    ci = res.confidence_interval(LEVEL)
+    ci = res.confidence_interval(level)
     return Estimate(diff, float(ci.low) - reference, float(ci.high) - reference, float(res.pvalue), n, method)

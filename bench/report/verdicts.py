@@ -12,6 +12,7 @@ import pandas as pd
 from bench.report.analysis import metric_label
 from bench.report.claims import Outcome, counts, evaluate_all, selector_text
 from bench.report.data import ReportData
+from bench.report.power import Design
 from bench.study import Claim
 
 JPEG_NOTE = "the JPEG copy of CIFAR-10, whose accuracies run a little below the original's"
@@ -25,6 +26,16 @@ class Verdicts:
     profile: str | None
     dataset: str
     seeds: list[int]
+    design: Design | None = None  # the group-sequential design of a ``bench run --until-decided``
+
+    @property
+    def procedure(self) -> str:
+        """How the intervals were made: the fixed 95% test, or the sequential design with its looks."""
+        if self.design is None:
+            return "fixed-sample tests, two-sided 95% intervals"
+        looks = [o.look for o in self.outcomes if o.look is not None]
+        taken = f"; looks taken: {max(looks)} of {self.design.looks}" if looks else ""
+        return self.design.name() + taken
 
     @property
     def counts(self) -> dict[str, int]:
@@ -53,10 +64,10 @@ class Verdicts:
                 "metric": unit,
                 "claimed": _claimed(c),
                 "ours [95% CI]": e.fmt(_digits(c)) if e is not None else "—",
-                "test": f"{e.method}, n={e.n}, p={e.p:.2g}" if e is not None else "—",
+                "test": _test(o, self.design),
                 "verdict": o.verdict,
                 "precondition": precondition_text(o),
-                "why": _answer(o) + o.why if c.question else o.why,
+                "why": (_answer(o) + o.why if c.question else o.why) + _power_text(o),
                 "note": c.note,
             })
         return pd.DataFrame(rows, columns=["claim", "source", "compared", "metric", "claimed", "precondition",
@@ -75,6 +86,8 @@ class Verdicts:
                 lines.append(f"    why: {r['why']}")
             lines.append(f"    source: {r['source']}" + (f"; note: {r['note']}" if r["note"] else ""))
         c = self.counts
+        if self.design is not None:
+            lines.append(f"procedure: {self.procedure}")
         lines.append(self.headline + " — " + ", ".join(f"{n} {v}" for v, n in c.items()))
         return "\n".join(lines)
 
@@ -83,7 +96,9 @@ class Verdicts:
         df = self.frame()
         if df.empty:
             return f'<p class="empty">{html.escape(self.headline)}</p>'
-        out = ['<table class="tbl" id="claims-table"><thead><tr><th>claim</th><th>source</th><th>compared</th>'
+        head = (f'<p class="procedure">procedure: {html.escape(self.procedure)}</p>' if self.design is not None
+                else "")
+        out = [head + '<table class="tbl" id="claims-table"><thead><tr><th>claim</th><th>source</th><th>compared</th>'
                '<th>claimed</th><th>precondition</th><th>our estimate [95% CI]</th><th>verdict</th><th>why</th>'
                '</tr></thead><tbody>']
         for _, r in df.iterrows():
@@ -99,6 +114,29 @@ class Verdicts:
                 f'<td>{html.escape(r["why"])}</td></tr>')
         out.append("</tbody></table>")
         return "".join(out)
+
+
+def _test(o: Outcome, design: Design | None) -> str:
+    """'paired, n=3, p=0.01' (+ the look and its interval level; + the claim it is the same test as)."""
+    e = o.estimate
+    if e is None:
+        return "—"
+    out = f"{e.method}, n={e.n}, p={e.p:.2g}"
+    if design is not None and o.look is not None:
+        out += f", look {o.look} of {design.looks} ({100 * (1 - design.nominal_alpha(o.look)):.3g}% interval)"
+    if o.same_test_as:
+        out += f"; the same test as \"{o.same_test_as}\""
+    return out
+
+
+def _power_text(o: Outcome) -> str:
+    """For an inconclusive verdict: the seeds per arm that 80% power at the smallest effect needs."""
+    n, sd = o.seeds_needed, o.spread_sd
+    if o.verdict != "inconclusive" or n is None or sd is None or not n == n:
+        return ""
+    many = "more than 1000" if n == float("inf") else f"about {n:.0f}"
+    return (f"; 80% power at the smallest effect needs {many} seeds per arm (seed-to-seed std {sd:.3g} "
+            "from these runs)")
 
 
 def precondition_text(o: Outcome) -> str:
@@ -162,7 +200,15 @@ def verdicts(d: ReportData) -> Verdicts:
     """Every claim of the study that applies to the run's profile, judged on its records."""
     table = runs_table(d)
     seeds = sorted({int(s) for s in d.cells["seed"].dropna()}) if "seed" in d.cells else []
-    return Verdicts(evaluate_all(study_claims(d), table, d.profile), d.profile, dataset_name(d), seeds)
+    design = recorded_design(d)
+    return Verdicts(evaluate_all(study_claims(d), table, d.profile, design), d.profile, dataset_name(d), seeds,
+                    design)
+
+
+def recorded_design(d: ReportData) -> Design | None:
+    """The group-sequential design a ``bench run --until-decided`` recorded in study.json, if any."""
+    seq = d.desc.get("sequential")
+    return Design.from_dict(seq) if isinstance(seq, dict) and seq.get("n_max") else None
 
 
 def dataset_name(d: ReportData) -> str:
