@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bench.config import RunConfig, apply_overrides
 from bench.errors import UserError
-from bench.record import Cell, _is_number
+from bench.record import Cell, _is_number, arm_label
 from bench.registry import Registry
 
 PROFILES = ("full", "quick", "smoke")
@@ -200,10 +200,13 @@ class Study:
             )
         return self.profiles[name]
 
-    def cells(self, profile: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
+    def cells(self, profile: str, overrides: dict[str, Any] | None = None,
+              extra_seeds: Mapping[str, Sequence[int]] | None = None) -> list[Cell]:
         """Expand the grid: every combination of axis arms, for every seed of the profile.
 
         ``overrides`` (from ``--set``) apply last, to every cell; they change the run ids.
+        ``extra_seeds``: seeds beyond the profile's for some arms (arm label -> seeds, as
+        ``bench run --until-decided`` adds them); their cells expand exactly like the profile's.
         """
         prof = self.profile(profile)
         axes = prof.axes if prof.axes is not None else self.axes
@@ -220,7 +223,9 @@ class Study:
             cfg0 = apply_overrides(base, merged)
             if self.derive is not None:
                 merged.update(self.derive(cfg0, arm_labels))
-            for seed in prof.seeds:
+            label = arm_label(arm_labels)
+            more = [s for s in (extra_seeds or {}).get(label, ()) if s not in prof.seeds]
+            for seed in (*prof.seeds, *dict.fromkeys(int(s) for s in more)):
                 cfg = apply_overrides(base, {**merged, "seed": seed, **(overrides or {})})
                 out.append(Cell(self.name, profile, arm_labels, tags, seed, cfg))
         from bench.checks import check_cells_configs
