@@ -215,10 +215,12 @@ def run(study: str, profile: str = "smoke", *, only: Mapping[str, Any] | Sequenc
         seeds: int | Sequence[int] | str | None = None, sets: Mapping[str, Any] | Sequence[str] | None = None,
         device: str = "auto", executor: str = "local", parallel: str | int = "auto", gpus: str | None = None,
         retry_failed: bool = False, results_dir: str | Path | None = None,
-        data_dir: str | Path | None = None) -> StudyResult:
+        data_dir: str | Path | None = None, until_decided: bool = False, max_seeds: int | None = None,
+        spending: str = "obrien-fleming") -> StudyResult:
     """Run a study's pending cells, as ``bench run``: ``only`` (``{"model": "plain20"}``) and ``seeds``
     select part of it, ``sets`` overrides config fields (``{"epochs": 2}``); finished cells are kept.
-    ``results_dir``/``data_dir`` default to $BENCH_RESULTS_DIR (./results) and $BENCH_DATA_DIR."""
+    ``results_dir``/``data_dir`` default to $BENCH_RESULTS_DIR (./results) and $BENCH_DATA_DIR.
+    ``until_decided``/``max_seeds``/``spending``: as ``bench run --until-decided`` (README "How many seeds")."""
     from bench.executors import run_with_executor
     from bench.executors.options import parse_run_options
     from bench.study import get_study
@@ -231,7 +233,12 @@ def run(study: str, profile: str = "smoke", *, only: Mapping[str, Any] | Sequenc
     opts = parse_run_options(results_dir=root, data_dir=data, sets=_text_items("sets", sets),
                              only=_text_items("only", only), seeds=_seeds_text(seeds), executor=executor,
                              device=device, parallel=parallel, gpus=gpus, retry_failed=retry_failed)
-    counts = run_with_executor(st, chosen, opts)
+    if until_decided:
+        from bench.executors.sequential import run_until_decided
+
+        counts = run_until_decided(st, chosen, opts, max_seeds, spending)["counts"]
+    else:
+        counts = run_with_executor(st, chosen, opts)
     selected = opts.selection.describe() if opts.selection else "all cells"
     return StudyResult(st.name, chosen, Path(root), counts, selected)
 

@@ -306,7 +306,10 @@ def _print_power(study: Any, profile: str, args: argparse.Namespace, df: Any) ->
 
     if args.prior_sd is not None and not args.prior_sd > 0:
         raise UserError(f"bad --prior-sd {args.prior_sd} (accepted: a standard deviation > 0, in the metric's units)")
-    power = power_table(study, profile, args.results_dir, _overrides(args), df, args.prior_sd)
+    if args.only or args.seeds:
+        print("how many seeds: shown for the whole profile (bench plan without --only/--seeds)")
+        return
+    power = power_table(study, profile, args.results_dir, df.attrs.get("overrides", {}), df, args.prior_sd)
     if power.empty:
         return
     print("\nhow many seeds (80% power at each claim's smallest effect):")

@@ -24,6 +24,7 @@ from bench import locks
 from bench.config import RunConfig
 from bench.data.sources import input_shape
 from bench.device import release_cached_memory
+from bench.errors import UserError
 from bench.faults import fault_point
 from bench.files import read_json, write_atomic, write_json
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
@@ -324,20 +325,37 @@ def _duration(s: float) -> str:
 
 def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str, Any] | None,
             retry_failed: bool = False, selection: Selection | None = None,
-            data_dir: str | None = None) -> tuple[list[Cell], list[Cell]]:
+            data_dir: str | None = None, extra_seeds: dict[str, tuple[int, ...]] | None = None,
+            sequential: dict[str, Any] | None = None) -> tuple[list[Cell], list[Cell]]:
     """Expand (and so validate) the study, load the data its pending cells need, then record its
     description and archive failed attempts that will be retried: a rejected run writes nothing.
 
     With a ``selection`` only its cells are to do; study.json still lists every cell of the profile
-    (the report shows the others as pending)."""
-    cells = study.cells(profile, overrides)
+    (the report shows the others as pending). Seeds added beyond the profile's (``extra_seeds``, arm
+    label -> seeds) and the group-sequential design they were added under (``sequential``) are kept
+    in study.json: a later run of the same profile and overrides lists those cells too (it reuses
+    their records) and its report judges them under the same design."""
+    try:
+        recorded = store.read_study(study.name) or {}
+    except UserError:
+        recorded = {}  # a damaged study.json: write_study sets it aside below
+    same = recorded.get("profile") == profile and (recorded.get("overrides") or {}) == (overrides or {})
+    extra: dict[str, tuple[int, ...]] = {}
+    kept = recorded.get("extra_seeds") if same and isinstance(recorded.get("extra_seeds"), dict) else {}
+    for label, seeds in [*kept.items(), *(extra_seeds or {}).items()]:
+        extra[str(label)] = tuple(dict.fromkeys([*extra.get(str(label), ()), *(int(s) for s in seeds)]))
+    design = sequential if sequential is not None else recorded.get("sequential") if same else None
+    design = design if isinstance(design, dict) else None
+    cells = study.cells(profile, overrides, extra)
     chosen = selection.apply(cells) if selection else cells  # a bad selection: before anything is written
     # Missing data is one clear error here, before anything is written or any worker starts.
     check_data(pending_cells(chosen, store, retry_failed), data_dir)
     # the cells themselves, so that the report and ``bench status`` need not re-expand the study
     store.write_study(study.name, {**study.describe(), "profile": profile, "overrides": overrides or {},
                                    "run_ids": [c.run_id for c in cells],
-                                   "cells": [c.identity() for c in cells]})
+                                   "cells": [c.identity() for c in cells],
+                                   "extra_seeds": {k: list(v) for k, v in extra.items()},
+                                   **({"sequential": design} if design else {})})
     todo = pending_cells(chosen, store, retry_failed)
     for c in todo:
         if store.summary(c.study, c.run_id) is not None:

@@ -44,14 +44,15 @@ def run_with_executor(study: Study, profile: str, opts: RunOptions) -> dict[str,
 
         # the user's values first (a bad --set or --only names itself even where Slurm is missing),
         # then Slurm's presence, both before anything is written
-        expanded = study.cells(profile, opts.overrides)
+        expanded = study.cells(profile, opts.overrides, opts.extra_seeds)
         if opts.selection:
             opts.selection.apply(expanded)
         require_sbatch()
     store = ResultsStore(opts.results_dir)
     selection = opts.selection
     cells, todo = prepare(study, profile, store, opts.overrides, opts.retry_failed, selection,
-                          data_dir=opts.data_dir)  # validates and loads the data before any write
+                          data_dir=opts.data_dir, extra_seeds=opts.extra_seeds,
+                          sequential=opts.sequential)  # validates and loads the data before any write
     note = auto_device_note(opts.device) if opts.executor == "local" else None
     if note and todo:  # the record says so too, but a user who expected a GPU should hear it at once
         print(f"bench: {note}", file=sys.stderr)

@@ -48,7 +48,9 @@ class RunOptions:
     per GPU, None for auto. ``gpus``: the ``--gpus`` text (checked against the visible GPUs where the
     cells run). ``selection``: ``--only``/``--seeds``. ``slurm_*``, ``gpus_per_task``, ``timeout_min``,
     ``max_parallel``: the Slurm job array. ``measure``: False skips the per-model measurements
-    (params, MACs, speed, memory), for tests.
+    (params, MACs, speed, memory), for tests. ``extra_seeds``: seeds beyond the profile's per arm
+    label (added by ``--until-decided``; recorded in study.json, so later runs keep them);
+    ``sequential``: the group-sequential design to record with them (``Design.to_dict()``).
     """
 
     results_dir: str = "results"
@@ -65,6 +67,8 @@ class RunOptions:
     timeout_min: int = 240
     max_parallel: int | None = None
     measure: bool = True
+    extra_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    sequential: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         parse_executor(self.executor)

@@ -1,0 +1,87 @@
+"""Seeds beyond a profile's: ordinary cells (own run ids, listed in study.json, seen by status and the
+report, reused by a later plain run), added by ``bench run --until-decided`` to the arms of undecided
+claims only, under a group-sequential design that the report names with the looks taken."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.executors.sequential import undecided_arms
+from bench.report.claims import Outcome
+from bench.study import Claim, get_study
+
+STUDY = "residual-mnist"
+ARM = "mnist_resnet_identity"
+SETS = ["--set", "epochs=1", "--set", "batch_size=64"]
+
+
+def test_extra_seeds_expand_like_the_profiles_own_for_the_arms_named() -> None:
+    study = get_study("residual")
+    plain = study.cells("cpu")
+    more = study.cells("cpu", None, {"plain20": (2, 3), "plain56": (2,)})
+    assert {c.run_id for c in plain} <= {c.run_id for c in more}
+    added = [c for c in more if c.run_id not in {p.run_id for p in plain}]
+    assert sorted((c.label, c.seed) for c in added) == [("plain20", 2), ("plain20", 3), ("plain56", 2)]
+    assert all(c.config.seed == c.seed for c in added) and len({c.run_id for c in more}) == len(more)
+    # the profile's own seeds are not doubled when named again
+    assert len(study.cells("cpu", None, {"plain20": (0, 1)})) == len(plain)
+
+
+def _o(sentence: str, verdict: str, a: tuple[str, ...], b: tuple[str, ...] = ()) -> Outcome:
+    claim = Claim(sentence, "final_test_error_pct", "greater", 0.1, "constructed", a={"model": a[0]},
+                  b={"model": b[0]} if b else None, value=None if b else 1.0)
+    return Outcome(claim, verdict, None, a, b)
+
+
+def test_seeds_go_to_undecided_claims_and_the_claims_paired_with_them_not_to_untested_ones() -> None:
+    outcomes = [_o("x", "inconclusive", ("p56",), ("p20",)),
+                _o("y", "reproduced", ("r56",), ("p56",)),      # shares p56: kept paired with x
+                _o("z", "reproduced", ("r20",), ("q",)),        # unrelated and decided
+                _o("w", "not tested", ("r110",), ("p20",))]     # precondition not met: drives nothing
+    assert undecided_arms(outcomes) == {"p56", "p20", "r56"}
+    assert undecided_arms(outcomes[1:]) == set()
+
+
+def _run(root: Path, *extra: str) -> int:
+    return main(["--results-dir", str(root), "run", STUDY, "--profile", "smoke", "--device", "cpu",
+                 "--only", f"model={ARM}", *SETS, *extra])
+
+
+@pytest.mark.slow
+def test_until_decided_adds_seeds_as_cells_and_stops_at_max_seeds(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path / "results"
+    assert _run(root, "--until-decided", "--max-seeds", "3") == 0
+    err = capsys.readouterr().err
+    desc = json.loads((root / STUDY / "study.json").read_text())
+    added = desc["extra_seeds"].get(ARM, [])
+    assert added and set(added) <= {1, 2}, desc["extra_seeds"]
+    assert set(desc["extra_seeds"]) == {ARM}  # the arms outside --only got none
+    assert desc["sequential"]["n_max"] == 3 and desc["sequential"]["n0"] == 1
+    assert "seed 1 added to " + ARM in err and "--until-decided stops after" in err
+    seeds = sorted(c["seed"] for c in desc["cells"] if c["arm_label"] == ARM)
+    assert seeds == [0, *added]
+    done = {p.parent.name: p.stat().st_mtime_ns for p in (root / STUDY / "runs").glob("*/summary.json")}
+    assert len(done) == len(seeds)
+    # status and the verdict table see the added cells; the table names the procedure and the looks
+    assert main(["--results-dir", str(root), "status", STUDY]) == 0
+    out = capsys.readouterr().out
+    assert all(rid in out for rid in done)
+    assert main(["--results-dir", str(root), "claims", STUDY]) == 0
+    out = capsys.readouterr().out
+    assert "procedure: group-sequential, O'Brien-Fleming alpha spending" in out
+    assert f"looks taken: {len(seeds)} of 3" in out
+    # a later plain run of the same profile keeps and reuses them: nothing trained again
+    assert _run(root) == 0
+    assert json.loads((root / STUDY / "study.json").read_text())["extra_seeds"] == desc["extra_seeds"]
+    assert done == {p.parent.name: p.stat().st_mtime_ns for p in (root / STUDY / "runs").glob("*/summary.json")}
+    # the design was fixed before the first look: another budget is refused in one line
+    assert _run(root, "--until-decided", "--max-seeds", "5") == 2
+    assert "designed with --max-seeds 3" in capsys.readouterr().err
