@@ -6,8 +6,9 @@ STAMP   := $(VENV)/.installed
 # auto = quick on a CUDA machine; on a CPU-only one the study's cpu profile when its real data is in
 # DATA_DIR (residual, residual-mnist), else smoke
 PROFILE ?= auto
-# Real data: BENCH_DATA_DIR wins; else ../shared/data when it exists; else ./data
-DATA_DIR ?= $(or $(BENCH_DATA_DIR),$(wildcard ../shared/data),data)
+# Real data: bench's own default (bench.cli.default_data_dir, the one rule for make and the commands
+# typed by hand): BENCH_DATA_DIR wins; else ../shared/data when it exists; else ./data
+DATA_DIR ?= $(shell $(PY) -c 'from bench.cli import default_data_dir; print(default_data_dir())' 2>/dev/null || echo data)
 RESULTS_DIR ?= results
 ARGS    ?=
 BENCH   := $(PY) -m bench --results-dir $(RESULTS_DIR) --data-dir $(DATA_DIR)
@@ -20,6 +21,7 @@ help:
 	@echo "make ablation-<study> [PROFILE=auto|full|quick|cpu|smoke] [ARGS='--set key=value ...'] [DATA_DIR=...]"
 	@echo "  PROFILE=auto (default): quick on a CUDA GPU; on a CPU the study's cpu profile when its real"
 	@echo "  data set is in DATA_DIR (residual, residual-mnist), else smoke"
+	@echo "  DATA_DIR: default \$$BENCH_DATA_DIR, else ../shared/data when it exists, else ./data (as bench itself)"
 	@echo "make ablation-all [PROFILE=...]"
 
 $(STAMP): pyproject.toml

@@ -29,6 +29,7 @@ from bench.store import ResultsStore
 
 RUNS_FILE = "runs.parquet"
 HISTORY_FILE = "history.parquet"
+RUNS_CSV_FILE = "runs.csv"  # the runs table again, for a spreadsheet or a reader without Parquet
 
 
 @dataclass(frozen=True)
@@ -158,5 +159,14 @@ def write_parquet(results_dir: str | Path, study: str) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-__all__ = ["HISTORY_FILE", "RUNS_FILE", "RunView", "history_frame", "read_runs", "runs_frame", "study_tables",
-           "write_parquet"]
+def write_runs_csv(results_dir: str | Path, study: str) -> Path:
+    """Write ``<study>/runs.csv`` (atomically): one row per run with its metrics, the runs table of
+    ``runs.parquet`` as text; returns its path."""
+    runs, _ = study_tables(results_dir, study)
+    path = Path(results_dir) / study / RUNS_CSV_FILE
+    write_atomic(path, runs.to_csv(index=False))
+    return path
+
+
+__all__ = ["HISTORY_FILE", "RUNS_CSV_FILE", "RUNS_FILE", "RunView", "history_frame", "read_runs", "runs_frame", "study_tables",
+           "write_parquet", "write_runs_csv"]

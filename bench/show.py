@@ -11,11 +11,28 @@ from bench.files import read_json
 from bench.store import ResultsStore
 
 _KEY_METRICS = (
-    "status", "error", "arm_label", "seed", "final_test_acc", "test_acc_at_best_val", "best_val_acc",
-    "best_val_epoch", "epochs_done", "iterations_done", "train_time_s", "median_epoch_time_s",
+    "status", "error", "arm_label", "seed", "final_train_acc", "final_train_error_pct", "final_test_acc",
+    "final_test_error_pct", "test_acc_at_best_val", "test_error_at_best_val_pct", "best_val_acc",
+    "best_val_error_pct", "best_val_epoch", "epochs_done", "iterations_done", "train_time_s", "median_epoch_time_s",
     "epoch_train_samples_per_s", "peak_allocated_bytes", "params_total", "macs_conv_linear", "flops_torch",
-    "shared_gpu", "device",
+    "shared_gpu", "device", "env_load_avg_1min", "env_other_cpu_pct",
 )
+# Accuracies are stored as fractions; shown in percent, like the errors beside them.
+_ACC_COLUMNS = ("train_acc", "val_acc", "test_acc")
+
+
+def _shown_key(key: str) -> str:
+    """The name a key is shown under: an accuracy (a fraction in the record) gets ``_pct``."""
+    return f"{key}_pct" if key.endswith("_acc") or key == "test_acc_at_best_val" else key
+
+
+def _shown_value(key: str, v: object) -> str:
+    """An accuracy as a percentage with two decimals (like the errors), other values as they are."""
+    if isinstance(v, float) and (key.endswith("_acc") or key == "test_acc_at_best_val"):
+        return "—" if v != v else f"{100 * v:.2f}"
+    if isinstance(v, float) and key.endswith("_pct"):
+        return "—" if v != v else f"{v:.2f}"
+    return str(v)
 
 
 def find_run(results_dir: str | Path, run_id: str, study: str | None = None) -> Path:
@@ -48,7 +65,7 @@ def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
             row = RunRecord.from_dict(summary).to_row()
         except RecordError as exc:  # a newer schema: a newer bench reads it
             raise RecordError(f"{rd / 'summary.json'}: {exc}") from None
-        lines += [f"  {k:<24} {row[k]}" for k in _KEY_METRICS if k in row]
+        lines += [f"  {_shown_key(k):<28} {_shown_value(k, row[k])}" for k in _KEY_METRICS if k in row]
     else:
         lines.append("  not finished (no summary.json yet)")
     cfg = (summary or {}).get("config") or _read(rd / "config.json")
@@ -64,7 +81,10 @@ def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
             else "the next `bench run` moves it to damaged/ and resumes the cell"))
     elif (rd / "history.csv").exists():
         hist = pd.read_csv(rd / "history.csv")
-        cols = [c for c in ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_acc", "test_acc",
+        for c in _ACC_COLUMNS:
+            if c in hist:
+                hist[f"{c}_pct"] = 100 * pd.to_numeric(hist[c], errors="coerce")
+        cols = [c for c in ("epoch", "iteration", "lr", "train_loss", "train_acc_pct", "val_acc_pct", "test_acc_pct",
                             "epoch_time_s", "epoch_train_samples_per_s", "train_samples_per_s") if c in hist]
         lines.append("history:")
         lines.append(hist[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -10,34 +10,103 @@ import pandas as pd
 from bench.errors import UserError
 
 
-def zoo_table(pattern: str = "*") -> pd.DataFrame:
+COUNTS_SCHEMA = 1  # raise when what zoo_table caches per model changes
+COUNTS_FILE = "model-counts.json"
+
+
+def _counts_version() -> str:
+    """What the cached counts depend on besides the key: bench's and torch's versions and the source of
+    the model zoo and of the counters (a model edited in a checkout is counted again)."""
+    import hashlib
+    from pathlib import Path
+
+    import torch
+
+    import bench
+
+    h = hashlib.sha256(f"{COUNTS_SCHEMA}|{bench.__version__}|{torch.__version__}".encode())
+    root = Path(bench.__file__).parent
+    for f in sorted([*(root / "models").glob("*.py"), root / "measure" / "compute.py", root / "measure" / "params.py"]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def counts_key(model: str, kwargs: dict[str, Any], shape: tuple[int, ...], num_classes: int) -> str:
+    """The cache key of a model's counts: name, arguments, input shape, classes and :func:`_counts_version`."""
+    import json
+
+    return json.dumps({"model": model, "kwargs": kwargs, "shape": list(shape), "classes": num_classes,
+                       "version": _counts_version()}, sort_keys=True)
+
+
+def _read_counts(path: Any) -> dict[str, Any]:
+    from bench.files import read_json
+
+    try:
+        cached = read_json(path)
+    except (OSError, ValueError):
+        return {}  # missing, empty or damaged: counted again and rewritten
+    return cached if isinstance(cached, dict) else {}
+
+
+def zoo_table(pattern: str = "*", cache_dir: str | None = None) -> pd.DataFrame:
     """Every registered model matching ``pattern`` with exact parameter count and MACs (fvcore).
 
     MACs are per image at the model's default input size; ``macs_conv_linear`` counts convolutions
     and linear layers only (residual additions excluded), ``macs_fvcore_total`` adds norms and pools.
+    Counts are cached in ``<cache dir>/model-counts.json`` (:func:`counts_key`; the cache dir is
+    ``bench.data.default_cache_dir()`` unless given), so only new or changed models are built and
+    counted; a bar on a terminal (and one line in any output) says how many are.
     """
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from bench.data import default_cache_dir
+    from bench.files import write_json
     from bench.measure import count_compute, count_params
     from bench.models import create_model, list_models, model_info
 
     names = list_models(pattern)
     if not names:
         raise UserError(f"no model matches {pattern!r} (bench list --models shows them all)")
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = path / COUNTS_FILE
+    cache = _read_counts(path)
+    infos = {name: model_info(name) for name in names}
+    keys = {name: counts_key(name, {}, tuple(infos[name]["input_size"]), 10) for name in names}
+    missing = [n for n in names if not isinstance(cache.get(keys[n]), dict)]
+    if missing:
+        print(f"bench: counting parameters and MACs of {len(missing)} model(s) not in {path} "
+              "(once; later listings read the cache)", file=sys.stderr, flush=True)
+    for name in tqdm(missing, desc="counting", unit="model", disable=not sys.stderr.isatty()):
+        shape = tuple(infos[name]["input_size"])
+        model = create_model(name, in_channels=shape[0])
+        compute = count_compute(model, shape)
+        cache[keys[name]] = {"params": count_params(model)["params_total"],
+                             **{k: compute.get(k) for k in ("macs_conv_linear", "macs_fvcore_total")}}
+    if missing:
+        try:
+            write_json(path, cache)
+        except OSError as exc:
+            print(f"bench: could not write {path} ({exc.strerror or exc}); counts are not cached", file=sys.stderr)
     rows = []
     for name in names:
-        info = model_info(name)
-        shape = tuple(info["input_size"])
-        model = create_model(name, in_channels=shape[0])
+        info = infos[name]
+        got = cache[keys[name]]
         rows.append({
             "model": name,
             "family": info.get("family", ""),
-            "input": "x".join(map(str, shape)),
-            "params": count_params(model)["params_total"],
-            **{k: v for k, v in count_compute(model, shape).items() if k in ("macs_conv_linear", "macs_fvcore_total")},
+            "input": "x".join(map(str, info["input_size"])),
+            "params": got["params"],
+            "macs_conv_linear": got.get("macs_conv_linear"),
+            "macs_fvcore_total": got.get("macs_fvcore_total"),
         })
     df = pd.DataFrame(rows)
     df["params"] = df["params"].map("{:,}".format)
     for col in ("macs_conv_linear", "macs_fvcore_total"):
-        df[col.replace("macs_", "MMACs_")] = (df.pop(col) / 1e6).round(2)
+        df[col.replace("macs_", "MMACs_")] = (pd.to_numeric(df.pop(col)) / 1e6).round(2)
     return df
 
 

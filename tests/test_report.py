@@ -7,6 +7,7 @@ import re
 import time
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -218,3 +219,165 @@ def test_nothing_finished_yet(tmp_path: Path) -> None:
     text = " ".join(page.text["progress"])
     assert "0 of 4 cells finished; 1 running, 3 pending." in text
     assert "no finished run yet" in " ".join(page.text["details"])
+
+
+# ----------------------------------------------------------------- what a newcomer reads at a glance
+
+
+def _edit_records(root: Path, study: str, edit: Any) -> None:
+    """Change every finished record of ``study`` under ``root`` in place (``edit(summary_dict)``)."""
+    import json
+
+    for path in (root / study / "runs").glob("*/summary.json"):
+        s = json.loads(path.read_text())
+        edit(s)
+        path.write_text(json.dumps(s))
+
+
+def _section(html: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}">(.*?)</section>', html, re.S)
+    assert m, sid
+    return m.group(1)
+
+
+def test_cpu_run_overview_shows_no_cuda(tmp_path: Path) -> None:
+    """torch built with CUDA reports its version on a CPU machine too: a CPU run does not show it."""
+    write_synthetic_study(tmp_path / "cpu", "residual", "smoke", seeds=(0,), failed=0, diverged=0, cuda=False,
+                          artifacts=False)
+    _edit_records(tmp_path / "cpu", "residual",
+                  lambda s: s["environment"].update(cuda_version="13.0", cudnn_version=92400))
+    overview = _section(build_report("residual", tmp_path / "cpu").read_text(), "overview")
+    assert "CUDA" not in overview and "92400" not in overview and "driver" not in overview
+    assert "torch" in overview
+    write_synthetic_study(tmp_path / "gpu", "residual", "smoke", seeds=(0,), failed=0, diverged=0, cuda=True,
+                          artifacts=False)
+    assert "CUDA / cuDNN" in _section(build_report("residual", tmp_path / "gpu").read_text(), "overview")
+
+
+def test_held_fixed_lists_only_settings_that_apply(results: Path, reports: dict[str, Path]) -> None:
+    """residual trains ResNets with SGD: no Adam betas, no aux_loss_weight (no auxiliary heads), and
+    on a CPU no GPU loader; they are named as left out, not listed."""
+    for study, cpu in (("residual", STUDIES.index("residual") % 2 == 1),):
+        design = _section(reports[study].read_text(), "design")
+        fixed = re.search(r'id="fixed-table".*?</table>', design, re.S)
+        assert fixed
+        keys = set(re.findall(r"<td[^>]*>([a-z_.]+)</td>", fixed.group(0)))
+        assert "momentum" in keys
+        assert not keys & {"betas", "aux_loss_weight"}, keys
+        assert ("loader" in keys) != cpu
+        left = re.search(r'id="fixed-left-out">(.*?)</p>', design, re.S)
+        assert left and "betas" in left.group(1) and "aux_loss_weight" in left.group(1)
+
+
+def test_held_fixed_keeps_a_setting_that_applies_to_some_arms(tmp_path: Path) -> None:
+    """optimizers compares SGD with Adam, AdamW and RMSprop: betas (Adam's) apply to some arms, so
+    they stay; aux_loss_weight applies to none."""
+    from bench.report.data import config_difference, load
+    from bench.report.tables import applicable_settings
+
+    write_synthetic_study(tmp_path, "optimizers", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False)
+    d = load("optimizers", tmp_path)
+    _, fixed = config_difference(d)
+    assert {"betas", "aux_loss_weight"} <= set(fixed)
+    kept, left_out = applicable_settings(d, fixed)
+    assert "betas" in kept
+    assert "aux_loss_weight" in left_out and "aux_loss_weight" not in kept
+
+
+def test_intervals_are_cut_at_the_metric_range() -> None:
+    from bench.report.plotting import chance_error_pct, clipped_err
+    from bench.report.tables import CLIP_MARK, ci_text
+
+    assert ci_text(95.0, 102.85, "final_test_error_pct") == f"[95.00, 100.00]{CLIP_MARK}"
+    assert ci_text(-1.5, 3.0, "final_train_error_pct") == f"[0.00, 3.00]{CLIP_MARK}"
+    assert ci_text(5.0, 7.0, "final_test_error_pct") == "[5.00, 7.00]"
+    assert ci_text(-2.0, 3.0, "median_epoch_time_s") == "[-2.00, 3.00]"  # no range known: as computed
+    bars = clipped_err([98.0, 50.0, 1.0], [5.0, 5.0, 5.0], (0.0, 100.0))
+    assert bars.tolist() == [[5.0, 5.0, 1.0], [2.0, 5.0, 5.0]]
+    assert chance_error_pct(10) == 90.0 and chance_error_pct(100) == 99.0 and chance_error_pct(None) is None
+
+
+def test_clipped_interval_is_marked_in_the_results_table(tmp_path: Path) -> None:
+    """Two seeds far apart near 100% error: the t interval passes 100%; the table cuts and says so."""
+    write_synthetic_study(tmp_path, "residual", "smoke", seeds=(0, 1), failed=0, diverged=0, artifacts=False)
+
+    def near_chance(s: dict[str, Any]) -> None:
+        if s["arm_label"] == "plain20":
+            s["metrics"]["final_test_acc"] = 0.02 if s["seed"] == 0 else 0.12
+    _edit_records(tmp_path, "residual", near_chance)
+    html = build_report("residual", tmp_path).read_text()
+    results_html = _section(html, "results")
+    assert "100.00]◆" in results_html and 'id="clip-note"' in results_html
+    raw = pd.read_csv(tmp_path / "residual" / "results.csv")
+    assert raw.loc[raw["arm"] == "plain20", "final_test_error_pct_ci95_hi"].iloc[0] > 100  # the CSV keeps it
+
+
+def test_depth_figure_shows_training_error_and_chance(reports: dict[str, Path]) -> None:
+    from bench.report.data import load
+    from bench.report.fig_results import error_vs_depth
+
+    fig = error_vs_depth(load("residual", reports["residual"].parent.parent))
+    assert fig.png and "Training" in fig.title and "chance (90% error)" in fig.caption
+    # two panels (training | test): wider than the one-panel figure of the same kind
+    import io
+
+    from PIL import Image
+
+    width = Image.open(io.BytesIO(base64.b64decode(fig.png))).size[0]
+    assert width > 800, width
+
+
+def test_curves_take_arm_colours(reports: dict[str, Path]) -> None:
+    """One colour per arm in every figure: the iteration curves use the arms' colours, not depth's."""
+    from matplotlib import pyplot as plt
+
+    from bench.report.data import load
+    from bench.report import fig_curves
+
+    d = load("residual", reports["residual"].parent.parent)
+    seen: list[str] = []
+    real = fig_curves.mean_band
+
+    def spy(ax: Any, df: pd.DataFrame, *a: Any, color: str, **kw: Any) -> None:
+        seen.append(color)
+        real(ax, df, *a, color=color, **kw)
+
+    fig_curves.mean_band = spy  # type: ignore[assignment]
+    try:
+        fig_curves.curves_iter(d)
+    finally:
+        fig_curves.mean_band = real  # type: ignore[assignment]
+        plt.close("all")
+    assert seen and set(seen) <= set(d.palette.arms.values())
+    assert len(set(seen)) == len({a for a in d.arm_order if a in set(d.ok["arm_label"])})
+
+
+def test_cost_table_flags_timings_under_load(tmp_path: Path) -> None:
+    write_synthetic_study(tmp_path, "residual", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False)
+    html = build_report("residual", tmp_path).read_text()
+    cost = _section(html, "cost")
+    assert "not recorded" in cost and "‡" not in re.sub(r"<p.*?</p>", "", cost, flags=re.S)  # older records
+
+    def busy(s: dict[str, Any]) -> None:
+        quiet = s["arm_label"] != "plain20"
+        s["measurements"].update(train_other_cpu_pct=2.0 if quiet else 45.0, infer_other_cpu_pct=1.0,
+                                 train_load_avg_1min=0.5, infer_load_avg_1min=0.5, train_repeats=3,
+                                 train_steps_per_repeat=1)
+        s["environment"].update(other_cpu_pct=3.0, load_avg_1min=1.0, cpu_count=2)
+    _edit_records(tmp_path, "residual", busy)
+    build_report("residual", tmp_path)
+    raw = pd.read_csv(tmp_path / "residual" / "cost.csv").set_index("arm")
+    assert raw.loc["plain20", "step_runs_under_load"] == 1 and raw.loc["resnet20", "step_runs_under_load"] == 0
+    assert raw.loc["plain20", "epoch_runs_under_load"] == 0
+    assert (raw["step_timing_repeats"] > 0).all()
+    cost = _section((tmp_path / "residual" / "report.html").read_text(), "cost")
+    table = re.search(r'id="cost-table".*?</table>', cost, re.S).group(0)  # type: ignore[union-attr]
+    assert table.count("‡") >= 2  # plain20's step and inference throughputs (and the load column)
+    assert "steps: 1/1 runs under load" in table and "quiet" in table and "steps: 3 timed blocks" in table
+
+
+def test_runs_csv_beside_the_parquet_tables(results: Path, reports: dict[str, Path]) -> None:
+    runs = pd.read_csv(results / "residual" / "runs.csv")
+    assert len(runs) == len(pd.read_parquet(results / "residual" / "runs.parquet"))
+    assert {"run_id", "arm", "seed", "final_test_error_pct", "final_train_error_pct"} <= set(runs.columns)
+    assert "runs.csv" in parse(reports["residual"]).hrefs

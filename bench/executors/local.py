@@ -24,6 +24,8 @@ from bench.device import parse_device
 from bench.errors import UserError
 from bench.runner import (
     WorkSpec,
+    _left,
+    cell_line,
     load_data,
     run_cells_inline,
     status_counts,
@@ -260,7 +262,8 @@ def run_local(
 def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, todo: Sequence[Cell],
                  store: ResultsStore) -> int:
     """Start ``per_slot`` workers per slot (a GPU index, or None for the CPU), show a progress bar
-    over finished cells until all workers exit; returns how many exited abnormally."""
+    over finished cells (on a terminal) and one line per finished cell (in any output) until all
+    workers exit; returns how many exited abnormally."""
     import torch
     # the plain bar: it shows on a terminal only, and tqdm.auto warns in a Jupyter kernel without ipywidgets
     from tqdm import tqdm
@@ -285,12 +288,30 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
     print(f"bench: {len(todo)} cells on {n_workers} worker processes "
           f"({per_slot} per {'CPU' if slots == [None] else 'GPU'})", file=sys.stderr)
     bar = tqdm(total=len(todo), desc="cells", unit="run", disable=not sys.stderr.isatty())
+    seen: set[str] = set()
+    t0 = time.time()
+
+    def report_finished() -> None:
+        """One line per cell a worker finished since the last look (any output: a log shows no bar)."""
+        for c in todo:
+            if c.run_id in seen or store.summary(c.study, c.run_id) is None:
+                continue
+            seen.add(c.run_id)
+            try:
+                r = store.read_record(c.study, c.run_id)
+            except Exception:  # noqa: BLE001 - a record this version cannot read: its state only
+                r = None
+            line = cell_line(r) if r is not None else f"{c.label} seed {c.seed}: {store.state(c.study, c.run_id)}"
+            tqdm.write(f"bench: {line}; {len(seen)}/{len(todo)} done, "
+                       f"{_left(time.time() - t0, len(seen), len(todo))}", file=sys.stderr)
+            sys.stderr.flush()
+        bar.update(len(seen) - bar.n)
+
     try:
         while any(p.is_alive() for _, p in procs):
-            done = sum(store.summary(c.study, c.run_id) is not None for c in todo)
-            bar.update(done - bar.n)
+            report_finished()
             time.sleep(POLL_S)
-        bar.update(sum(store.summary(c.study, c.run_id) is not None for c in todo) - bar.n)
+        report_finished()
     except KeyboardInterrupt:
         # The workers got the same Ctrl-C (one process group); let them release their claims.
         for _, p in procs:

@@ -15,18 +15,26 @@ from bench.study import get_study
 STATES = ("done", "running", "pending", "failed", "stale", "diverged", "oom", "damaged")
 
 
-def _resolve(study: str, store: ResultsStore, profile: str | None,
-             overrides: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """The profile and overrides to show: as given, else those of the last ``bench run``."""
+def recorded_choice(study: str, store: ResultsStore, profile: str | None,
+                    overrides: dict[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    """The profile and overrides to show: as given, else those of the last ``bench run`` (study.json);
+    the overrides of that run too when none are given for its profile. (None, ...) when no profile is
+    given and none is recorded. ``bench status`` and ``bench plan`` follow this one rule."""
     recorded = store.read_study(study) or {}
     if profile is None:
         profile = recorded.get("profile")
-        if profile is None:
-            raise UserError(f"no run of study {study!r} recorded under {store.root}/ "
-                            f"(run `bench run {study}` first, or pass --profile)")
-    if not overrides and recorded.get("profile") == profile:
+    if profile is not None and not overrides and recorded.get("profile") == profile:
         overrides = recorded.get("overrides") or {}
     return profile, dict(overrides or {})
+
+
+def _resolve(study: str, store: ResultsStore, profile: str | None,
+             overrides: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    profile, overrides = recorded_choice(study, store, profile, overrides)
+    if profile is None:
+        raise UserError(f"no run of study {study!r} recorded under {store.root}/ "
+                        f"(run `bench run {study}` first, or pass --profile)")
+    return profile, overrides
 
 
 def _cells(study: str, store: ResultsStore, profile: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,8 +51,8 @@ def _cells(study: str, store: ResultsStore, profile: str, overrides: dict[str, A
 def status_frame(study: str, results_dir: str, profile: str | None = None,
                  overrides: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per cell (run_id, arm, seed, state, worker, host, heartbeat_age_s, slurm_job,
-    slurm_state) and a header dict (study, profile, counts by state, submitted Slurm arrays, where
-    their states came from). ``slurm_state`` is what squeue (or sacct) says of the cell's latest task."""
+    slurm_state, error: the one-line error of a failed, diverged or out-of-memory cell) and a header
+    dict (study, profile, counts by state, submitted Slurm arrays, where their states came from). ``slurm_state`` is what squeue (or sacct) says of the cell's latest task."""
     from bench.executors.slurm import load_jobs
     from bench.executors.slurm_states import slurm_states
 
@@ -74,6 +82,9 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
             except FileNotFoundError:
                 pass
         job = task_of.get(rid) or info.get("slurm_job_id")
+        error = info.get("error") if state in ("failed", "oom", "diverged") else None
+        if state == "diverged" and not error:
+            error = "diverged (loss not finite)"
         rows.append({
             "run_id": rid,
             "arm": cell.get("arm_label"),
@@ -84,9 +95,10 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
             "heartbeat_age_s": age,
             "slurm_job": job,
             "slurm_state": queue.states.get(str(job)) if job else None,
+            "error": error,
         })
     df = pd.DataFrame(rows, columns=["run_id", "arm", "seed", "state", "worker", "host", "heartbeat_age_s",
-                                     "slurm_job", "slurm_state"])
+                                     "slurm_job", "slurm_state", "error"])
     counts = {s: int((df["state"] == s).sum()) if len(df) else 0 for s in STATES}
     header = {"study": st.name, "profile": profile, "overrides": overrides, "cells": len(df), "counts": counts,
               "slurm_arrays": [e.get("array_id") for e in arrays],
@@ -102,7 +114,7 @@ def status_table(study: str, results_dir: str, profile: str | None, overrides: d
     if h["overrides"]:
         lines.append("  overrides: " + ", ".join(f"{k}={v}" for k, v in h["overrides"].items()))
     show = df.copy()
-    for col in ("worker", "host", "heartbeat_age_s", "slurm_job", "slurm_state"):
+    for col in ("worker", "host", "heartbeat_age_s", "slurm_job", "slurm_state", "error"):
         if show[col].isna().all():
             show = show.drop(columns=col)  # keep the table narrow when nothing is known
     # object dtype first: fillna("") on float columns warns about silent downcasting in pandas

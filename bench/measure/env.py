@@ -11,6 +11,8 @@ import platform
 import socket
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +112,112 @@ def device_name(device: str | torch.device | None) -> str:
 def environment(device: str | torch.device | None = None) -> dict[str, Any]:
     """Versions (python, torch, torchvision, CUDA, cuDNN, driver), hardware (device_name = the GPU of
     ``device`` when it is a CUDA device, the current GPU when none is given, else the CPU model;
-    gpu_count, cpu_model, cpu_count), hostname, platform, git_commit and git_dirty.
-
-    Probed once per process (the answer is cached); each call returns a fresh copy.
+    gpu_count, cpu_model, cpu_count), hostname, platform, git_commit and git_dirty, probed once per
+    process (cached), plus the machine's load now (:func:`host_load`): ``load_avg_1min``,
+    ``load_avg_5min`` and ``other_cpu_pct``, the share of all CPUs' time other processes used since
+    the previous call in this process (for a run's record: about its training, after its
+    measurement). Each call returns a fresh copy.
     """
+    global _last_mark
     env = dict(_environment())
     if device is not None:
         env["device_name"] = device_name(device)
+    mark = cpu_mark()
+    env.update(host_load(_last_mark, mark))
+    _last_mark = mark
     return env
+
+
+# ------------------------------------------------------------------------------------- machine load
+# A timing taken while other processes used at least this share of all CPUs' time (or, where that is
+# unknown, with a 1-minute load average above the CPU count) is flagged as taken under load.
+UNDER_LOAD_OTHER_CPU_PCT = 10.0
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU time counters at one moment: the machine's busy and total jiffies (/proc/stat, None where
+    there is none) and this process's own CPU seconds (its threads, reaped children and live children)."""
+
+    wall: float
+    busy_ticks: int | None
+    total_ticks: int | None
+    own_cpu_s: float
+
+
+def _proc_stat() -> tuple[int | None, int | None]:
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None, None
+    if not fields or fields[0] != "cpu":
+        return None, None
+    v = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal (guest is in user)
+    v += [0] * (8 - len(v))
+    total = sum(v)
+    return total - v[3] - v[4], total
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    try:  # live children (data loader workers) count as ours too
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            try:
+                ct = child.cpu_times()
+                own += ct.user + ct.system
+            except (psutil.Error, OSError):
+                pass
+    except ImportError:
+        pass
+    return own
+
+
+def cpu_mark() -> CpuMark:
+    """The counters now (see :class:`CpuMark`)."""
+    busy, total = _proc_stat()
+    return CpuMark(time.time(), busy, total, _own_cpu_s())
+
+
+_last_mark: CpuMark | None = None
+
+
+def host_load(start: CpuMark | None, end: CpuMark | None = None) -> dict[str, Any]:
+    """``load_avg_1min``, ``load_avg_5min`` (os.getloadavg; None where unknown) and ``other_cpu_pct``:
+    the percentage of all CPUs' time between ``start`` and ``end`` (now) that processes other than this
+    one and its children used, None where /proc/stat is missing or ``start`` is None."""
+    end = end or cpu_mark()
+    try:
+        one, five, _ = os.getloadavg()
+        load: dict[str, Any] = {"load_avg_1min": round(one, 2), "load_avg_5min": round(five, 2)}
+    except (OSError, AttributeError):
+        load = {"load_avg_1min": None, "load_avg_5min": None}
+    other = None
+    if start is not None and None not in (start.total_ticks, end.total_ticks, start.busy_ticks, end.busy_ticks):
+        d_total = end.total_ticks - start.total_ticks  # type: ignore[operator]
+        if d_total > 0:
+            hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+            busy_s = (end.busy_ticks - start.busy_ticks) / hz  # type: ignore[operator]
+            own_s = end.own_cpu_s - start.own_cpu_s
+            other = round(min(100.0, max(0.0, 100.0 * (busy_s - own_s) / (d_total / hz))), 1)
+    load["other_cpu_pct"] = other
+    return load
+
+
+def under_load(other_cpu_pct: Any, load_avg_1min: Any = None, cpu_count: Any = None) -> bool | None:
+    """Whether a timing was taken under load (see :data:`UNDER_LOAD_OTHER_CPU_PCT`); None where
+    nothing is known (older records lack these fields)."""
+    def known(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+    if known(other_cpu_pct):
+        return float(other_cpu_pct) >= UNDER_LOAD_OTHER_CPU_PCT
+    if known(load_avg_1min) and known(cpu_count) and cpu_count:
+        return float(load_avg_1min) > float(cpu_count)
+    return None
 
 
 # fp32 FLOP per cycle per core by instruction set: 2 FMA pipes x 8 fp32 lanes (256 bits) x 2 FLOP

@@ -16,6 +16,7 @@ from torch import nn
 
 from bench.device import on_device
 from bench.errors import UserError
+from bench.measure.env import cpu_mark, host_load
 from bench.measure._step import (
     OptimizerFactory,
     build_step,
@@ -119,7 +120,9 @@ def measure_speed(
     on CUDA). The model is copied first, so the caller's model is not changed. ``precision``: fp32 /
     tf32 (CUDA) / bf16 / fp16 (CUDA).
     Keys: ``<mode>_samples_per_s``, ``<mode>_step_time_ms``, ``<mode>_step_time_ms_iqr``,
-    ``<mode>_step_latency_ms``, ``<mode>_repeats``, ``<mode>_steps_per_repeat``, ``<mode>_batch_size``.
+    ``<mode>_step_latency_ms``, ``<mode>_repeats``, ``<mode>_steps_per_repeat``, ``<mode>_batch_size``,
+    ``<mode>_load_avg_1min`` and ``<mode>_other_cpu_pct`` (other processes' share of all CPUs' time
+    during the timing: :func:`bench.measure.env.host_load`).
     """
     dev = resolve_device(device)
     check_choices(mode, precision, dev)
@@ -129,9 +132,11 @@ def measure_speed(
     x = make_input(tuple(input_shape), batch_size, dev, channels_last)
     step = build_step(m, x, mode, precision, dev, optimizer)
     per = steps_per_repeat(dev)
+    mark = cpu_mark()
     with on_device(dev):
         times = time_steps(step, dev, warmup, repeats, per)
         latency = step_latency(step, dev)
+    load = host_load(mark)  # the machine's load over this timing: a busy host makes it noise
     q1, med, q3 = _quartiles(times)
     return {
         f"{mode}_samples_per_s": batch_size / (med / 1e3) if med > 0 else float("inf"),
@@ -141,4 +146,6 @@ def measure_speed(
         f"{mode}_repeats": int(repeats),
         f"{mode}_steps_per_repeat": int(per),
         f"{mode}_batch_size": int(batch_size),
+        f"{mode}_load_avg_1min": load["load_avg_1min"],
+        f"{mode}_other_cpu_pct": load["other_cpu_pct"],
     }

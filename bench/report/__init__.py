@@ -19,11 +19,12 @@ from bench.report.data import config_difference, load
 from bench.report.detail import details
 from bench.report.figures import FIGURES, render_figures
 from bench.report.plotting import Figure
-from bench.report.tables import (Table, config_tables, cost_table, failures_table, progress_table, results_table,
-                                 selection_table)
+from bench.report.tables import (Table, applicable_settings, config_tables, cost_table, failures_table,
+                                 progress_table, results_table, selection_table)
 from bench.report.verdicts import Verdicts, index_entry, published_protocol, verdicts
 from bench.files import write_atomic
-from bench.frames import write_parquet
+from bench.measure.env import UNDER_LOAD_OTHER_CPU_PCT
+from bench.frames import write_parquet, write_runs_csv
 from bench.store import ResultsStore
 
 __all__ = ["FIGURES", "ReportPage", "build_index", "build_report", "write_report"]
@@ -51,7 +52,8 @@ def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
     out_dir = Path(results_dir) / study
     out_dir.mkdir(parents=True, exist_ok=True)
     varied, fixed = config_difference(d)
-    varied_html, fixed_html = config_tables(varied, fixed)
+    fixed, left_out = applicable_settings(d, fixed)
+    varied_html, fixed_html = config_tables(varied, fixed, left_out)
     comparable, not_comparable_why = published_protocol(d)
     claims = verdicts(d)
     claims_csv = claims.frame()
@@ -64,6 +66,7 @@ def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
     write_atomic(out_dir / "claims.csv", claims_csv.to_csv(index=False))  # a reader never sees half a table
     csv_files.insert(0, "claims.csv")
     csv_files += [p.name for p in write_parquet(results_dir, study)]  # the same records, for queries
+    csv_files.append(write_runs_csv(results_dir, study).name)  # one row per run with its metrics, as text
     figures = render_figures(d, list(d.desc.get("figures") or []))
     counts = _html.state_counts(d.cells)
     n_open = counts["running"] + counts["pending"] + counts["damaged"]
@@ -97,6 +100,7 @@ def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
         not_comparable_why=not_comparable_why,
         selection_html=sel.html if sel is not None else "",
         cost_html=by_name["cost"].html,
+        under_load_pct=UNDER_LOAD_OTHER_CPU_PCT,
         details=details(d),
         n_failures=len(by_name["failures"].csv),
         failures_html=by_name["failures"].html,

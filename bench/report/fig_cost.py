@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.report.analysis import hue_colour, hue_groups, other_tag, shared_note, timing_runs
+from bench.report.analysis import hue_groups, other_tag, shared_note, timing_runs
 from bench.report.data import ReportData
-from bench.report.plotting import (Figure, dedupe_legend, legend_above, log2_axis, mean_errorbar, not_measured,
+from bench.report.plotting import (Figure, arms_by_group, legend_above, legend_outside, log2_axis, not_measured,
                                    panels, short, style, to_png)
 
 MIB = 2.0**20
@@ -57,8 +57,10 @@ def cost_by_arm(d: ReportData) -> Figure:
         axes[0].set_yticklabels([short(a) for a in arms])
         axes[0].invert_yaxis()
         fig_.png = to_png(fig)
-    fig_.caption = ("Measured once per model and input shape at the training batch size (synthetic steps)."
-                    + shared_note(d))
+    reps = d.col(d.runs, "train_repeats").dropna()
+    fig_.caption = ("Measured once per model and input shape at the training batch size (synthetic steps)"
+                    + (f", the median of {reps.median():.0f} timed blocks" if len(reps) else "") + "; the cost "
+                    "table says which timings were taken under load." + shared_note(d))
     return fig_
 
 
@@ -107,12 +109,8 @@ def batch_time(d: ReportData) -> Figure:
     groups = hue_groups(d, ok, hue)
     with style():
         fig, axes = panels(2, width=4.6, height=3.4)
-        for g in groups:
-            sub = ok if g is None else ok[ok[hue] == g]
-            c = hue_colour(d, hue, g)
-            lab = str(g) if g is not None else "ours"
-            mean_errorbar(axes[0], sub, "_x", "_t", color=c, label=lab)
-            mean_errorbar(axes[1], sub, "_x", "_r", color=c, label=f"{lab} (epochs)")
+        for ax, y in zip(axes, ("_t", "_r")):  # every point an arm in its own colour, grey lines per group
+            arms_by_group(ax, ok, "_x", y, hue=hue, groups=groups, arm_order=d.arm_order, colour_of=d.palette.arm)
         if ok["_m"].notna().any():
             m = ok.groupby("_x")["_m"].median()
             axes[1].plot(m.index, m.values, color="k", ls="--", marker="x", lw=1, label="measured steps")
@@ -121,8 +119,7 @@ def batch_time(d: ReportData) -> Figure:
         for ax in axes:
             log2_axis(ax, ok["_x"].dropna().tolist())
             ax.set_xlabel("batch size (log2)")
-        dedupe_legend(axes[0], title=hue[4:] if hue else None, loc="best")
-        dedupe_legend(axes[1], loc="best")
+        legend_outside(axes[-1], source=axes)
         fig_.png = to_png(fig)
     fig_.caption = ("Throughput from whole epochs (data loading included); dashed: synthetic measured steps. "
                     "Mean ± std over seeds." + note)

@@ -3,16 +3,16 @@ accuracy against batch size, and the accuracy-vs-compute bubble chart."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
 
-from bench.report.analysis import (arm_spreads, arm_values, hue_colour, hue_groups, main_metric,
+from bench.report.analysis import (arm_spreads, arm_values, hue_groups, main_metric,
                                    metric_label, other_tag, select_lr, shared_note, timing_runs)
 from bench.report.data import ReportData
-from bench.report.plotting import (Figure, dedupe_legend, legend_above, log2_axis, mean_errorbar, not_measured,
-                                   panels, plain_log_axis, published_marker, short, style, to_png)
+from bench.report.plotting import (Figure, arms_by_group, chance_line, clipped_err, legend_above, legend_outside,
+                                   log2_axis, metric_bounds, not_measured, panels, plain_log_axis, published_marker,
+                                   runs_chance_error_pct, short, style, to_png)
 from bench.report.verdicts import published_protocol
 
 
@@ -49,46 +49,60 @@ def _published_caption(d: ReportData, metric: str) -> str:
     return f" Published figures not drawn ({why}); they are in the results table as reference values."
 
 
-def _xy_by_hue(d: ReportData, kind: str, title: str, xcol: str, xlabel: str, log2: bool) -> Figure:
-    """Main metric against a numeric tag, one line per hue (net, norm, rule), published as stars."""
+def _xy_by_hue(d: ReportData, kind: str, title: str, xcol: str, xlabel: str, log2: bool,
+               with_train: bool = False) -> Figure:
+    """Main metric against a numeric tag: every point an arm in its colour (the one it has in every
+    figure), the arms of one hue group (net, norm, rule) joined by a grey line of its own style;
+    published figures as stars, the chance error dotted. ``with_train``: a training-error panel first."""
     fig_ = Figure(kind, title)
     metric = main_metric(d)
     ok = _ok_with(d, metric)
     if ok.empty or xcol not in ok:
         fig_.note = f"no finished runs with {xcol} and {metric} yet"
         return fig_
+    metrics = [metric]
+    if with_train and metric.endswith("_error_pct") and d.has(ok, "final_train_error_pct"):
+        metrics.insert(0, "final_train_error_pct")
     hue = other_tag(d, ok, xcol)
-    ok = ok.assign(_x=pd.to_numeric(ok[xcol], errors="coerce"), _y=d.col(ok, metric))
+    ok = ok.assign(_x=pd.to_numeric(ok[xcol], errors="coerce"))
+    chance = runs_chance_error_pct(d.runs) if metric.endswith("_error_pct") else None
     with style():
-        fig, (ax,) = panels(1, width=5.6, height=3.6)
-        groups = hue_groups(d, ok, hue)
-        for g in groups:
-            sub = ok if g is None else ok[ok[hue] == g]
-            mean_errorbar(ax, sub, "_x", "_y", color=hue_colour(d, hue, g), label=str(g) if g is not None else "ours")
-        for arm, p in _published_points(d, metric):
-            tags = d.arm_tags(arm)
-            x = tags.get(xcol[4:]) if xcol.startswith("tag_") else None
-            if x is None:
-                continue
-            g = d.arm_tags(arm).get(hue[4:]) if hue and hue.startswith("tag_") else d.arm_dict(arm).get(
-                hue[4:] if hue else "", None)
-            published_marker(ax, float(x), float(p["value"]), p.get("spread"), color=hue_colour(d, hue, g),
-                             label="published")
-        if log2:
-            log2_axis(ax, ok["_x"].dropna().tolist())
-        elif ok["_x"].nunique() < 12:
-            ax.set_xticks(sorted(ok["_x"].dropna().unique()))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(metric_label(metric))
-        dedupe_legend(ax, title=hue[4:] if hue else None, loc="best")
+        fig, axes = panels(len(metrics), width=5.0 if len(metrics) > 1 else 5.6, height=3.6)
+        for ax, m in zip(axes, metrics):
+            data = ok.assign(_y=d.col(ok, m))
+            arms_by_group(ax, data, "_x", "_y", hue=hue, groups=hue_groups(d, data, hue), arm_order=d.arm_order,
+                          colour_of=d.palette.arm, bounds=metric_bounds(m))
+            if m == metric:
+                for arm, p in _published_points(d, metric):
+                    tags = d.arm_tags(arm)
+                    x = tags.get(xcol[4:]) if xcol.startswith("tag_") else None
+                    if x is None:
+                        continue
+                    published_marker(ax, float(x), float(p["value"]), p.get("spread"), color=d.palette.arm(arm),
+                                     label="published")
+            chance_line(ax, chance)
+            if log2:
+                log2_axis(ax, ok["_x"].dropna().tolist())
+            elif ok["_x"].nunique() < 12:
+                ax.set_xticks(sorted(ok["_x"].dropna().unique()))
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(metric_label(m))
+            if len(metrics) > 1:
+                ax.set_title("training error" if m == "final_train_error_pct" else "test error")
+        legend_outside(axes[-1], source=axes)
         fig_.png = to_png(fig)
-    fig_.caption = "Mean ± std over seeds (dots: seeds)." + _published_caption(d, metric)
+    fig_.caption = ("Mean ± std over seeds (dots: seeds; bars cut at the metric's range, 0-100%); one colour "
+                    "per arm, grey lines join an arm group." + (f" Dotted: chance ({chance:g}% error)."
+                                                               if chance is not None else "")
+                    + _published_caption(d, metric))
     return fig_
 
 
 def error_vs_depth(d: ReportData) -> Figure:
-    """Final test error against depth, one line per net type."""
-    return _xy_by_hue(d, "error_vs_depth", "Test error against depth", "tag_depth", "depth (layers)", False)
+    """Final training error and test error against depth, one line per net type (the degradation
+    claim is about training error)."""
+    return _xy_by_hue(d, "error_vs_depth", "Training and test error against depth", "tag_depth", "depth (layers)",
+                      False, with_train=True)
 
 
 def error_vs_batch(d: ReportData) -> Figure:
@@ -112,21 +126,25 @@ def error_by_arm(d: ReportData) -> Figure:
         for i, arm in enumerate(arms):
             c = d.palette.arm(arm)
             s = spreads[arm]
-            ax.errorbar([s.mean], [i], xerr=[0 if math.isnan(s.std) else s.std], color=c, marker="D", ms=6,
-                        capsize=3, ls="none")
+            ax.errorbar([s.mean], [i], xerr=clipped_err([s.mean], [s.std], metric_bounds(metric)), color=c, marker="D",
+                        ms=6, capsize=3, ls="none")
             v = vals[vals["arm_label"] == arm]["value"]
             ax.scatter(v, np.full(len(v), i) + 0.12, color=c, s=12, alpha=0.6, lw=0)
             p = dict(_published_points(d, metric)).get(arm)
             if p is not None:
                 published_marker(ax, i, float(p["value"]), p.get("spread"), color="k", label="published",
                                  horizontal=True)
+        chance = runs_chance_error_pct(d.runs) if metric.endswith("_error_pct") else None
+        chance_line(ax, chance, vertical=True)
         ax.set_yticks(range(len(arms)))
         ax.set_yticklabels([short(a) for a in arms])
         ax.invert_yaxis()
         ax.set_xlabel(metric_label(metric))
-        dedupe_legend(ax, loc="best")
+        legend_outside(ax)
         fig_.png = to_png(fig)
-    fig_.caption = "Diamond: mean ± std over seeds; dots: seeds." + _published_caption(d, metric)
+    fig_.caption = ("Diamond: mean ± std over seeds (cut at the metric's range); dots: seeds."
+                    + (f" Dotted: chance ({chance:g}% error)." if chance is not None else "")
+                    + _published_caption(d, metric))
     return fig_
 
 
@@ -142,20 +160,19 @@ def lr_grid(d: ReportData) -> Figure:
     chosen = select_lr(d)
     with style():
         fig, (ax,) = panels(1, width=5.6, height=3.6)
-        for opt in hue_groups(d, ok, "tag_optimizer"):
-            c = d.palette.tag("tag_optimizer", opt)
-            mean_errorbar(ax, ok[ok["tag_optimizer"] == opt], "_x", "_y", color=c, label=str(opt))
+        # every point an arm (optimizer, lr) in its own colour; one grey line style per optimizer
+        arms_by_group(ax, ok, "_x", "_y", hue="tag_optimizer", groups=hue_groups(d, ok, "tag_optimizer"),
+                      arm_order=d.arm_order, colour_of=d.palette.arm, bounds=(0.0, 100.0))
         for _, r in chosen.iterrows():
-            c = d.palette.tag("tag_optimizer", r["optimizer"])
-            ax.plot([r["chosen lr"]], [r["val acc (%)"]], marker="o", ms=14, mfc="none", mec=c, mew=2, ls="none")
-        # One neutral legend entry for the rings (they take each optimiser's colour).
-        ax.plot([], [], marker="o", ms=10, mfc="none", mec="k", mew=1.5, ls="none", label="chosen lr")
+            ax.plot([r["chosen lr"]], [r["val acc (%)"]], marker="o", ms=16, mfc="none", mec="k", mew=1.6, ls="none",
+                    label="chosen lr")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (log)")
         ax.set_ylabel(f"{'best' if val == 'best_val_acc' else 'final'} validation accuracy (%)")
-        dedupe_legend(ax, title="optimizer", loc="best")
+        legend_outside(ax, ncols=1 if len(set(ok["arm_label"])) <= 16 else 2)
         fig_.png = to_png(fig)
-    fig_.caption = "Mean ± std over seeds; ringed: the lr chosen on validation accuracy (never on test)."
+    fig_.caption = ("Mean ± std over seeds, one colour per arm, grey lines join an optimizer's arms; ringed: the lr "
+                    "chosen on validation accuracy (never on test).")
     return fig_
 
 
@@ -204,14 +221,11 @@ def batch_accuracy(d: ReportData) -> Figure:
     timed, note = timing_runs(ok)  # time to accuracy is a timing: exclusive-GPU runs only
     with style():
         fig, axes = panels(2, width=4.6, height=3.4)
-        for g in groups:
-            sub = ok if g is None else ok[ok[hue] == g]
-            tsub = timed if g is None else timed[timed[hue] == g]
-            c = hue_colour(d, hue, g)
-            mean_errorbar(axes[0], sub, "_x", "_y", color=c, label=str(g) if g is not None else "ours")
-            if tcols:
-                mean_errorbar(axes[1], tsub.assign(_t=d.col(tsub, tcols[-1])), "_x", "_t", color=c,
-                              label=str(g) if g is not None else "ours")
+        arms_by_group(axes[0], ok, "_x", "_y", hue=hue, groups=groups, arm_order=d.arm_order,
+                      colour_of=d.palette.arm, bounds=metric_bounds(metric))
+        if tcols:
+            arms_by_group(axes[1], timed.assign(_t=d.col(timed, tcols[-1])), "_x", "_t", hue=hue,
+                          groups=hue_groups(d, timed, hue), arm_order=d.arm_order, colour_of=d.palette.arm)
         axes[0].set_ylabel(metric_label(metric))
         if tcols:
             pct = tcols[-1].split("_")[4]
@@ -222,9 +236,10 @@ def batch_accuracy(d: ReportData) -> Figure:
         for ax in axes:
             log2_axis(ax, ok["_x"].dropna().tolist())
             ax.set_xlabel("batch size (log2)")
-        dedupe_legend(axes[0], title=hue[4:] if hue else None, loc="best")
+        legend_outside(axes[-1], source=axes)
         fig_.png = to_png(fig)
-    fig_.caption = "Mean ± std over seeds (dots: seeds)." + (note if tcols else "")
+    fig_.caption = ("Mean ± std over seeds (dots: seeds); one colour per arm, grey lines join an arm group."
+                    + (note if tcols else ""))
     return fig_
 
 

@@ -66,8 +66,20 @@ def _distinct(d: ReportData, col: str) -> str:
     return ", ".join(vals) + (" (mixed)" if len(vals) > 1 else "")
 
 
+def used_gpu(d: ReportData) -> bool:
+    """Whether any finished run trained on a CUDA device (the placement's device, e.g. ``cuda:0``)."""
+    if d.runs.empty or "device" not in d.runs:
+        return False
+    return any(str(v).startswith("cuda") for v in d.runs["device"].dropna())
+
+
+GPU_ONLY_ROWS = ("GPUs", "driver", "CUDA / cuDNN")  # facts of the GPU software stack: not shown for a CPU run
+
+
 def environment_rows(d: ReportData) -> list[tuple[str, str]]:
-    """Device, software versions and the code's commit (with dirty flag) of the finished runs."""
+    """Device, software versions and the code's commit (with dirty flag) of the finished runs; the
+    GPU count, driver and CUDA / cuDNN versions only when a run used a GPU (torch's build reports
+    CUDA on a CPU machine too)."""
     rows = [("device", _distinct(d, "env_device_name") or _distinct(d, "device")),
             ("GPUs", _distinct(d, "env_gpu_count")), ("driver", _distinct(d, "env_driver_version")),
             ("CPU", _distinct(d, "env_cpu_model")), ("python", _distinct(d, "env_python_version")),
@@ -78,7 +90,8 @@ def environment_rows(d: ReportData) -> list[tuple[str, str]]:
     if not d.runs.empty and "env_git_commit" in d.runs:
         commits = [f"{str(c)[:10]}{' (dirty: uncommitted changes)' if dirty else ''}" for c, dirty in _commit_pairs(d.runs)]
         rows.append(("commit", ", ".join(commits) + (" (mixed)" if len(commits) > 1 else "")))
-    return [(k, v) for k, v in rows if v]
+    gpu = used_gpu(d)
+    return [(k, v) for k, v in rows if v and (gpu or k not in GPU_ONLY_ROWS)]
 
 
 def _commit_pairs(runs: pd.DataFrame) -> list[tuple[Any, bool]]:

@@ -101,16 +101,117 @@ def mean_band(ax: plt.Axes, df: pd.DataFrame, by: str, x: str, y: str, *, color:
         ax.fill_between(g["x"], g["lo"], g["hi"], color=color, alpha=alpha, lw=0)
 
 
-def mean_errorbar(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, *, color: str, label: str,
-                  marker: str = "o") -> None:
-    """Mean +/- std over seeds at each x, joined by a line; seeds as faint dots."""
+ERROR_PCT_RANGE = (0.0, 100.0)  # an error in percent: intervals shown are clipped to it
+
+
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """The range a metric's values can take (``*_error_pct``: 0-100), for clipping intervals; None
+    where it has none worth clipping to."""
+    return ERROR_PCT_RANGE if metric.endswith("_error_pct") else None
+
+
+def clipped_err(mean: Any, std: Any, bounds: tuple[float, float] | None) -> np.ndarray:
+    """The (2, n) lower/upper bar lengths of mean ± std, each cut where it would leave ``bounds``
+    (an error bar past 100% error or below 0% shows no possible value)."""
+    m = np.asarray(mean, dtype=float)
+    sd = np.nan_to_num(np.asarray(std, dtype=float), nan=0.0)
+    lo, hi = sd.copy(), sd.copy()
+    if bounds is not None:
+        lo = np.clip(np.minimum(sd, m - bounds[0]), 0.0, None)
+        hi = np.clip(np.minimum(sd, bounds[1] - m), 0.0, None)
+    return np.vstack([lo, hi])
+
+
+def mean_errorbar(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, *, color: str, label: str | None,
+                  marker: str = "o", bounds: tuple[float, float] | None = None, ls: str = "-",
+                  line_color: str | None = None) -> None:
+    """Mean +/- std over seeds at each x (bars clipped to ``bounds``, the metric's range), joined by a
+    line (``line_color``, default ``color``); seeds as faint dots."""
     d = df[[x, y]].dropna()
     if d.empty:
         return
     g = d.groupby(x, sort=True)[y].agg(["mean", "std", "count"]).reset_index()
-    ax.errorbar(g[x], g["mean"], yerr=g["std"].fillna(0), color=color, marker=marker, ms=5, lw=1.5,
-                capsize=3, label=label)
+    ax.errorbar(g[x], g["mean"], yerr=clipped_err(g["mean"], g["std"], bounds), color=line_color or color,
+                marker=marker, ms=5, lw=1.5, ls=ls, capsize=3, label=label, mfc=color, mec=color, ecolor=color)
     ax.scatter(d[x], d[y], color=color, s=9, alpha=0.45, lw=0, zorder=3)
+
+
+GROUP_LINE = "#666"
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def arms_by_group(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, *, hue: str | None, groups: list[Any],
+                  arm_order: list[str], colour_of: Any, bounds: tuple[float, float] | None = None,
+                  arm_label: str = "arm_label", with_arm_labels: bool = True) -> None:
+    """``y`` against ``x`` where every point is an arm (its seeds' mean ± std, bars cut at
+    ``bounds``) in the arm's own colour (``colour_of(arm)``, the same in every figure), and the arms
+    of one hue group (net, norm, optimizer, lr rule) are joined by a grey line with the group's own
+    line style and marker, labelled '<hue> <group>' for the legend."""
+    name = hue.split("_", 1)[1] if hue and "_" in hue else (hue or "")
+    for i, g in enumerate(groups):
+        sub = data if g is None else data[data[hue] == g]
+        sub = sub[[c for c in dict.fromkeys([x, y, arm_label])]].dropna(subset=[x, y])
+        if sub.empty:
+            continue
+        marker = MARKERS[i % len(MARKERS)]
+        means = sub.groupby(x, sort=True)[y].mean()
+        ax.plot(means.index, means.values, color=GROUP_LINE, lw=1.1, ls=LINE_STYLES[i % len(LINE_STYLES)],
+                marker=marker, mfc="none", mec=GROUP_LINE, ms=9, zorder=1,
+                label=f"{name} {g}".strip() if g is not None else None)
+        for arm in [a for a in arm_order if a in set(sub[arm_label])]:
+            mean_errorbar(ax, sub[sub[arm_label] == arm], x, y, color=colour_of(arm),
+                          label=short(arm) if with_arm_labels else None, bounds=bounds, ls="none", marker=marker)
+
+
+def chance_error_pct(num_classes: Any) -> float | None:
+    """The error of guessing at random among ``num_classes`` balanced classes: 100 - 100/k %."""
+    try:
+        k = int(num_classes)
+    except (TypeError, ValueError):
+        return None
+    return 100.0 - 100.0 / k if k >= 2 else None
+
+
+def runs_chance_error_pct(runs: pd.DataFrame) -> float | None:
+    """:func:`chance_error_pct` of the runs' one number of classes (None when unknown or mixed)."""
+    if "num_classes" not in runs:
+        return None
+    ks = pd.to_numeric(runs["num_classes"], errors="coerce").dropna().unique()
+    return chance_error_pct(ks[0]) if len(ks) == 1 else None
+
+
+def chance_line(ax: plt.Axes, chance: float | None, *, vertical: bool = False) -> None:
+    """A dotted grey line at the chance error, labelled for the legend ('chance (90% error)'); call
+    it after the data are drawn. Where it lies far above the data (errors of a few percent), the axis
+    is not stretched to it: a note at the axis' end says where chance is instead."""
+    if chance is None:
+        return
+    lo, hi = ax.get_xlim() if vertical else ax.get_ylim()
+    label = f"chance ({chance:g}% error)"
+    if chance > hi + (hi - lo) * 1.5:
+        if vertical:
+            ax.text(1.0, -0.02, f"{label}: off the scale →", transform=ax.transAxes, ha="right", va="top",
+                    fontsize=7, color="#666")
+        else:
+            ax.text(0.99, 0.99, f"↑ {label}: off the scale", transform=ax.transAxes, ha="right", va="top",
+                    fontsize=7, color="#666")
+        return
+    kw = dict(color="#888", ls=":", lw=1.2, zorder=0, label=label)
+    (ax.axvline if vertical else ax.axhline)(chance, **kw)
+
+
+def legend_outside(ax: plt.Axes, *, source: list[plt.Axes] | None = None, **kw: Any) -> None:
+    """Legend right of ``ax`` (each label once, gathered from ``source`` axes, default ``ax``):
+    inside the axes it covered curves (e.g. the 56-layer ones)."""
+    seen: dict[str, Any] = {}
+    for a in source or [ax]:
+        for h, lab in zip(*a.get_legend_handles_labels()):
+            if lab and not lab.startswith("_") and lab not in seen:
+                seen[lab] = h
+    if seen:
+        ax.legend(seen.values(), seen.keys(), loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  frameon=False, **kw)
 
 
 def published_marker(ax: plt.Axes, x: Any, value: float, spread: float | None, *, color: str,

@@ -15,13 +15,16 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup, escape
 
+from bench.measure.env import under_load
 from bench.report.analysis import arm_spreads, main_metric, metric_label, select_lr
 from bench.report.data import FAILED, ReportData
+from bench.report.plotting import metric_bounds
 from bench.store import write_atomic
 
 MIB = 2.0**20
 RESULT_METRICS = ("final_test_error_pct", "test_error_at_best_val_pct", "best_val_error_pct")
 SHARED_MARK = "†"
+LOAD_MARK = "‡"
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ def results_table(d: ReportData, comparable: bool = False) -> Table:
             r.update({f"{m}_mean": sp.mean, f"{m}_std": sp.std, f"{m}_ci95_lo": sp.lo, f"{m}_ci95_hi": sp.hi})
             # One cell per metric (mean ± std, 95% CI below it) keeps the table narrow enough to read.
             s[f"{metric_label(m)}: mean ± std [95% CI]"] = (
-                html_cell('{}<br><span class="ci">{}</span>', sp.fmt(), sp.fmt_ci()) if sp.lo is not None else sp.fmt())
+                html_cell('{}<br><span class="ci">{}</span>', sp.fmt(), ci_text(sp.lo, sp.hi, m))
+                if sp.lo is not None else sp.fmt())
         p = d.published_for(d.arm_dict(arm))
         if p is not None:
             pm = str(p.get("metric"))
@@ -146,9 +150,26 @@ def results_table(d: ReportData, comparable: bool = False) -> Table:
     best = [min(finite)[1]] if finite else []
     notes = "".join(html_cell("<li>{}</li>", s).text for s in sources)
     page = styled(pd.DataFrame(shown), bold_rows=best, table_id="results-table")
+    if any(CLIP_MARK in str(getattr(v, "text", v)) for row in shown for v in row.values()):
+        page += (f'<p class="muted" id="clip-note">{CLIP_MARK} interval cut at the metric\'s range (0-100% error): '
+                 "the t interval over few seeds ran past it; the CSV keeps the uncut bounds.</p>")
     if notes:
         page += f'<ol class="sources">{notes}</ol>'
     return Table("results", pd.DataFrame(raw), page)
+
+
+CLIP_MARK = "◆"
+
+
+def ci_text(lo: float | None, hi: float | None, metric: str, digits: int = 2) -> str:
+    """'[6.40, 7.80]'; a bound past the metric's range (an error below 0% or above 100%: the t
+    interval of few seeds can reach there) is cut at it and marked ◆, explained under the table."""
+    if lo is None or hi is None:
+        return "—"
+    bounds = metric_bounds(metric)
+    if bounds is None or (bounds[0] <= lo and hi <= bounds[1]):
+        return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"[{max(lo, bounds[0]):.{digits}f}, {min(hi, bounds[1]):.{digits}f}]{CLIP_MARK}"
 
 
 def selection_table(d: ReportData) -> Table | None:
@@ -187,21 +208,27 @@ def cost_table(d: ReportData) -> Table:
         dev = sub["env_device_name"].dropna().iloc[0] if "env_device_name" in sub and sub["env_device_name"].notna().any() else ""
         # The runner records a failed measurement as measure_error instead of failing the run.
         merr = next((str(e) for e in sub.get("measure_error", pd.Series(dtype=object)).dropna()), "")
+        load = _timing_load(d, sub)
+        repeats = d.col(sub, "train_repeats").median()
         raw.append({"arm": arm, "model": sub["model"].iloc[0] if "model" in sub else "", **med, "measure_error": merr,
                     "peak_memory_mib": mem / MIB, "total_train_time_min": total_min, "runs": len(sub),
-                    "shared_gpu_runs": n_shared, "device_name": dev})
+                    "shared_gpu_runs": n_shared, "device_name": dev, "step_timing_repeats": repeats, **load})
         t = SHARED_MARK if n_shared else ""
+        step_mark = t + (LOAD_MARK if load["step_runs_under_load"] else "")
+        epoch_mark = t + (LOAD_MARK if load["epoch_runs_under_load"] else "")
         shown.append({
             "arm": arm, "params (M)": sig(med["params_total"] / 1e6),
             "MACs (M, fvcore total)": sig(med["macs_fvcore_total"] / 1e6),
             "MACs (M, conv+linear)": sig(med["macs_conv_linear"] / 1e6),
             "FLOPs (M, torch)": sig(med["flops_torch"] / 1e6),
-            "train samples/s (steps)": num(med["train_samples_per_s"], 0) + t,
-            "train samples/s (epochs)": num(med["epoch_train_samples_per_s"], 0) + t,
-            "inference samples/s": num(med["infer_samples_per_s"], 0) + t,
+            "train samples/s (steps)": num(med["train_samples_per_s"], 0) + step_mark,
+            "train samples/s (epochs)": num(med["epoch_train_samples_per_s"], 0) + epoch_mark,
+            "inference samples/s": num(med["infer_samples_per_s"], 0) + step_mark,
             "peak memory (MiB)": "not measured" if mem != mem else num(mem / MIB, 1),
-            "median epoch time (s)": sig(med["median_epoch_time_s"]) + t,
+            "median epoch time (s)": sig(med["median_epoch_time_s"]) + epoch_mark,
             "total train time (min)": sig(total_min),
+            "rests on": _rests_on(repeats, d.col(sub, "train_steps_per_repeat").median(), len(sub)),
+            "load during timings": _load_text(load, len(sub)),
             "shared GPU": f"yes ({n_shared}/{len(sub)} runs) {SHARED_MARK}" if n_shared else "no",
             "device": dev or "—",
             "measurement error": merr,
@@ -211,7 +238,55 @@ def cost_table(d: ReportData) -> Table:
         shown_df = shown_df.drop(columns=["device"])  # one device: already in the page header
     if not shown_df.empty and not shown_df["measurement error"].astype(bool).any():
         shown_df = shown_df.drop(columns=["measurement error"])
+    if not shown_df.empty and not (shown_df["shared GPU"] != "no").any():
+        shown_df = shown_df.drop(columns=["shared GPU"])  # nothing shared (a CPU run): no column of "no"
     return Table("cost", pd.DataFrame(raw), styled(shown_df, table_id="cost-table"))
+
+
+def _timing_load(d: ReportData, sub: pd.DataFrame) -> dict[str, Any]:
+    """How many of an arm's runs had their step timings (measurement) and their epoch timings (the
+    run itself) taken under load (:func:`bench.measure.env.under_load`), how many are unknown (records
+    from before the load was recorded), and the largest share of CPU time other processes took."""
+    cpus = d.col(sub, "env_cpu_count")
+    step, epoch = [], []
+    for i in range(len(sub)):
+        step.append(max((v for v in (under_load(d.col(sub, f"{m}_other_cpu_pct").iloc[i],
+                                                d.col(sub, f"{m}_load_avg_1min").iloc[i], cpus.iloc[i])
+                                     for m in ("train", "infer")) if v is not None), default=None))
+        epoch.append(under_load(d.col(sub, "env_other_cpu_pct").iloc[i], d.col(sub, "env_load_avg_1min").iloc[i],
+                                cpus.iloc[i]))
+    others = pd.concat([d.col(sub, c) for c in ("train_other_cpu_pct", "infer_other_cpu_pct")])
+    return {"step_runs_under_load": sum(v is True for v in step), "step_runs_load_unknown": sum(v is None for v in step),
+            "epoch_runs_under_load": sum(v is True for v in epoch),
+            "epoch_runs_load_unknown": sum(v is None for v in epoch),
+            "step_other_cpu_pct_max": float(others.max()),
+            "epoch_other_cpu_pct_max": float(d.col(sub, "env_other_cpu_pct").max())}
+
+
+def _load_text(load: dict[str, Any], runs: int) -> str:
+    """'quiet', or which timings were taken under load (other processes' largest CPU share), or unknown."""
+    parts = []
+    for what, key in (("steps", "step"), ("epochs", "epoch")):
+        n, unknown, top = load[f"{key}_runs_under_load"], load[f"{key}_runs_load_unknown"], load[f"{key}_other_cpu_pct_max"]
+        if n:
+            parts.append(f"{what}: {n}/{runs} runs under load {LOAD_MARK}"
+                         + (f" (others up to {top:.0f}% CPU)" if top == top else ""))
+        elif unknown == runs:
+            parts.append(f"{what}: not recorded")
+        elif top == top:
+            parts.append(f"{what}: quiet (others ≤ {top:.0f}% CPU)")
+        else:
+            parts.append(f"{what}: quiet")
+    return "; ".join(parts)
+
+
+def _rests_on(repeats: float, per_repeat: float, runs: int) -> str:
+    """What the timing figures rest on: the step timing's blocks (one measurement per model and
+    input, shared by the arm's runs) and the number of runs whose epochs give the epoch figures."""
+    steps = "steps: —" if repeats != repeats else (
+        f"steps: {repeats:.0f} timed block{'s' if repeats != 1 else ''}"
+        + (f" of {per_repeat:.0f} steps" if per_repeat == per_repeat and per_repeat > 1 else ""))
+    return f"{steps}; epochs: {runs} run{'s' if runs != 1 else ''}"
 
 
 def failures_table(d: ReportData) -> Table:
@@ -248,12 +323,60 @@ def progress_table(d: ReportData) -> Table:
     return Table("cells", raw, styled(shown, table_id="progress-table"))
 
 
-def config_tables(varied: pd.DataFrame, fixed: dict[str, Any]) -> tuple[str, str]:
-    """HTML of the varied-keys-per-arm table and the fixed keys table."""
+def _has_aux_heads(model: Any) -> bool:
+    """Whether ``model`` returns auxiliary logits in training (an unknown model: assumed so)."""
+    from bench.models import model_info
+
+    try:
+        return bool(model_info(str(model)).get("returns_aux_in_train"))
+    except Exception:  # noqa: BLE001 - a model this checkout does not know: keep its settings shown
+        return True
+
+
+# Config keys that matter only under a condition on a run's config and whether it ran on a GPU; the
+# held-fixed table leaves a key out when it applies to none of the runs (one rule per key, here only).
+APPLIES: dict[str, Any] = {
+    "betas": lambda c, gpu: c.get("optimizer") in ("adam", "adamw"),
+    "momentum": lambda c, gpu: c.get("optimizer") in ("sgd", "rmsprop"),
+    "nesterov": lambda c, gpu: c.get("optimizer") == "sgd",
+    "milestones": lambda c, gpu: c.get("schedule") == "multistep",
+    "gamma": lambda c, gpu: c.get("schedule") in ("multistep", "plateau"),
+    "aux_loss_weight": lambda c, gpu: _has_aux_heads(c.get("model")),
+    "loader": lambda c, gpu: gpu or c.get("loader") != "gpu",
+    "crop_padding": lambda c, gpu: bool(c.get("augment", True)),
+    "hflip": lambda c, gpu: bool(c.get("augment", True)),
+    "epochs": lambda c, gpu: c.get("epochs") is not None or c.get("iterations") is None,
+    "iterations": lambda c, gpu: c.get("iterations") is not None,
+}
+
+
+def applicable_settings(d: ReportData, fixed: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the held-fixed settings that apply to at least one run, the keys left out): Adam's betas are
+    not shown for SGD runs, aux_loss_weight not for models without auxiliary heads, the GPU loader
+    not for runs on a CPU... (:data:`APPLIES`). Without records (nothing finished) all are kept."""
+    runs = [(r.cell.config.to_dict(), str(r.placement.device or "").startswith("cuda")) for r in d.records.values()]
+    if not runs:
+        return dict(fixed), []
+    keep, dropped = {}, []
+    for k, v in fixed.items():
+        rule = APPLIES.get(k.split(".")[0])
+        if rule is None or any(rule(c, gpu) for c, gpu in runs):
+            keep[k] = v
+        else:
+            dropped.append(k)
+    return keep, dropped
+
+
+def config_tables(varied: pd.DataFrame, fixed: dict[str, Any], left_out: list[str] | None = None) -> tuple[str, str]:
+    """HTML of the varied-keys-per-arm table and the fixed keys table (with the keys left out as not
+    applying to these runs named under it)."""
     v = styled(varied.reset_index(), table_id="varied-table") if not varied.empty else \
         '<p class="empty">no config key differs between the runs</p>'
     items = [{"key": k, "value": _fmt_value(val)} for k, val in fixed.items()]
     f = styled(pd.DataFrame(items), table_id="fixed-table")
+    if left_out:
+        f += str(Markup('<p class="muted" id="fixed-left-out">Not shown, as they do not apply to these runs: {}.</p>')
+                 .format(", ".join(left_out)))
     return v, f
 
 
