@@ -85,3 +85,23 @@ def test_until_decided_adds_seeds_as_cells_and_stops_at_max_seeds(tmp_path: Path
     # the design was fixed before the first look: another budget is refused in one line
     assert _run(root, "--until-decided", "--max-seeds", "5") == 2
     assert "designed with --max-seeds 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--until-decided", "--max-seeds", "0"], "--max-seeds 0: the profile 'smoke' already runs 1 seed"),
+    (["--until-decided", "--spending", "haybittle"], "unknown alpha spending 'haybittle' (accepted: obrien-fleming, pocock)"),
+    (["--until-decided", "--seeds", "0"], "--seeds with --until-decided"),
+    (["--max-seeds", "3"], "--max-seeds 3 without --until-decided"),
+])
+def test_bad_sequential_options_are_one_line_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   extra: list[str], says: str) -> None:
+    root = tmp_path / "results"
+    assert _run(root, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1, err
+    assert not list(root.glob(f"{STUDY}/runs/*"))
+
+
+def test_a_bad_prior_sd_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--results-dir", str(tmp_path), "plan", STUDY, "--profile", "smoke", "--prior-sd", "-1"]) == 2
+    assert "bad --prior-sd -1.0 (accepted: a standard deviation > 0" in capsys.readouterr().err
