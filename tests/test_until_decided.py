@@ -4,6 +4,7 @@ claims only, under a group-sequential design that the report names with the look
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -105,3 +106,19 @@ def test_bad_sequential_options_are_one_line_before_anything_runs(tmp_path: Path
 def test_a_bad_prior_sd_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--results-dir", str(tmp_path), "plan", STUDY, "--profile", "smoke", "--prior-sd", "-1"]) == 2
     assert "bad --prior-sd -1.0 (accepted: a standard deviation > 0" in capsys.readouterr().err
+
+
+def test_the_report_names_the_procedure_and_each_verdicts_look(tmp_path: Path) -> None:
+    from bench.report import build_report
+    from bench.report.power import Design
+    from bench.report.synthetic import write_synthetic_study
+
+    write_synthetic_study(tmp_path, "residual", "quick", seeds=(0, 1, 2), artifacts=False)
+    path = tmp_path / "residual" / "study.json"
+    desc = json.loads(path.read_text())
+    design = Design(3, 5)
+    path.write_text(json.dumps({**desc, "sequential": design.to_dict()}))
+    page = Path(build_report("residual", str(tmp_path))).read_text()
+    assert html.escape(f"procedure: {design.name()}; looks taken: 1 of 3") in page
+    level = f"look 1 of 3 ({100 * design.level(3):.3g}% interval)"
+    assert level in page
