@@ -94,7 +94,8 @@ def test_speed_sanity_and_caller_model_unchanged() -> None:
     runs = [measure_speed(m, (3, 8, 8), 4, "cpu", mode="train", warmup=1, repeats=5) for _ in range(2)]
     for r in runs:
         assert set(r) == {"train_samples_per_s", "train_step_time_ms", "train_step_time_ms_iqr",
-                          "train_step_latency_ms", "train_repeats", "train_steps_per_repeat", "train_batch_size"}
+                          "train_step_latency_ms", "train_repeats", "train_steps_per_repeat", "train_batch_size",
+                          "train_load_avg_1min", "train_other_cpu_pct"}
         assert r["train_repeats"] == 5 and r["train_batch_size"] == 4 and r["train_steps_per_repeat"] == 1
         assert r["train_step_latency_ms"] > 0
         assert math.isfinite(r["train_samples_per_s"]) and r["train_samples_per_s"] > 0

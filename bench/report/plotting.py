@@ -7,6 +7,7 @@ import base64
 import io
 import math
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -264,7 +265,8 @@ def log2_axis(ax: plt.Axes, values: list[float]) -> None:
 
 
 def short(label: str, width: int = 30) -> str:
-    """Arm label without axis names ('batch=32, rule=fixed lr' -> '32 · fixed lr'), truncated."""
-    parts = [p.split("=", 1)[1] if "=" in p else p for p in str(label).split(", ")]
+    """Arm label without axis names ('batch=32, rule=fixed lr' -> '32 · fixed lr'), truncated. Only
+    a leading 'name=' goes: 'adamw lr=0.001' stays whole (cut to '0.001', two arms read the same)."""
+    parts = [re.sub(r"^\w+=", "", p) for p in str(label).split(", ")]
     out = " · ".join(parts)
     return out if len(out) <= width else out[: width - 1] + "…"
