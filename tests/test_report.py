@@ -381,3 +381,34 @@ def test_runs_csv_beside_the_parquet_tables(results: Path, reports: dict[str, Pa
     assert len(runs) == len(pd.read_parquet(results / "residual" / "runs.parquet"))
     assert {"run_id", "arm", "seed", "final_test_error_pct", "final_train_error_pct"} <= set(runs.columns)
     assert "runs.csv" in parse(reports["residual"]).hrefs
+
+
+@pytest.mark.parametrize("kind", ["curves_iter", "error_vs_depth", "curves_epoch", "lr_grid"])
+def test_legends_stay_off_the_axes(kind: str, reports: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A legend drawn beside the axes never covers a curve: its box overlaps no axes' box."""
+    from matplotlib import pyplot as plt
+
+    from bench.report import fig_cost, fig_curves, fig_results
+    from bench.report.data import load
+    from bench.report.figures import FIGURES
+
+    seen: list[Any] = []
+
+    def keep(fig: Any) -> str:
+        fig.canvas.draw()
+        seen.append(fig)
+        return ""
+
+    for mod in (fig_curves, fig_results, fig_cost):
+        monkeypatch.setattr(mod, "to_png", keep)
+    study = "residual" if kind in ("curves_iter", "error_vs_depth") else "optimizers"
+    FIGURES[kind](load(study, reports[study].parent.parent))
+    assert len(seen) == 1
+    fig = seen[0]
+    legends = [lg for ax in fig.axes if (lg := ax.get_legend()) is not None]
+    assert legends, "the figure has a legend"
+    for lg in legends:
+        box = lg.get_window_extent()
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent()), (kind, box, ax.get_title())
+    plt.close(fig)
