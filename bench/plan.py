@@ -19,7 +19,8 @@ import pandas as pd
 
 from bench.config import RunConfig
 from bench.data.sources import input_shape, stored_shape, stored_train_size
-from bench.store import ResultsStore
+from bench.errors import UserError
+from bench.store import ResultsStore, warn_once
 from bench.study import Selection, Study
 
 # A cell estimated to take longer than this is called out under the table.
@@ -181,11 +182,22 @@ def recorded_extra_seeds(store: ResultsStore, study: str, profile: str,
                          overrides: dict[str, Any] | None) -> dict[str, tuple[int, ...]]:
     """Seeds added beyond the profile's (by ``bench run --until-decided``) that study.json records for
     this profile and overrides: their cells are planned like the profile's."""
-    recorded = store.read_study(study) or {}
+    recorded = _recorded_study(store, study)
     if recorded.get("profile") != profile or (recorded.get("overrides") or {}) != (overrides or {}):
         return {}
     extra = recorded.get("extra_seeds")
     return {str(k): tuple(int(s) for s in v) for k, v in extra.items()} if isinstance(extra, dict) else {}
+
+
+def _recorded_study(store: ResultsStore, study: str) -> dict[str, Any]:
+    """study.json, or {} when there is none or it is damaged: a plan is made from the registry, so a
+    damaged record does not stop it; it is said once, and what it records is left out."""
+    try:
+        return store.read_study(study) or {}
+    except UserError as exc:
+        warn_once(store.study_dir(study) / "study.json",
+                  f"{exc}; the plan leaves out what it records (added seeds, verdicts)")
+        return {}
 
 
 def _number(v: float) -> str:
@@ -297,7 +309,7 @@ def _recorded_outcomes(study: Study, profile: str, results_dir: str | Path,
     from bench.report.data import load
     from bench.report.verdicts import verdicts
 
-    recorded = ResultsStore(results_dir).read_study(study.name)
+    recorded = _recorded_study(ResultsStore(results_dir), study.name)
     if not recorded or recorded.get("profile") != profile or (recorded.get("overrides") or {}) != (overrides or {}):
         return {}
     return {o.claim.sentence: o for o in verdicts(load(study.name, results_dir)).outcomes}

@@ -124,7 +124,7 @@ NAMED = {
     ("cell-of-unfinished", "report"): "path",
     **{(d, "show"): "path" for d in ("config-of-unfinished", "config-deep-of-unfinished")},
     ("artifacts-cut", "report"): "path",
-    **{(d, c): "path" for d in STUDY_KINDS for c in ("status", "claims", "export", "report")},
+    **{(d, c): "path" for d in STUDY_KINDS for c in ("status", "plan", "claims", "export", "report")},
     ("study-of-another-study", "status"): "the study.json of study 'normalization'",
     ("claim-empty", "status"): "unreadable claim.lock",
 }
