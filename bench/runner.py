@@ -34,7 +34,7 @@ from bench.study import Selection, Study
 RETRYABLE = ("failed", "oom")
 # Part of every measurement cache key: raise it when what get_measurements records changes, so
 # that cached measurements of the old kind are taken again instead of reaching new records.
-MEASUREMENT_SCHEMA = 3  # 3: steps timed back to back, fused optimizer, autotuning on
+MEASUREMENT_SCHEMA = 4  # 3: steps timed back to back, fused optimizer, autotuning on; 4: the load during each timing
 
 
 _DATA: dict[tuple[str, str], Any] = {}
