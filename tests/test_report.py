@@ -412,3 +412,14 @@ def test_legends_stay_off_the_axes(kind: str, reports: dict[str, Path], monkeypa
         for ax in fig.axes:
             assert not box.overlaps(ax.get_window_extent()), (kind, box, ax.get_title())
     plt.close(fig)
+
+
+def test_the_index_lists_studies_not_run_yet_with_how_to_run_them(tmp_path: Path) -> None:
+    from bench.report import build_index
+
+    write_synthetic_study(tmp_path, "residual-mnist", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False)
+    page = build_index(tmp_path).read_text()
+    for name in STUDIES:
+        assert f'data-study="{name}"' in page, name
+    assert page.count("not run here yet") == len(STUDIES) - 1
+    assert "make ablation-residual</code>" in page and "make ablation-residual-mnist</code>" not in page

@@ -129,7 +129,17 @@ def build_index(results_dir: str | Path = "results") -> Path:
         report = root / name / "report.html"
         rows.append({"name": name, "question": d.desc.get("question", ""), "profile": d.profile,
                      **index_entry(d), **counts, "total": int(len(d.cells)), "last_update": _html.when(_html.last_update(d)),
-                     "report": f"{name}/report.html" if report.exists() else None})
+                     "report": f"{name}/report.html" if report.exists() else None, "not_run": None})
+    # the registered studies not run here yet, so the page shows what there is to run
+    from bench.study import load_studies
+
+    studies = load_studies()
+    for st in (studies.get(n) for n in studies.names()):
+        if st.name not in {r["name"] for r in rows}:
+            rows.append({"name": st.name, "question": st.question, "profile": None, "claims": "not run yet",
+                         "claims_counts": {}, "dataset": "—", "seeds": "—", "ok": 0, "failed": 0, "running": 0,
+                         "pending": 0, "total": 0, "last_update": "—", "report": None,
+                         "not_run": f"make ablation-{st.name}"})
     root.mkdir(parents=True, exist_ok=True)
     path = root / "index.html"
     _write_page(path, _html.render("index.html.j2", rows=rows, root=str(root), generated=_html.when(time.time())))
