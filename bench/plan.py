@@ -21,6 +21,7 @@ from bench.config import RunConfig
 from bench.data.sources import input_shape, stored_shape, stored_train_size
 from bench.errors import UserError
 from bench.store import ResultsStore, warn_once
+from bench.text import human_duration
 from bench.study import Selection, Study
 
 # A cell estimated to take longer than this is called out under the table.
@@ -112,18 +113,6 @@ class SpeedBook:
         rates = self.by_model.get(_model_key(cfg, shape))
         rate = statistics.median(rates) if rates else self.median
         return train_macs / rate if rate > 0 and train_macs == train_macs else math.nan
-
-
-def human_duration(seconds: float) -> str:
-    """'42 s', '3.5 min', '2.1 h', '4.0 d', '1.2e+06 y'; '?' when unknown."""
-    if not seconds == seconds:
-        return "?"
-    for unit, size in (("y", 365.25 * 86400), ("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            v = seconds / size
-            return f"{v:.3g} {unit}" if v < 1e4 else f"{v:.2g} {unit}"
-        continue
-    return f"{seconds:.0f} s"
 
 
 def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: dict[str, Any] | None,
@@ -235,7 +224,7 @@ def power_table(study: Study, profile: str, results_dir: str | Path, overrides: 
     statsmodels), the extra cells beyond the profile's seeds and their estimated time (from
     ``plan``'s per-arm estimates). A claim whose precondition failed on the recorded runs, or that is
     exact, asks for no seeds, and says why."""
-    from bench.report.claims import evaluate_all, matches
+    from bench.report.claims import matches
     from bench.report.power import seeds_needed
 
     cells = study.cells(profile, overrides)
@@ -277,7 +266,7 @@ def power_table(study: Study, profile: str, results_dir: str | Path, overrides: 
         for a in arms if extra else ():
             arm_extra[a] = max(arm_extra.get(a, 0), extra)
         row.update({
-            "spread_sd": round(sd, 4) if sd == sd else None,
+            "spread_sd_metric_units": round(sd, 4) if sd == sd else None,
             "seeds needed": ("> 1000" if needed == math.inf else int(needed) if needed == needed else "—"),
             "extra cells": extra * len(arms) if extra is not None else "—",
             "extra time": human_duration(secs) if extra else ("0 s" if extra == 0 else "—"),

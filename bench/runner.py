@@ -29,6 +29,7 @@ from bench.faults import fault_point
 from bench.files import read_json, write_atomic, write_json
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
 from bench.store import ResultsStore
+from bench.text import human_duration
 from bench.study import Selection, Study
 
 RETRYABLE = ("failed", "oom")
@@ -288,7 +289,7 @@ def run_cells_inline(
         if s is not None:
             out.append(s)
             if progress:  # one line per cell in any output (a log file shows no bar)
-                print(f"bench: {cell_line(s)}; {i}/{len(cells)} done, {_left(time.time() - t0, i, len(cells))}",
+                print(f"bench: {cell_line(s)}; {i}/{len(cells)} done, {time_left(time.time() - t0, i, len(cells))}",
                       file=sys.stderr, flush=True)
             if on_done:
                 on_done(s)
@@ -300,27 +301,18 @@ def cell_line(r: RunRecord) -> str:
     instead for a failed cell)."""
     head = f"{r.cell.label} seed {r.cell.seed}: {r.status}"
     if r.status != "ok":
-        return f"{head} ({r.outcome.error or 'no error recorded'}), {_duration(r.placement.wall_time_s)}"
+        return f"{head} ({r.outcome.error or 'no error recorded'}), {human_duration(r.placement.wall_time_s)}"
     parts = [f"final {name} error {100 * (1 - float(r.metrics[key])):.1f}%"
              for name, key in (("training", "final_train_acc"), ("test", "final_test_acc"))
              if isinstance(r.metrics.get(key), (int, float)) and r.metrics[key] == r.metrics[key]]
-    return ", ".join([head, *parts, _duration(r.placement.wall_time_s)])
+    return ", ".join([head, *parts, human_duration(r.placement.wall_time_s)])
 
 
-def _left(elapsed: float, done: int, total: int) -> str:
+def time_left(elapsed: float, done: int, total: int) -> str:
     """'about 9 min left' at the mean pace of the cells run so far (they differ in size: an estimate)."""
     if done >= total:
-        return f"all in {_duration(elapsed)}"
-    return f"about {_duration(elapsed / done * (total - done))} left at this pace"
-
-
-def _duration(s: float) -> str:
-    s = max(float(s), 0.0)
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60)} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+        return f"all in {human_duration(elapsed)}"
+    return f"about {human_duration(elapsed / done * (total - done))} left at this pace"
 
 
 def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str, Any] | None,

@@ -42,27 +42,12 @@ from bench.executors import slurm as slurm_mod
 from bench.runner import WorkSpec, load_data
 from bench.study import get_study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 STUDY, PROFILE = "residual", "smoke"
 SETS = ["epochs=2", "train_subset=64", "test_subset=64"]
 OVERRIDES = {"epochs": 2, "train_subset": 64, "test_subset": 64}
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_in_workers() -> Any:
-    """One intra-op thread here and in every child process: same float order everywhere, no
-    oversubscription of a small CI machine."""
-    old_threads, old_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(old_threads)
-    if old_env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = old_env
 
 
 def args(results_dir: Path, **kw: Any) -> RunOptions:

@@ -286,17 +286,22 @@ OPTIMIZER_CASES = {
 }
 
 
+def _bn_net(data: LoadedData, cfg: RunConfig) -> tuple[Any, Any, nn.Module, dict[str, torch.Tensor],
+                                                        torch.optim.Optimizer]:
+    """fp32 on the CPU, the loader, a seeded BN net, its state before anything runs, its optimizer."""
+    loader = make_loader(data, cfg)
+    torch.manual_seed(0)
+    model = create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
+    before = copy.deepcopy(model.state_dict())
+    return resolve_precision("fp32", CPU), loader, model, before, build_optimizer(cfg, model.parameters())
+
+
 @pytest.mark.parametrize("case", sorted(OPTIMIZER_CASES))
 def test_warmup_is_undone_and_new_optimizer_state_is_zero(data: LoadedData, case: str) -> None:
     """After warm-up and (stand-in) capture: weights and BN buffers as before, every optimizer state
     tensor the warm-up created zero (fresh), the RNG where it was, the lr a device tensor."""
     cfg = OPTIMIZER_CASES[case]
-    prec = resolve_precision("fp32", CPU)
-    loader = make_loader(data, cfg)
-    torch.manual_seed(0)
-    model = create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
-    before = copy.deepcopy(model.state_dict())
-    opt = build_optimizer(cfg, model.parameters())
+    prec, loader, model, before, opt = _bn_net(data, cfg)
     total = 3 * len(loader)
     ops = FakeOps(check_sync=cfg.optimizer == "sgd")  # CPU Adam/RMSprop read their step on the host
     trainer = GraphTrainer(model, loader, optimizer=opt, schedule=build_schedule(cfg, len(loader), total),
@@ -343,12 +348,7 @@ def test_each_step_uses_the_schedules_lr_including_the_tail(data: LoadedData) ->
 
 
 def test_failed_capture_puts_everything_back(data: LoadedData) -> None:
-    prec = resolve_precision("fp32", CPU)
-    loader = make_loader(data, SGD)
-    torch.manual_seed(0)
-    model = create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
-    before = copy.deepcopy(model.state_dict())
-    opt = build_optimizer(SGD, model.parameters())
+    prec, loader, model, before, opt = _bn_net(data, SGD)
     sched = build_schedule(SGD, len(loader), 12)
     trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched, base_lr=SGD.lr, total_steps=12,
                            criterion=nn.CrossEntropyLoss(), aux_weight=0.3, prec=prec, device=CPU,

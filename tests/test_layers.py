@@ -13,7 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 # bottom to top; a module may import its own layer and those below
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "faults", "registry", "files", "locks", "device", "config", "record", "models", "data"),
+    ("errors", "text", "faults", "registry", "files", "locks", "device", "config", "record", "models", "data"),
     ("measure", "train", "checks"),
     ("study", "store"),
     ("runner",),

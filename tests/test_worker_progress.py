@@ -16,19 +16,6 @@ from bench.cli import main
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture()
-def one_thread() -> Any:
-    old_threads, old_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(old_threads)
-    if old_env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = old_env
-
-
 def test_worker_processes_say_each_finished_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  one_thread: Any) -> None:
     rc = main(["--results-dir", str(tmp_path), "run", "residual", "--profile", "smoke", "--device", "cpu",
@@ -39,7 +26,7 @@ def test_worker_processes_say_each_finished_cell(tmp_path: Path, capsys: pytest.
     lines = [ln for ln in err.splitlines() if re.match(r"bench: (plain|resnet)\d+ seed 0: ", ln)]
     assert len(lines) == 4, err  # one per cell, none twice
     for i, ln in enumerate(lines, 1):
-        assert re.search(r": ok, final training error \d+\.\d%, final test error \d+\.\d%, (\d+ min )?\d+ s; ", ln), ln
+        assert re.search(r": ok, final training error \d+\.\d%, final test error \d+\.\d%, (\d+ s|[\d.]+ min|[\d.]+ h); ", ln), ln
         assert f"; {i}/4 done, " in ln, ln
     assert lines[-1].split("4/4 done, ")[1].startswith("all in ")
     assert len({ln.split(":")[1] for ln in lines}) == 4  # four different cells

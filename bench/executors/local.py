@@ -24,7 +24,7 @@ from bench.device import parse_device
 from bench.errors import UserError
 from bench.runner import (
     WorkSpec,
-    _left,
+    time_left,
     cell_line,
     load_data,
     run_cells_inline,
@@ -303,7 +303,7 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
                 r = None
             line = cell_line(r) if r is not None else f"{c.label} seed {c.seed}: {store.state(c.study, c.run_id)}"
             tqdm.write(f"bench: {line}; {len(seen)}/{len(todo)} done, "
-                       f"{_left(time.time() - t0, len(seen), len(todo))}", file=sys.stderr)
+                       f"{time_left(time.time() - t0, len(seen), len(todo))}", file=sys.stderr)
             sys.stderr.flush()
         bar.update(len(seen) - bar.n)
 

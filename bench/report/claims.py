@@ -120,7 +120,7 @@ def evaluate(claim: Claim, table: pd.DataFrame, design: Design | None = None) ->
     assert side_a is not None
     pre = _precondition(claim, {"a": side_a, "b": side_b})
     if pre is not None and not pre[0]:
-        return Outcome(claim, "not tested", None, arms_a, arms_b, f"precondition not met: {pre[1]}", False, pre[1])
+        return Outcome(claim, "not tested", None, arms_a, arms_b, f"precondition not met: {pre[1]}; {pre[2]}", False, pre[1])
     out = _compare(claim, table, side_a, side_b, arms_a, arms_b, design)
     return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
 
@@ -168,7 +168,7 @@ def _compare(claim: Claim, table: pd.DataFrame, side_a: pd.DataFrame, side_b: pd
     return _sized(out, est.method if est.method in ("paired", "Welch") else "Welch", sd, look)
 
 
-def _precondition(claim: Claim, sides: dict[str, pd.DataFrame | None]) -> tuple[bool, str] | None:
+def _precondition(claim: Claim, sides: dict[str, pd.DataFrame | None]) -> tuple[bool, str, str] | None:
     """(held, the numbers) for the claim's precondition on the finished runs of its sides; None
     when the claim has none. Each arm's mean over its finished seeds is held to the bound."""
     req = claim.requires
@@ -189,7 +189,7 @@ def _precondition(claim: Claim, sides: dict[str, pd.DataFrame | None]) -> tuple[
             shown = f"{value:.1f}{'%' if pct else ''}" if vals.size else "not recorded"
             parts.append(f"{arm} {shown}")
     need = f"{label} {req.bound} {req.threshold:g}{'%' if pct else ''}"
-    return held, f"{', '.join(parts)}; needs {need} on each arm"
+    return held, ", ".join(parts), f"needs {need} on each arm"
 
 
 def evaluate_all(claims: list[Claim], table: pd.DataFrame, profile: str | None,
@@ -314,7 +314,7 @@ def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> O
         return _few(claim, arms, (), f"{int(done.min())} at {claim.trend}={done.idxmin():g}")
     pre = _precondition(claim, {"a": ok})
     if pre is not None and not pre[0]:
-        return Outcome(claim, "not tested", None, arms, (), f"precondition not met: {pre[1]}", False, pre[1])
+        return Outcome(claim, "not tested", None, arms, (), f"precondition not met: {pre[1]}; {pre[2]}", False, pre[1])
     x, y = pd.to_numeric(ok[tag]).to_numpy(float), pd.to_numeric(ok[claim.metric]).to_numpy(float)
     seeds = ok["seed"].to_numpy() if "seed" in ok else np.arange(len(ok))
     slopes, used = seed_slopes(x, y, seeds)

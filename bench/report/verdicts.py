@@ -153,8 +153,7 @@ def precondition_text(o: Outcome) -> str:
               f"({req.source})")
     if o.precondition_held is None:
         return f"{stated}: not checked (the arms have not all finished)"
-    numbers = o.checked.split("; needs")[0]
-    return f"{stated}: {'held' if o.precondition_held else 'not met'} ({numbers})"
+    return f"{stated}: {'held' if o.precondition_held else 'not met'} ({o.checked})"
 
 
 def _answer(o: Outcome) -> str:
