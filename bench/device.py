@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import UserError
+from bench.errors import UserError, reason
 
 
 def parse_device(device: str | None) -> str:
@@ -81,8 +81,7 @@ def release_cached_memory(device: str | torch.device | None) -> str | None:
     try:
         torch.cuda.empty_cache()
     except Exception as exc:  # noqa: BLE001 - whatever the allocator says, the caller carries on
-        text = str(exc).strip().splitlines()
-        return f"torch.cuda.empty_cache() failed ({type(exc).__name__}: {text[0] if text else ''})"[:300]
+        return f"torch.cuda.empty_cache() failed ({reason(exc, 260)})"
     return None
 
 

@@ -37,6 +37,14 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def reason(exc: BaseException, limit: int = 300) -> str:
+    """'TypeName: first line' of ``exc``, at most ``limit`` characters: the note a failed variant,
+    capture or cleanup records."""
+    text = str(exc).strip().splitlines()
+    msg = f"{type(exc).__name__}: {text[0].strip() if text else ''}"
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
 def error_line(exc: BaseException) -> tuple[str, int]:
     """(the one line a command prints for ``exc``, its exit code).
 

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from bench.device import auto_device_note, on_device, release_cached_memory, resolve_device
-from bench.errors import UserError, unknown_value
+from bench.errors import UserError, reason, unknown_value
 from bench.files import clean_json, write_atomic
 from bench.perf_runs import (
     EVAL_BATCH,
@@ -159,8 +159,7 @@ def _load_text(load: float | None) -> str:
 
 
 def _failed(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return f"failed: {type(exc).__name__}: {msg[0] if msg else ''}"[:300]
+    return "failed: " + reason(exc, 292)
 
 
 def _train_macs_per_image(model_name: str, data: Any) -> int | None:

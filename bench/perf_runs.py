@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.errors import reason
 from bench.device import (
     memory_peaks,
     numerics,
@@ -345,8 +346,7 @@ def _child(target: Callable[..., dict[str, Any]], kwargs: dict[str, Any], out: A
     try:
         out.put(("ok", target(**kwargs)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as the row's note
-        text = str(exc).strip().splitlines()
-        out.put(("failed", f"{type(exc).__name__}: {text[0] if text else ''}"[:300]))
+        out.put(("failed", reason(exc)))
 
 
 def run_isolated(target: Callable[..., dict[str, Any]], kwargs: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -479,8 +479,7 @@ def step_rounds(model_name: str, data: Any, variants: list[Variant], *, batch_si
             sv.warm_up(STEP_WARMUP)
             ready.append(sv)
         except Exception as exc:  # noqa: BLE001 - a variant that cannot run (compile error) is a row
-            text = str(exc).strip().splitlines()
-            results[v.name] = {"note": f"failed: {type(exc).__name__}: {text[0] if text else ''}"[:300]}
+            results[v.name] = {"note": "failed: " + reason(exc, 292)}
             log(f"  {model_name:<10} {v.name:<14} failed ({type(exc).__name__})")
     times: dict[str, list[float]] = {sv.v.name: [] for sv in ready}
     for r in range(rounds):

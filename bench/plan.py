@@ -21,6 +21,7 @@ from bench.config import RunConfig
 from bench.data.sources import input_shape, stored_shape, stored_train_size
 from bench.errors import UserError
 from bench.store import ResultsStore, warn_once
+from bench.store import recorded_extra_seeds as extra_seeds_in
 from bench.text import human_duration
 from bench.study import Selection, Study
 
@@ -169,13 +170,9 @@ def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: d
 
 def recorded_extra_seeds(store: ResultsStore, study: str, profile: str,
                          overrides: dict[str, Any] | None) -> dict[str, tuple[int, ...]]:
-    """Seeds added beyond the profile's (by ``bench run --until-decided``) that study.json records for
-    this profile and overrides: their cells are planned like the profile's."""
-    recorded = _recorded_study(store, study)
-    if recorded.get("profile") != profile or (recorded.get("overrides") or {}) != (overrides or {}):
-        return {}
-    extra = recorded.get("extra_seeds")
-    return {str(k): tuple(int(s) for s in v) for k, v in extra.items()} if isinstance(extra, dict) else {}
+    """Seeds added beyond the profile's that study.json records for this profile and overrides:
+    their cells are planned like the profile's."""
+    return extra_seeds_in(_recorded_study(store, study), profile, overrides)
 
 
 def _recorded_study(store: ResultsStore, study: str) -> dict[str, Any]:

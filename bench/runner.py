@@ -70,10 +70,13 @@ def measurement_key(cfg: RunConfig, shape: tuple[int, int, int], num_classes: in
 def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str, device: str) -> dict[str, Any]:
     """Params, MACs/FLOPs, speed and memory for this model and input, measured once and cached."""
     from bench.measure import environment, measure_model
+    from bench.measure.env import device_name
 
     shape = input_shape(cfg, data.image_shape)
     num_classes = data.num_classes
-    key = measurement_key(cfg, shape, num_classes, str(environment(device).get("device_name")) + device)
+    # the device's name only: environment() would also take a CPU-load mark, shortening the window
+    # the run's record reports
+    key = measurement_key(cfg, shape, num_classes, device_name(device) + device)
     path = store.study_dir(study) / "measurements" / f"{key}.json"
     if path.exists():
         try:

@@ -85,6 +85,16 @@ def _study_json_problem(desc: Any, study: str) -> str | None:
     return None
 
 
+def recorded_extra_seeds(desc: dict[str, Any], profile: str,
+                         overrides: dict[str, Any] | None) -> dict[str, tuple[int, ...]]:
+    """Seeds added beyond the profile's (by ``bench run --until-decided``) that a study.json ``desc``
+    records, when it was written for this profile and these overrides; else {}."""
+    if desc.get("profile") != profile or (desc.get("overrides") or {}) != (overrides or {}):
+        return {}
+    extra = desc.get("extra_seeds")
+    return {str(k): tuple(int(s) for s in v) for k, v in extra.items()} if isinstance(extra, dict) else {}
+
+
 class ResultsStore:
     """Reads and writes ``results/``; safe for several runners on one (shared) file system."""
 

@@ -20,7 +20,7 @@ from bench.errors import UserError
 from bench.executors.options import RunOptions
 from bench.report.claims import Outcome
 from bench.report.power import Design
-from bench.store import ResultsStore
+from bench.store import ResultsStore, recorded_extra_seeds
 from bench.study import Selection, Study
 
 DECIDED = ("reproduced", "contradicted")
@@ -45,13 +45,14 @@ def undecided_arms(outcomes: list[Outcome]) -> set[str]:
 
 
 def resolve_design(study: Study, profile: str, opts: RunOptions, max_seeds: int | None,
-                   spending: str) -> Design:
+                   spending: str, recorded: dict[str, Any] | None = None) -> Design:
     """The design of this study's sequential run: the one recorded by an earlier ``--until-decided``
     of the same profile and overrides (a design is fixed before the first look: a different
     ``--max-seeds`` or spending is refused), else a new one with ``max_seeds`` (default twice the
-    profile's seeds)."""
+    profile's seeds). ``recorded``: the study.json already read (read here when None)."""
     n0 = len(study.profile(profile).seeds)
-    recorded = ResultsStore(opts.results_dir).read_study(study.name) or {}
+    if recorded is None:
+        recorded = ResultsStore(opts.results_dir).read_study(study.name) or {}
     same = recorded.get("profile") == profile and (recorded.get("overrides") or {}) == opts.overrides
     old = recorded.get("sequential") if same and isinstance(recorded.get("sequential"), dict) else None
     if old:
@@ -79,12 +80,10 @@ def run_until_decided(study: Study, profile: str, opts: RunOptions, max_seeds: i
     if opts.selection is not None and opts.selection.seeds is not None:
         raise UserError("--seeds with --until-decided: the design starts from every seed of the profile "
                         "(accepted: --only to pick arms, no --seeds)")
-    design = resolve_design(study, profile, opts, max_seeds, spending)
     store = ResultsStore(opts.results_dir)
     recorded = store.read_study(study.name) or {}
-    same = recorded.get("profile") == profile and (recorded.get("overrides") or {}) == opts.overrides
-    extra = {str(k): tuple(int(s) for s in v)
-             for k, v in ((recorded.get("extra_seeds") or {}) if same else {}).items()}
+    design = resolve_design(study, profile, opts, max_seeds, spending, recorded)
+    extra = recorded_extra_seeds(recorded, profile, opts.overrides)
     only = opts.selection.only if opts.selection is not None else {}
     selection: Selection | None = opts.selection
     print(f"bench: --until-decided: {design.name()}", file=sys.stderr)

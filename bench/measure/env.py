@@ -231,6 +231,7 @@ PEAK_ASSUMPTION = ("peak = cores used x clock x fp32 FLOP/cycle/core; FLOP/cycle
                    "'CPU max MHz', else /proc/cpuinfo's current 'cpu MHz'; bf16 is judged against the fp32 peak")
 
 
+@functools.lru_cache(maxsize=1)
 def _lscpu() -> dict[str, str]:
     out = _run(["lscpu"]) or ""
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines()) if v}

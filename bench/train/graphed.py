@@ -60,6 +60,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.errors import reason
 from bench.config import RunConfig
 from bench.data.gpu_loader import GpuLoader
 from bench.device import Precision
@@ -174,9 +175,7 @@ class StaticStep:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = f"{type(exc).__name__}: {text[0] if text else ''}"
-    return msg if len(msg) <= _REASON_CHARS else msg[: _REASON_CHARS - 3] + "..."
+    return reason(exc, _REASON_CHARS)
 
 
 class GraphTrainer:
