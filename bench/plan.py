@@ -9,7 +9,6 @@ absurd (``epochs=1e9``) are planned like any other: the footer says what they wo
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from bench.config import RunConfig
-from bench.data.sources import input_shape, stored_shape, stored_train_size
+from bench.measure.estimate import (TRAIN_MACS_PER_FORWARD, estimate_samples, estimate_shape, estimate_steps,
+                                    forward_macs, model_key, train_macs)
 from bench.errors import UserError
 from bench.store import ResultsStore, warn_once
 from bench.store import recorded_extra_seeds as extra_seeds_in
@@ -29,60 +29,6 @@ from bench.study import Selection, Study
 LONG_CELL_S = 30 * 86400.0
 
 
-def train_size(cfg: RunConfig) -> int | None:
-    """Training images one epoch goes through (after the validation split and subset), or None."""
-    n = stored_train_size(cfg.dataset)
-    if n is None:
-        return None
-    return cfg.train_subset or n - (int(cfg.val_size) if cfg.val_size >= 1 else int(n * cfg.val_size))
-
-
-def estimate_steps(cfg: RunConfig) -> int | None:
-    """Optimizer steps of the run: ``iterations``, else epochs x batches per epoch (last one partial)."""
-    if cfg.iterations:
-        return cfg.iterations
-    n = train_size(cfg)
-    if n is None:
-        return None
-    return int(cfg.epochs or 0) * -(-n // cfg.batch_size)
-
-
-def estimate_samples(cfg: RunConfig) -> int | None:
-    """Training samples the run processes (epochs x train size, or iterations x batch)."""
-    if cfg.iterations:
-        return cfg.iterations * cfg.batch_size
-    n = train_size(cfg)
-    return None if n is None else int(n * (cfg.epochs or 0))
-
-
-def estimate_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
-    """The model's input shape, without loading the data (CIFAR-sized when only loading can tell)."""
-    return input_shape(cfg, stored_shape(cfg.dataset) or (3, 32, 32))
-
-
-def forward_macs(cfg: RunConfig, shape: tuple[int, int, int]) -> float:
-    """Multiply-adds of convolutions and matrix products for one image (as ``macs_conv_linear``),
-    counted on the meta device; NaN for a model that cannot run there."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from bench.models import create_model
-
-    try:
-        with torch.device("meta"), torch.no_grad():
-            model = create_model(cfg.model, in_channels=shape[0], **cfg.model_kwargs).eval()
-            counter = FlopCounterMode(display=False)
-            with counter:
-                model(torch.zeros(1, *shape))
-    except Exception:  # noqa: BLE001 - an estimate only: unknown, not a failed plan
-        return math.nan
-    return counter.get_total_flops() / 2  # FLOPs count 2 per multiply-add
-
-
-def _model_key(cfg: RunConfig, shape: tuple[int, int, int] | None) -> str:
-    return json.dumps([cfg.model, cfg.model_kwargs, shape], sort_keys=True, default=str)
-
-
 class SpeedBook:
     """Training speeds recorded in a study, in training multiply-adds per second.
 
@@ -91,7 +37,7 @@ class SpeedBook:
     nothing about a different device than the one the records came from.
     """
 
-    def __init__(self, store: ResultsStore, study: str, macs: Any) -> None:
+    def __init__(self, store: ResultsStore, study: str) -> None:
         self.by_model: dict[str, list[float]] = {}
         self.devices: set[str] = set()
         self.runs = 0
@@ -100,10 +46,11 @@ class SpeedBook:
             if rec.outcome.status != "ok" or not isinstance(sps, (int, float)) or not sps > 0:
                 continue
             shape = estimate_shape(rec.cell.config)
-            per_image = macs(rec.cell.config, shape)
+            per_image = forward_macs(rec.cell.config, shape)
             if not per_image > 0:
                 continue
-            self.by_model.setdefault(_model_key(rec.cell.config, shape), []).append(3 * per_image * float(sps))
+            self.by_model.setdefault(model_key(rec.cell.config, shape), []).append(
+                TRAIN_MACS_PER_FORWARD * per_image * float(sps))
             self.devices.add(rec.placement.device)
             self.runs += 1
         every = [r for rates in self.by_model.values() for r in rates]
@@ -111,7 +58,7 @@ class SpeedBook:
 
     def seconds(self, cfg: RunConfig, shape: tuple[int, int, int] | None, train_macs: float) -> float:
         """Estimated training time of ``cfg`` (NaN when nothing has been recorded)."""
-        rates = self.by_model.get(_model_key(cfg, shape))
+        rates = self.by_model.get(model_key(cfg, shape))
         rate = statistics.median(rates) if rates else self.median
         return train_macs / rate if rate > 0 and train_macs == train_macs else math.nan
 
@@ -122,24 +69,15 @@ def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: d
     samples, estimated training compute (T multiply-adds) and time; ``attrs`` holds the totals, the
     number of cells in the whole profile and where the speed estimate came from."""
     store = ResultsStore(results_dir)
-    macs_cache: dict[str, float] = {}
-
-    def macs(cfg: RunConfig, shape: tuple[int, int, int] | None) -> float:
-        key = _model_key(cfg, shape)
-        if key not in macs_cache:
-            macs_cache[key] = forward_macs(cfg, shape) if shape is not None else math.nan
-        return macs_cache[key]
-
-    speeds = SpeedBook(store, study.name, macs)
+    speeds = SpeedBook(store, study.name)
     rows = []
     every = study.cells(profile, overrides, recorded_extra_seeds(store, study.name, profile, overrides))
     for c in selection.apply(every) if selection else every:
         cfg = c.config
         shape = estimate_shape(cfg)
         samples = estimate_samples(cfg)
-        # forward + backward ~ 3x the forward multiply-adds
-        train_macs = 3 * macs(cfg, shape) * samples if samples else math.nan
-        seconds = speeds.seconds(cfg, shape, train_macs)
+        work = train_macs(cfg)
+        seconds = speeds.seconds(cfg, shape, work)
         rows.append({
             "run_id": c.run_id,
             "arm": c.label,
@@ -148,7 +86,7 @@ def plan_table(study: Study, profile: str, results_dir: str | Path, overrides: d
             "length": f"{cfg.iterations} it" if cfg.iterations else f"{cfg.epochs} ep",
             "train_steps": estimate_steps(cfg),
             "train_samples": samples,
-            "est_train_TMACs": round(train_macs / 1e12, 2),
+            "est_train_TMACs": round(work / 1e12, 2),
             "est_time": human_duration(seconds),
             "_seconds": seconds,
         })

@@ -26,6 +26,7 @@ from bench.data.sources import input_shape
 from bench.device import release_cached_memory
 from bench.errors import UserError
 from bench.faults import fault_point
+from bench.measure.estimate import train_macs
 from bench.files import read_json, write_atomic, write_json
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
 from bench.store import ResultsStore
@@ -284,15 +285,16 @@ def run_cells_inline(
 
     out = []
     bar = tqdm(cells, desc="cells", unit="run", disable=not (progress and sys.stderr.isatty()))
-    t0 = time.time()
-    for i, c in enumerate(bar, 1):
+    pace = Pace(cells)
+    for c in bar:
         bar.set_postfix_str(c.label[:60])
         s = execute_cell(c, store, device=device, data_dir=data_dir, progress=progress, worker="inline",
                          measure=measure)
+        done = pace.finished(c.run_id)
         if s is not None:
             out.append(s)
             if progress:  # one line per cell in any output (a log file shows no bar)
-                print(f"bench: {cell_line(s)}; {i}/{len(cells)} done, {time_left(time.time() - t0, i, len(cells))}",
+                print(f"bench: {cell_line(s)}; {done}",
                       file=sys.stderr, flush=True)
             if on_done:
                 on_done(s)
@@ -311,11 +313,31 @@ def cell_line(r: RunRecord) -> str:
     return ", ".join([head, *parts, human_duration(r.placement.wall_time_s)])
 
 
-def time_left(elapsed: float, done: int, total: int) -> str:
-    """'about 9 min left' at the mean pace of the cells run so far (they differ in size: an estimate)."""
-    if done >= total:
-        return f"all in {human_duration(elapsed)}"
-    return f"about {human_duration(elapsed / done * (total - done))} left at this pace"
+class Pace:
+    """The time left of a list of cells, at the pace of those finished so far, weighted by their
+    training multiply-adds (:func:`~bench.measure.estimate.train_macs`): the cells of one study
+    differ in size, a 56-layer net costs 3x a 20-layer one. Where a cell's size cannot be known
+    before it runs, every cell counts the same."""
+
+    def __init__(self, cells: Sequence[Cell]) -> None:
+        self.t0 = time.time()
+        work = {c.run_id: train_macs(c.config) for c in cells}
+        known = all(w > 0 for w in work.values())  # NaN compares False: one unknown, count cells instead
+        self.work = work if known else {k: 1.0 for k in work}
+        self.done: set[str] = set()
+
+    def finished(self, run_id: str) -> str:
+        """Mark a cell finished; '3/8 done, about 9 min left at this pace' (or 'all in 12 min')."""
+        self.done.add(run_id)
+        return f"{len(self.done)}/{len(self.work)} done, {self.left(time.time() - self.t0)}"
+
+    def left(self, elapsed: float) -> str:
+        """'about 9 min left at this pace' after ``elapsed`` seconds; 'all in ...' once all are done."""
+        done = sum(w for k, w in self.work.items() if k in self.done)
+        rest = sum(w for k, w in self.work.items() if k not in self.done)
+        if not rest:
+            return f"all in {human_duration(elapsed)}"
+        return f"about {human_duration(elapsed / done * rest)} left at this pace"
 
 
 def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str, Any] | None,

@@ -26,3 +26,27 @@ def test_a_run_whose_output_goes_to_a_file_says_each_cell(tmp_path: Path, capsys
     # --device auto (the default) falling back to the CPU says so once, before the cells
     said = "bench: --device auto: no CUDA GPU is visible, running on the CPU"
     assert (err.count(said) == 1) == (not torch.cuda.is_available()), err
+
+
+def test_time_left_weights_the_cells_by_their_training_multiply_adds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two 20-layer cells done in 60 s leave two 56-layer ones (3.1x the multiply-adds each): about
+    3 min 6 s, where counting cells would say 60 s."""
+    import bench.runner as runner
+    from bench.measure.estimate import train_macs
+    from bench.study import STUDIES
+
+    cells = STUDIES.get("residual").cells("cpu")  # two seeds per arm
+    small = [c for c in cells if c.config.model == "resnet20"]
+    big = [c for c in cells if c.config.model == "resnet56"]
+    assert len(small) == len(big) == 2
+    ratio = train_macs(big[0].config) / train_macs(small[0].config)
+    assert 3.0 < ratio < 3.2, ratio  # 125.5 vs 40.6 M multiply-adds per image, same length
+    pace = runner.Pace([*small, *big])
+    for c in small:
+        pace.done.add(c.run_id)
+    assert pace.left(60.0) == f"about {runner.human_duration(60.0 * ratio)} left at this pace"
+    # a cell whose size cannot be known before it runs: every cell counts the same
+    monkeypatch.setattr(runner, "train_macs", lambda cfg: float("nan"))
+    even = runner.Pace([*small, *big])
+    even.done.update(c.run_id for c in small)
+    assert even.left(60.0) == f"about {runner.human_duration(60.0)} left at this pace"

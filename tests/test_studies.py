@@ -48,7 +48,7 @@ def _said(description: str, unit: str) -> list[int]:
 def test_profile_descriptions_state_the_real_length(name: str) -> None:
     """A profile's description that names its length in iterations, epochs or steps per epoch says
     what its cells run (the plan's optimizer steps), so it cannot drift from the profile again."""
-    from bench.plan import estimate_steps, train_size
+    from bench.measure.estimate import estimate_steps, train_size
 
     study = load_studies().get(name)
     for pname, prof in study.profiles.items():

@@ -24,7 +24,7 @@ from bench.device import parse_device
 from bench.errors import UserError
 from bench.runner import (
     WorkSpec,
-    time_left,
+    Pace,
     cell_line,
     load_data,
     run_cells_inline,
@@ -289,7 +289,7 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
           f"({per_slot} per {'CPU' if slots == [None] else 'GPU'})", file=sys.stderr)
     bar = tqdm(total=len(todo), desc="cells", unit="run", disable=not sys.stderr.isatty())
     seen: set[str] = set()
-    t0 = time.time()
+    pace = Pace(todo)
 
     def report_finished() -> None:
         """One line per cell a worker finished since the last look (any output: a log shows no bar)."""
@@ -302,8 +302,7 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
             except Exception:  # noqa: BLE001 - a record this version cannot read: its state only
                 r = None
             line = cell_line(r) if r is not None else f"{c.label} seed {c.seed}: {store.state(c.study, c.run_id)}"
-            tqdm.write(f"bench: {line}; {len(seen)}/{len(todo)} done, "
-                       f"{time_left(time.time() - t0, len(seen), len(todo))}", file=sys.stderr)
+            tqdm.write(f"bench: {line}; {pace.finished(c.run_id)}", file=sys.stderr)
             sys.stderr.flush()
         bar.update(len(seen) - bar.n)
 
