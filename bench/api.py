@@ -2,7 +2,7 @@
 DataFrames, build its report, measure a model.
 
 Each function goes through the same code as its ``bench`` command (options parsed by
-:func:`bench.executors.options.parse_run_options`, tables read by :mod:`bench.frames`, the page
+:func:`bench.executors.options.parse_run_options`, tables read by :mod:`bench.results`, the page
 written by :func:`bench.report.write_report`, measurements by :func:`bench.zoo.measure_one`), so a
 notebook and the command line see the same runs, run ids and records. A user mistake raises
 :class:`bench.errors.UserError` with the one line the command would print. The objects returned show
@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 import experiments  # noqa: F401 - registers the studies (the top layer brings the registry in, as the CLI does)
-from bench.cli import check_results_dir, default_data_dir, default_results_dir, require_results, resolve_profile
+from bench.cli import check_results_dir, default_data_dir, default_results_dir, resolve_profile
 from bench.errors import UserError
+from bench.results import read_results, require_results
 
 if TYPE_CHECKING:  # the report (and matplotlib) load when a report is built, not at import
     from bench.report import ReportPage
@@ -246,23 +247,19 @@ def run(study: str, profile: str = "smoke", *, only: Mapping[str, Any] | Sequenc
 def runs(study: str, *, results_dir: str | Path | None = None, finished_only: bool = False) -> pd.DataFrame:
     """One row per run of the study's latest ``bench run``: identity, ``state``, ``arm_*``, tags,
     ``cfg_*``, metrics and measurements (units in the column names); the runs.parquet table."""
-    from bench.frames import read_runs, runs_frame
-
     root = _results(results_dir)
     check_results_dir(root, write=False)
     require_results(study, root)
-    return runs_frame(read_runs(root, study, finished_only=finished_only))
+    return read_results(root, study).runs_frame(finished_only)
 
 
 def histories(study: str, *, results_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per run and epoch (``epoch``, ``lr``, ``train_loss``, ``test_acc``, ``epoch_time_s``,
     ...) with the run's identity and arm columns; the history.parquet table."""
-    from bench.frames import history_frame, read_runs
-
     root = _results(results_dir)
     check_results_dir(root, write=False)
     require_results(study, root)
-    return history_frame(read_runs(root, study))
+    return read_results(root, study).history_frame()
 
 
 def report(study: str, *, results_dir: str | Path | None = None) -> Report:

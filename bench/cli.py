@@ -381,33 +381,21 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def require_results(study: str, results_dir: str | os.PathLike[str]) -> None:
-    """A UserError (one line) unless ``study`` is registered and has records under ``results_dir``."""
-    from bench.store import ResultsStore
-    from bench.study import get_study
-
-    get_study(study)  # a clear error for an unknown name
-    if study not in ResultsStore(results_dir).studies():
-        raise UserError(f"no results of study {study!r} under {results_dir}/ "
-                        f"(accepted: a study with records; `bench run {study}` makes them)")
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import build_index, build_report
-    from bench.store import ResultsStore
+    from bench.results import read_results, require_results, studies_with_results
 
     if not args.study and not args.all:
         raise UserError("name a study or pass --all")
-    names = ResultsStore(args.results_dir).studies() if args.all else [args.study]
+    names = studies_with_results(args.results_dir) if args.all else [args.study]
     if args.study:
         require_results(args.study, args.results_dir)
     if not names:
         raise UserError(f"no study has results under {args.results_dir}/ (`bench run <study>` makes them)")
-    store = ResultsStore(args.results_dir)
     for name in names:
         path = build_report(name, args.results_dir)
         print(f"report: {path}")
-        if not any(store.summary(name, rd.name) is not None for rd in store.run_dirs(name)):
+        if not any(r.finished for r in read_results(args.results_dir, name).runs):
             print(f"bench: {name} has no finished run yet: its report shows the cells and their progress only "
                   f"(`bench run {name}` trains them)", file=sys.stderr)
     print(f"index:  {build_index(args.results_dir)}")
@@ -417,13 +405,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_claims(args: argparse.Namespace) -> int:
     from bench.report.data import load
     from bench.report.verdicts import verdicts
-    from bench.store import ResultsStore
+    from bench.results import require_results
     from bench.study import get_study
 
     study = get_study(args.study)
-    if ResultsStore(args.results_dir).read_study(study.name) is None:
-        raise UserError(f"no run of study {study.name!r} recorded under {args.results_dir}/ "
-                        f"(run `bench run {study.name}` first)")
+    require_results(study.name, args.results_dir)
     v = verdicts(load(study.name, args.results_dir))
     print(f"{study.name} [{v.profile or '?'}]: {study.question}")
     print(f"data set {v.dataset}; seeds {', '.join(map(str, v.seeds)) or '—'}")

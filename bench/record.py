@@ -96,6 +96,9 @@ class Cell:
                    dict(d.get("tags") or {}), int(d.get("seed", cfg.seed)), cfg)
 
 
+# The keys of Cell.identity(), in its order: what study.json lists per cell.
+IDENTITY_KEYS = ("run_id", "study", "profile", "arm", "arm_label", "tags", "seed", "model", "dataset")
+
 SUMMARIES = ("final", "steady", "max")
 
 
@@ -262,14 +265,10 @@ class RunRecord:
         """One flat row: ids and placement, ``arm_<axis>``, ``tag_<name>``, ``cfg_<field>``,
         ``env_<key>``, then metrics and measurements as they are (their names carry units), and the
         error percentages derived from the accuracies. Raises RecordError on a name given twice."""
-        ident = self.cell.identity()
-        row: dict[str, Any] = {k: v for k, v in ident.items() if k not in ("arm", "tags")}
+        row = identity_row(self.cell.identity())
         row.update(run_id=self.run_id, status=self.outcome.status, error=self.outcome.error, complete=True,
                    schema_version=self.schema_version, **dataclasses.asdict(self.placement))
-        row.update({f"arm_{k}": v for k, v in self.cell.arm.items()})
-        row.update({f"tag_{k}": v for k, v in self.cell.tags.items()})
-        for k, v in self.cell.config.to_dict().items():
-            row[f"cfg_{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+        row.update(config_columns(self.cell.config.to_dict()))
         row.update({f"env_{k}": v for k, v in self.environment.items()})
         for part in (self.metrics, self.measurements):
             for k, v in part.items():
@@ -289,8 +288,16 @@ class RunRecord:
 
 
 def identity_row(cell: Mapping[str, Any]) -> dict[str, Any]:
-    """The flat identity columns of a cell dict (``cell.json`` of any version), for unfinished runs."""
-    row = {k: v for k, v in cell.items() if k not in ("arm", "tags", "config")}
+    """The flat identity columns of a cell's identity (:meth:`Cell.identity`, a ``cell.json`` or a
+    summary of any version; keys not in :data:`IDENTITY_KEYS` are left out): axis values as
+    ``arm_<axis>``, tags as ``tag_<name>``. The one flattening of a cell every table uses."""
+    row = {k: cell[k] for k in IDENTITY_KEYS if k in cell and k not in ("arm", "tags")}
     row.update({f"arm_{k}": v for k, v in (cell.get("arm") or {}).items()})
     row.update({f"tag_{k}": v for k, v in (cell.get("tags") or {}).items()})
     return row
+
+
+def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config as ``cfg_<field>`` columns; nested values (model arguments) as canonical JSON text."""
+    return {f"cfg_{k}": json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+            for k, v in config.items()}

@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 import traceback
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,7 +156,7 @@ def execute_cell(
         store.write_cell(cell)
         started = time.time()
         # A resumed run continues the recorded history (the checkpoint's epochs come first).
-        history: list[EpochRow] = _recorded_history(rd)
+        history: list[EpochRow] = store.history_rows(cell.study, cell.run_id)
         metrics: dict[str, Any] = {}
         measurements: dict[str, Any] = {}
         status, error, used = "ok", None, device  # the trainer's device (cuda:0) once it has run
@@ -200,16 +199,6 @@ def execute_cell(
 
         (rd / CHECKPOINT_NAME).unlink(missing_ok=True)
         return record
-
-
-def _recorded_history(rd: Path) -> list[EpochRow]:
-    """Rows of the run's history.csv (an interrupted run's epochs so far); [] if none or unreadable."""
-    import pandas as pd
-
-    try:
-        return [EpochRow(**r) for r in pd.read_csv(rd / "history.csv").to_dict("records")]
-    except (FileNotFoundError, pd.errors.EmptyDataError, ValueError, TypeError):
-        return []
 
 
 def pending_cells(cells: Sequence[Cell], store: ResultsStore, retry_failed: bool = False) -> list[Cell]:

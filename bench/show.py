@@ -79,13 +79,12 @@ def show_run(results_dir: str | Path, run_id: str, study: str | None = None) -> 
         lines.append(f"history: {hist_damage}; " + (
             "the summary is intact (move the run folder away to train the cell again)" if summary is not None
             else "the next `bench run` moves it to damaged/ and resumes the cell"))
-    elif (rd / "history.csv").exists():
-        hist = pd.read_csv(rd / "history.csv")
+    elif (hist := store.read_history(st, rd.name)) is not None:
         for c in _ACC_COLUMNS:
             if c in hist:
                 hist[f"{c}_pct"] = 100 * pd.to_numeric(hist[c], errors="coerce")
         cols = [c for c in ("epoch", "iteration", "lr", "train_loss", "train_acc_pct", "val_acc_pct", "test_acc_pct",
-                            "epoch_time_s", "epoch_train_samples_per_s", "train_samples_per_s") if c in hist]
+                            "epoch_time_s", "epoch_train_samples_per_s") if c in hist]
         lines.append("history:")
         lines.append(hist[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return "\n".join(lines)

@@ -29,7 +29,7 @@ from bench import locks
 from bench.errors import UserError
 from bench.files import TEMP_GLOB, read_json, temp_writer_here, write_atomic, write_json
 from bench.locks import STALE_AFTER_S, Claim
-from bench.record import RENAMED_HISTORY, SCHEMA_VERSION, Cell, EpochRow, RecordError, RunRecord, identity_row
+from bench.record import RENAMED_HISTORY, SCHEMA_VERSION, Cell, EpochRow, RecordError, RunRecord
 
 __all__ = ["Claim", "ResultsStore", "read_json", "write_atomic", "write_json"]
 
@@ -169,6 +169,13 @@ class ResultsStore:
             return pd.DataFrame()
         df = pd.read_csv(path)
         return df.rename(columns={o: n for o, n in RENAMED_HISTORY.items() if n not in df})  # schema 1
+
+    def history_rows(self, study: str, run_id: str) -> list[EpochRow]:
+        """The run's history.csv as :class:`EpochRow` s (:meth:`read_history`, then
+        :meth:`EpochRow.from_dict`: columns of older records read as their defaults); [] when absent
+        or damaged."""
+        df = self.read_history(study, run_id)
+        return [] if df is None else [EpochRow.from_dict(r) for r in df.to_dict("records")]
 
     def read_cell(self, study: str, run_id: str) -> dict[str, Any] | None:
         """The run's cell.json (arm labels, tags, seed), else the same fields of its summary; None
@@ -423,36 +430,3 @@ class ResultsStore:
             if r is not None:
                 out.append(r)
         return out
-
-    def load_runs(self, study: str, include_pending: bool = False) -> pd.DataFrame:
-        """One row per finished run (:meth:`RunRecord.to_row`); with ``include_pending`` also the
-        identity columns and state of runs that have started but not finished."""
-        rows = [r.to_row() for r in self.records(study)]
-        if include_pending:
-            done = {r["run_id"] for r in rows}
-            for rd in self.run_dirs(study):
-                cell = None if rd.name in done else self.read_cell(study, rd.name)
-                if cell is None:
-                    continue
-                rows.append({**identity_row(cell), "status": self.state(study, rd.name), "complete": False})
-        return pd.DataFrame(rows)
-
-    def load_history(self, study: str) -> pd.DataFrame:
-        """All epochs of all runs (finished or in progress), with run id, arm labels and seed."""
-        frames = []
-        for rd in self.run_dirs(study):
-            df = self.read_history(study, rd.name)
-            if df is None or df.empty:
-                continue
-            cell = self.read_cell(study, rd.name)
-            if cell is None:
-                continue
-            df.insert(0, "run_id", rd.name)
-            df.insert(1, "arm", cell.get("arm_label", ""))
-            df.insert(2, "seed", cell.get("seed"))
-            for k, v in cell.get("arm", {}).items():
-                df[f"arm_{k}"] = v
-            for k, v in cell.get("tags", {}).items():
-                df[f"tag_{k}"] = v
-            frames.append(df)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

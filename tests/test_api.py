@@ -12,7 +12,7 @@ import pytest
 from bench import api
 from bench.cli import main
 from bench.errors import UserError
-from bench.frames import study_tables
+from bench.results import read_results
 
 STUDY = "residual-mnist"
 ONLY = {"model": "mnist_cnn"}
@@ -50,7 +50,8 @@ def test_run_is_bench_run(ran: api.StudyResult, capsys: pytest.CaptureFixture[st
 @pytest.mark.slow
 def test_runs_and_histories_are_the_frames_tables(ran: api.StudyResult) -> None:
     runs, history = ran.runs(), ran.histories()
-    want_runs, want_history = study_tables(ran.results_dir, STUDY)
+    res = read_results(ran.results_dir, STUDY)
+    want_runs, want_history = res.runs_frame(), res.history_frame()
     pd.testing.assert_frame_equal(runs, want_runs)
     pd.testing.assert_frame_equal(history, want_history)
     assert list(runs["arm"]) == ["mnist_cnn"] and list(runs["state"]) == ["ok"]

@@ -14,6 +14,7 @@ import pytest
 from bench import locks, store as store_mod
 from bench.cli import main
 from bench.report.synthetic import write_synthetic_study
+from bench.results import read_results
 from bench.store import ResultsStore
 
 STUDY = "residual"
@@ -192,7 +193,7 @@ def test_a_damaged_history_is_named_once_with_what_to_do(pristine: Path, tmp_pat
     rd = next(store.run_dirs(STUDY))
     (rd / "history.csv").write_text("garbage\x00\n")
     store_mod._warned.clear()
-    h1, h2 = store.load_history(STUDY), store.load_history(STUDY)
+    h1, h2 = read_results(tmp_path / "r", STUDY).history_frame(), read_results(tmp_path / "r", STUDY).history_frame()
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln]
     assert len(err) == 1 and str(rd / "history.csv") in err[0] and "move the run folder away" in err[0], err
     assert rd.name not in set(h1["run_id"]) and len(h1) == len(h2) > 0  # the other runs' epochs are there

@@ -1,4 +1,5 @@
-"""Tidy tables of the records (bench.frames) and their Parquet files, read back with pandas and DuckDB."""
+"""Tidy tables of the records (bench.results) and their Parquet files (bench.frames), read back with pandas
+and DuckDB."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.frames import read_runs, study_tables, write_parquet
+from bench.frames import write_parquet
 from bench.report.synthetic import write_synthetic_study
+from bench.results import read_results
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,13 @@ def _record_counts(root: Path, study: str) -> tuple[int, int, int]:
     return len(folders), len(finished), rows
 
 
+def _tables(root: Path, study: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    res = read_results(root, study)
+    return res.runs_frame(), res.history_frame()
+
+
 def test_tables_are_tidy_with_units(root: Path) -> None:
-    runs, hist = study_tables(root, "residual")
+    runs, hist = _tables(root, "residual")
     n_folders, n_finished, n_rows = _record_counts(root, "residual")
     assert len(runs) == n_folders and runs["run_id"].is_unique
     assert int(runs["status"].notna().sum()) == n_finished
@@ -51,18 +58,19 @@ def test_tables_are_tidy_with_units(root: Path) -> None:
 def test_only_listed_cells_by_default(root: Path, tmp_path: Path) -> None:
     r = tmp_path / "r"
     write_synthetic_study(r, "residual", "quick", seeds=(0,), failed=0, diverged=0, artifacts=False, epochs=2)
-    quick = {v.run_id for v in read_runs(r, "residual")}
+    quick = set(read_results(r, "residual").runs_frame()["run_id"])
     write_synthetic_study(r, "residual", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False, epochs=2)
-    smoke = {v.run_id for v in read_runs(r, "residual")}
+    res = read_results(r, "residual")
+    smoke = set(res.runs_frame()["run_id"])
     assert smoke and not smoke & quick  # the latest run's cells only, like the report
-    assert {v.run_id for v in read_runs(r, "residual", listed_only=False)} == smoke | quick
+    assert set(res.history_frame()["run_id"]) == smoke and set(res.excluded) == quick
 
 
 def test_parquet_read_back_by_pandas_and_duckdb(root: Path) -> None:
     duckdb = pytest.importorskip("duckdb", reason="duckdb is in the dev extra: pip install -e .[dev]")
     for study in ("residual", "optimizers"):
-        runs_path, hist_path = write_parquet(root, study)
-        runs, hist = study_tables(root, study)
+        runs_path, hist_path = write_parquet(read_results(root, study))
+        runs, hist = _tables(root, study)
         back = pd.read_parquet(runs_path)
         assert list(back["run_id"]) == list(runs["run_id"])
         assert back["final_test_acc"].tolist() == pytest.approx(runs["final_test_acc"].tolist(), nan_ok=True)
@@ -87,7 +95,7 @@ def test_export_parquet_cli_and_errors(root: Path, capsys: pytest.CaptureFixture
     assert (root / "optimizers" / "runs.parquet").exists()
     assert "runs.parquet" in capsys.readouterr().out
     assert main(["--results-dir", str(root), "export", "parquet", "batch-size"]) == 2
-    assert "no run of study 'batch-size'" in capsys.readouterr().err
+    assert "no results of study 'batch-size'" in capsys.readouterr().err
     assert main(["--results-dir", str(root), "export", "parqet", "residual"]) == 2
     assert "did you mean parquet" in capsys.readouterr().err
 

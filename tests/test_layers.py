@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "text", "faults", "registry", "files", "locks", "device", "config", "record", "models", "data"),
     ("measure", "train", "checks"),
-    ("study", "store"),
+    ("study", "store", "results"),
     ("runner",),
     ("executors", "report", "frames", "export", "plan", "show", "zoo", "perf", "perf_runs"),
     ("cli", "__main__", "api"),

@@ -22,6 +22,7 @@ from bench.record import (HISTORY_KEYS, SCHEMA_VERSION, Cell, EpochRow, Outcome,
 from bench.report import build_report
 from bench.report.data import load
 from bench.report.synthetic import write_synthetic_study
+from bench.results import read_results
 from bench.store import ResultsStore
 
 CFG = RunConfig(model="resnet20", dataset="synthetic", epochs=2)
@@ -70,7 +71,9 @@ def test_store_writes_the_record_as_is(tmp_path: Path) -> None:
     assert row["cfg_model"] == "resnet20" and row["env_torch_version"] == "2"
     assert row["train_samples_per_s"] == 900.0 and "class_names" not in row  # the step benchmark's
     assert row["final_test_error_pct"] == pytest.approx(55.0)
-    assert list(store.load_history("residual").columns[3:3 + len(HISTORY_KEYS)]) == list(HISTORY_KEYS)
+    hist = read_results(tmp_path, "residual").history_frame()
+    assert list(hist.columns[:5]) == ["study", "run_id", "arm", "seed", "state"]
+    assert list(hist.columns[5:5 + len(HISTORY_KEYS)]) == list(HISTORY_KEYS)
 
 
 def test_a_name_twice_is_an_error_not_an_overwrite() -> None:
@@ -111,9 +114,9 @@ def test_records_written_before_versions_still_load(tmp_path: Path) -> None:
     assert rec is not None and rec.schema_version == 1 and rec.status == "ok"
     assert rec.placement.device == "cuda:0" and "status" not in rec.metrics and "device" not in rec.metrics
     assert [r.epoch_train_samples_per_s for r in rec.history] == [500.0, 500.0]
-    runs = store.load_runs("residual")
+    runs = read_results(tmp_path, "residual").runs_frame()
     assert runs.loc[0, "final_test_error_pct"] == pytest.approx(55.0) and runs.loc[0, "device"] == "cuda:0"
-    hist = store.load_history("residual")
+    hist = read_results(tmp_path, "residual").history_frame()
     assert hist["epoch_train_samples_per_s"].tolist() == [500.0, 500.0]
     d = load("residual", tmp_path)
     assert d.cells["arm_label"].tolist() == ["plain"] and len(d.ok) == 1
@@ -127,7 +130,7 @@ def test_a_newer_schema_is_one_clear_line(tmp_path: Path) -> None:
     raw = read_json(path)
     path.write_text(json.dumps({**raw, "schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(RecordError) as err:
-        store.load_runs("residual")
+        read_results(tmp_path, "residual").runs_frame()
     msg = str(err.value)
     assert "\n" not in msg and str(path) in msg and f"schema {SCHEMA_VERSION + 1}" in msg
     assert f"accepted: 1..{SCHEMA_VERSION}" in msg

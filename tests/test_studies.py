@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.store import ResultsStore
+from bench.results import read_results
 from bench.study import load_studies
 
 STUDIES = load_studies().names()
@@ -18,14 +18,13 @@ STUDIES = load_studies().names()
 @pytest.mark.parametrize("name", STUDIES)
 def test_smoke_profile_end_to_end(name: str, results_dir: Path) -> None:
     assert main(["--results-dir", str(results_dir), "run", name, "--profile", "smoke"]) == 0
-    store = ResultsStore(results_dir)
     study = load_studies().get(name)
     cells = study.cells("smoke")
-    runs = store.load_runs(name)
+    runs = read_results(results_dir, name).runs_frame(finished_only=True)
     assert len(runs) == len(cells)
     # every cell of every smoke profile trains: a failure here is a bug in the harness or the study
     bad = runs[runs["status"] != "ok"]
-    assert bad.empty, bad[["arm_label", "status", "error"]].to_string()
+    assert bad.empty, bad[["arm", "status", "error"]].to_string()
     assert main(["--results-dir", str(results_dir), "report", name]) == 0
     html = (results_dir / name / "report.html").read_text()
     assert study.question in html.replace("&#39;", "'")

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UserError
+from bench.results import Run, read_results, require_results
 from bench.store import ResultsStore
 from bench.study import get_study
 
@@ -32,20 +33,20 @@ def _resolve(study: str, store: ResultsStore, profile: str | None,
              overrides: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     profile, overrides = recorded_choice(study, store, profile, overrides)
     if profile is None:
-        raise UserError(f"no run of study {study!r} recorded under {store.root}/ "
-                        f"(run `bench run {study}` first, or pass --profile)")
+        require_results(study, store.root)
+        raise UserError(f"{store.study_dir(study) / 'study.json'} records no profile "
+                        f"(accepted: --profile with one of the study's profiles)")
     return profile, overrides
 
 
-def _cells(study: str, store: ResultsStore, profile: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    """The cells to show (identities): those study.json lists when the profile and overrides are the
-    last ``bench run``'s (what ran, as the report shows it, even if the study changed since), else the
-    study expanded afresh for the profile and overrides asked."""
-    recorded = store.read_study(study) or {}
-    listed = [c for c in recorded.get("cells") or [] if isinstance(c, dict) and c.get("run_id")]
-    if listed and recorded.get("profile") == profile and (recorded.get("overrides") or {}) == overrides:
-        return listed
-    return [c.identity() for c in get_study(study).cells(profile, overrides)]
+def _runs(study: str, store: ResultsStore, profile: str, overrides: dict[str, Any]) -> list[Run]:
+    """The cells to show: those of the last ``bench run`` when the profile and overrides are its own
+    (what ran, as the report shows it, even if the study changed since), else the study expanded
+    afresh for the profile and overrides asked."""
+    latest = read_results(store.root, study)
+    if latest.lists_cells_for(profile, overrides):
+        return list(latest.runs)
+    return list(read_results(store.root, study, [c.identity() for c in get_study(study).cells(profile, overrides)]).runs)
 
 
 def status_frame(study: str, results_dir: str, profile: str | None = None,
@@ -67,10 +68,9 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
     queue = slurm_states(sorted({str(t).split("_")[0] for t in task_of.values()}, key=str))
     rows = []
     now = time.time()
-    for cell in _cells(st.name, store, profile, overrides):
-        rid = str(cell["run_id"])
-        state = store.state(st.name, rid)
-        info: dict[str, Any] = store.summary(st.name, rid) or store.claim_info(st.name, rid) or {}
+    for run in _runs(st.name, store, profile, overrides):
+        rid, cell, state = run.run_id, run.cell, run.state
+        info: dict[str, Any] = run.summary or store.claim_info(st.name, rid) or {}
         if state in ("running", "stale") and not info:
             info = {"worker": "unreadable claim.lock (judged by its age)"}
         if state == "damaged":

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.errors import UserError
 from bench.export import EXPORTS
-from bench.frames import RunView, read_runs
+from bench.results import Run, read_results
 
 INSTALL = "pip install -e '.[track]'  (or: pip install mlflow)"
 RUN_ID_TAG = "bench.run_id"
@@ -74,35 +74,39 @@ def exported_ids(client: Any, experiment_id: str) -> set[str]:
             return found
 
 
-def log_run(client: Any, experiment_id: str, view: RunView, report: Path | None) -> str:
-    """Create one MLflow run for ``view``; returns the MLflow run id."""
+def log_run(client: Any, experiment_id: str, run: Run, report: Path | None) -> str:
+    """Create one MLflow run for the finished ``run``; returns the MLflow run id."""
     from mlflow.entities import Metric, Param
 
-    summary = view.summary or {}
-    status = str(summary.get("status", ""))
-    tags = {RUN_ID_TAG: view.run_id, "bench.study": view.study, "bench.arm": str(view.cell.get("arm_label", "")),
-            "bench.seed": str(view.cell.get("seed")), "bench.status": status, "bench.profile": str(view.cell.get("profile"))}
-    if summary.get("error"):
-        tags["bench.error"] = str(summary["error"])[:5000]
-    run = client.create_run(experiment_id, run_name=f"{view.cell.get('arm_label', '')} seed {view.cell.get('seed')}",
-                            tags=tags, start_time=int(1000 * (summary.get("started_at") or time.time())))
-    rid = run.info.run_id
-    now = int(1000 * (summary.get("finished_at") or time.time()))
+    rec = run.record
+    if rec is None:
+        raise ValueError(f"run {run.run_id} has not finished: only finished runs are logged")
+    status = rec.status
+    tags = {RUN_ID_TAG: run.run_id, "bench.study": run.study, "bench.arm": str(run.cell.get("arm_label", "")),
+            "bench.seed": str(run.cell.get("seed")), "bench.status": status, "bench.profile": str(run.cell.get("profile"))}
+    if rec.outcome.error:
+        tags["bench.error"] = str(rec.outcome.error)[:5000]
+    started, finished = (t if math.isfinite(t) else time.time() for t in (rec.placement.started_at,
+                                                                           rec.placement.finished_at))
+    mlrun = client.create_run(experiment_id, run_name=f"{run.cell.get('arm_label', '')} seed {run.cell.get('seed')}",
+                              tags=tags, start_time=int(1000 * started))
+    rid = mlrun.info.run_id
+    now = int(1000 * finished)
     metrics = []
-    for _, row in view.history.iterrows():
+    for _, row in run.history.iterrows():
         step = int(row["epoch"]) if "epoch" in row and _finite(row["epoch"]) else 0
         metrics += [Metric(k, float(row[k]), now, step) for k in HISTORY_METRICS if k in row and _finite(row[k])]
-    flat = {**(summary.get("metrics") or {}), **(summary.get("measurements") or {})}
+    flat = {**rec.metrics, **rec.measurements}
     metrics += [Metric(f"summary.{k}", float(v), now, 0) for k, v in sorted(flat.items()) if _finite(v)]
-    ps = [Param(k, v) for k, v in params(view.config).items()]
+    ps = [Param(k, v) for k, v in params(run.config or {}).items()]
     # MLflow takes at most 1000 metrics and 100 params per batch
     for i in range(0, len(ps), 100):
         client.log_batch(rid, params=ps[i:i + 100])
     for i in range(0, len(metrics), 1000):
         client.log_batch(rid, metrics=metrics[i:i + 1000])
-    client.log_artifact(rid, str(view.path / "summary.json"))
-    if (view.path / "history.csv").exists():
-        client.log_artifact(rid, str(view.path / "history.csv"))
+    client.log_artifact(rid, str(run.path / "summary.json"))
+    if (run.path / "history.csv").exists():
+        client.log_artifact(rid, str(run.path / "history.csv"))
     if report is not None and report.exists():
         client.log_artifact(rid, str(report))
     client.set_terminated(rid, status="FINISHED" if status == "ok" else "FAILED", end_time=now)
@@ -154,21 +158,21 @@ def export_mlflow(study: str, results_dir: Path, args: argparse.Namespace) -> li
     check_tracking_uri(uri)
     for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))):
         os.environ.setdefault(var, value)  # fail fast unless the user asked otherwise
-    views = list(read_runs(results_dir, study, finished_only=True))
+    runs = read_results(results_dir, study).finished
     report = Path(results_dir) / study / "report.html"
     written = 0
     try:
         client = mlflow.MlflowClient(tracking_uri=uri)
         exp = _experiment(client, study, Path(results_dir) / "mlflow-artifacts")
         have = exported_ids(client, exp)
-        for view in views:
-            if view.run_id in have:
+        for run in runs:
+            if run.run_id in have:
                 continue
-            log_run(client, exp, view, report)
+            log_run(client, exp, run, report)
             written += 1
     except (mlflow.exceptions.MlflowException, ConnectionError, TimeoutError) as exc:
         raise UserError(f"MLflow at {uri} refused the export after {written} run(s): "
                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]} (finished records are kept; "
                         "a rerun skips the runs already logged)") from None
-    return [f"mlflow: {written} run(s) logged, {len(views) - written} already there -> {uri} (experiment {study!r})",
+    return [f"mlflow: {written} run(s) logged, {len(runs) - written} already there -> {uri} (experiment {study!r})",
             f"  view: mlflow ui --backend-store-uri {uri}"]

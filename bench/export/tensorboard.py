@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.errors import UserError
 from bench.export import EXPORTS
-from bench.frames import RunView, read_runs
+from bench.results import Run, read_results
 
 # history column -> TensorBoard tag (grouped by what it measures)
 SCALARS = {
@@ -54,22 +54,24 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def write_run(view: RunView, logdir: Path) -> Path:
+def write_run(run: Run, logdir: Path) -> Path:
     """Event files for one finished run under ``logdir/<run_id>/``."""
     writer_cls = _summary_writer()
-    out = logdir / view.run_id
+    out = logdir / run.run_id
+    rec = run.record
+    metrics = rec.metrics if rec is not None else {}
+    status = rec.status if rec is not None else ""
     with writer_cls(log_dir=str(out)) as w:
-        for _, row in view.history.iterrows():
+        for _, row in run.history.iterrows():
             step = int(row["epoch"]) if "epoch" in row and _finite(row["epoch"]) else None
             for col, tag in SCALARS.items():
                 if col in row and _finite(row[col]):
                     w.add_scalar(tag, float(row[col]), global_step=step)
-        metrics = (view.summary or {}).get("metrics") or {}
         final = {f"hparam/{k}": float(metrics[k]) for k in HPARAM_METRICS if _finite(metrics.get(k))}
-        w.add_hparams({**hparams(view.config), "arm": view.cell.get("arm_label", ""),
-                       "status": (view.summary or {}).get("status", "")}, final, run_name=".")
-        w.add_text("run", f"study {view.study}, run {view.run_id}, arm {view.cell.get('arm_label', '')}, "
-                          f"seed {view.cell.get('seed')}, status {(view.summary or {}).get('status')}")
+        w.add_hparams({**hparams(run.config or {}), "arm": run.cell.get("arm_label", ""), "status": status},
+                      final, run_name=".")
+        w.add_text("run", f"study {run.study}, run {run.run_id}, arm {run.cell.get('arm_label', '')}, "
+                          f"seed {run.cell.get('seed')}, status {status}")
     return out
 
 
@@ -79,11 +81,11 @@ def export_tensorboard(study: str, results_dir: Path, args: argparse.Namespace) 
     _summary_writer()  # the install hint before anything else
     logdir = Path(getattr(args, "logdir", None) or results_dir / study / "tensorboard")
     written, kept = 0, 0
-    for view in read_runs(results_dir, study, finished_only=True):
-        if any((logdir / view.run_id).glob("events.out.tfevents.*")):
+    for run in read_results(results_dir, study).finished:
+        if any((logdir / run.run_id).glob("events.out.tfevents.*")):
             kept += 1
             continue
-        write_run(view, logdir)
+        write_run(run, logdir)
         written += 1
     return [f"tensorboard: {written} run(s) written, {kept} already there -> {logdir}",
             f"  view: tensorboard --logdir {logdir}"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.report import html as _html
 from bench.report.analysis import main_metric, metric_label
-from bench.report.data import config_difference, load
+from bench.report.data import config_difference, from_results, load
 from bench.report.detail import details
 from bench.report.figures import FIGURES, render_figures
 from bench.report.plotting import Figure
@@ -25,6 +25,7 @@ from bench.report.verdicts import Verdicts, index_entry, published_protocol, ver
 from bench.files import write_atomic
 from bench.measure.env import UNDER_LOAD_OTHER_CPU_PCT
 from bench.frames import write_parquet, write_runs_csv
+from bench.results import read_results, studies_with_results
 from bench.store import ResultsStore
 
 __all__ = ["FIGURES", "ReportPage", "build_index", "build_report", "write_report"]
@@ -48,7 +49,8 @@ def build_report(study: str, results_dir: str | Path = "results") -> Path:
 
 def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
     """:func:`build_report`, returning what the page shows as well as where it is."""
-    d = load(study, results_dir)
+    res = read_results(results_dir, study)
+    d = from_results(res)
     out_dir = Path(results_dir) / study
     out_dir.mkdir(parents=True, exist_ok=True)
     varied, fixed = config_difference(d)
@@ -65,8 +67,8 @@ def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
     csv_files = [t.write_csv(out_dir).name for t in tables]
     write_atomic(out_dir / "claims.csv", claims_csv.to_csv(index=False))  # a reader never sees half a table
     csv_files.insert(0, "claims.csv")
-    csv_files += [p.name for p in write_parquet(results_dir, study)]  # the same records, for queries
-    csv_files.append(write_runs_csv(results_dir, study).name)  # one row per run with its metrics, as text
+    csv_files += [p.name for p in write_parquet(res)]  # the same records, for queries
+    csv_files.append(write_runs_csv(res).name)  # one row per run with its metrics, as text
     figures = render_figures(d, list(d.desc.get("figures") or []))
     counts = _html.state_counts(d.cells)
     n_open = counts["running"] + counts["pending"] + counts["damaged"]
@@ -121,9 +123,8 @@ def write_report(study: str, results_dir: str | Path = "results") -> ReportPage:
 def build_index(results_dir: str | Path = "results") -> Path:
     """Write ``<results_dir>/index.html``: every study with its counts, profile and last update."""
     root = Path(results_dir)
-    store = ResultsStore(root)
     rows = []
-    for name in store.studies():
+    for name in studies_with_results(root):
         d = load(name, root)
         counts = _html.state_counts(d.cells)
         report = root / name / "report.html"

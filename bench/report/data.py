@@ -12,10 +12,9 @@ from typing import Any
 import pandas as pd
 
 from bench.config import split_fixed_varied
-from bench.files import read_json
-from bench.record import RunRecord
+from bench.record import RunRecord, identity_row
 from bench.report.palette import Palette
-from bench.store import ResultsStore
+from bench.results import StudyResults, read_results
 
 FAILED = ("failed", "diverged", "oom")
 # States that produce curves worth drawing (a diverged run would swamp the axis).
@@ -32,13 +31,14 @@ class ReportData:
     profile: str | None
     axes: list[str]
     arm_order: list[str]
-    cells: pd.DataFrame  # every expected or present cell: run_id, arm_label, seed, state, error, arm_*, tag_*
-    runs: pd.DataFrame  # finished runs (any status), flattened, plus the explicit columns below
-    history: pd.DataFrame  # all epochs, with a 'state' column from ``cells``
+    cells: pd.DataFrame  # every cell of the latest run: identity columns (arm_*, tag_*), state, error
+    runs: pd.DataFrame  # finished runs (any status): the runs table (bench.results), 'arm' as 'arm_label'
+    history: pd.DataFrame  # all epochs of the runs with a folder: the history table (bench.results)
     records: dict[str, RunRecord]  # finished runs by run id
     palette: Palette
     published: list[dict[str, Any]] = field(default_factory=list)
     excluded: int = 0  # records under runs/ that belong to another profile or --set overrides
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # of every run with a folder, by run id
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -83,59 +83,22 @@ class ReportData:
         return {c[4:]: r[c] for c in rows.columns if c.startswith("tag_") and pd.notna(r[c])}
 
 
-def _expected_cells(desc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The cells the last ``bench run`` meant to run, as recorded in study.json ([] for a study.json
-    written before it listed them: such a report shows only the cells that have a folder)."""
-    return [dict(c) for c in desc.get("cells") or [] if isinstance(c, dict) and c.get("run_id")]
-
-
-def _cell_row(rec: dict[str, Any], state: str, error: Any) -> dict[str, Any]:
-    row = {"run_id": rec.get("run_id"), "arm_label": rec.get("arm_label", "?"), "seed": rec.get("seed"),
-           "model": rec.get("model"), "state": state, "error": error}
-    for k, v in (rec.get("arm") or {}).items():
-        row[f"arm_{k}"] = v
-    for k, v in (rec.get("tags") or {}).items():
-        row[f"tag_{k}"] = v
-    return row
-
-
 def load(study: str, results_dir: str | Path) -> ReportData:
-    """Read a study's records from ``results_dir``: study.json, the run records, cells and histories."""
-    store = ResultsStore(results_dir)
-    desc = store.read_study(study)
-    if desc is None:
-        desc = {"name": study, "question": "", "notes": "", "axes": {}, "published": [], "figures": []}
-    records: dict[str, RunRecord] = {}
-    present: dict[str, dict[str, Any]] = {}
-    for rd in store.run_dirs(study):
-        r = store.read_record(study, rd.name)
-        if r is not None:
-            records[rd.name] = r
-            present[rd.name] = r.cell.identity()
-        elif (rd / "cell.json").exists():
-            cell = store.read_cell(study, rd.name)  # a damaged one is named once and left out
-            if isinstance(cell, dict) and cell.get("run_id", rd.name) == rd.name:
-                present[rd.name] = cell
-    # study.json lists the cells of the latest `bench run` (profile + overrides); records of earlier
-    # runs with another profile share arm labels and must not be averaged in.
-    listed = set(desc.get("run_ids") or [])
-    excluded = sorted(set(present) - listed) if listed else []
-    for rid in excluded:
-        present.pop(rid)
-        records.pop(rid, None)
-    profile = desc.get("profile") or next((s.get("profile") for s in present.values() if s.get("profile")), None)
-    expected = _expected_cells(desc)
-    order = [c["run_id"] for c in expected] + sorted(set(present) - {c["run_id"] for c in expected})
-    by_id = {c["run_id"]: c for c in expected}
+    """Read a study's records from ``results_dir``: the cells of its latest ``bench run`` with their
+    states, their records and histories (:func:`bench.results.read_results`)."""
+    return from_results(read_results(results_dir, study))
+
+
+def from_results(res: StudyResults) -> ReportData:
+    """The report's view of a study's results, read once."""
+    study = res.study
+    desc = res.desc or {"name": study, "question": "", "notes": "", "axes": {}, "published": [], "figures": []}
+    profile = desc.get("profile") or next((r.cell.get("profile") for r in res.present if r.cell.get("profile")), None)
     rows = []
-    for rid in order:
-        rec = present.get(rid) or by_id.get(rid) or {"run_id": rid}
-        state = store.state(study, rid)
-        error = records[rid].outcome.error if rid in records else None
-        rows.append(_cell_row({**by_id.get(rid, {}), **rec}, state, error))
-    for rid in desc.get("run_ids") or []:  # listed in study.json without a cell entry: still pending
-        if rid not in by_id and rid not in present:
-            rows.append(_cell_row({"run_id": rid}, store.state(study, rid), None))
+    for r in res.runs:
+        rec = r.record
+        rows.append({**identity_row({"arm_label": "?", "seed": None, "model": None, **r.cell}), "state": r.state,
+                     "error": rec.outcome.error if rec is not None else None})
     cells = pd.DataFrame(rows)
     if cells.empty:
         cells = pd.DataFrame(columns=["run_id", "arm_label", "seed", "model", "state", "error"])
@@ -147,35 +110,24 @@ def load(study: str, results_dir: str | Path) -> ReportData:
     axes = [a for a in axes if f"arm_{a}" in cells] or [c[4:] for c in cells.columns if c.startswith("arm_")
                                                           and c != "arm_label"]
     arm_order = list(dict.fromkeys(cells["arm_label"].tolist()))
-
-    runs = pd.DataFrame([r.to_row() for r in records.values()])
-    history = store.load_history(study)
-    if not history.empty:
-        history = history.merge(cells[["run_id", "state"]], on="run_id", how="inner")
+    # the runs table's 'arm' is the label: 'arm_label' here, as in the cells
+    runs = res.runs_frame(finished_only=True).rename(columns={"arm": "arm_label"})
     # Tag and axis values get their own colours (depth, norm, optimizer...), fixed for the report.
     tag_cols = {c: cells[c].dropna().unique().tolist() for c in cells.columns
                 if c.startswith("tag_") or (c.startswith("arm_") and c != "arm_label")}
-    return ReportData(study=study, root=Path(results_dir), desc=desc, profile=profile, axes=axes,
-                      arm_order=arm_order, cells=cells, runs=runs, history=history, records=records,
+    return ReportData(study=study, root=res.root, desc=desc, profile=profile, axes=axes,
+                      arm_order=arm_order, cells=cells, runs=runs, history=res.history_frame(),
+                      records=res.records(), configs={r.run_id: r.config for r in res.present if r.config},
                       palette=Palette(arm_order, tag_cols), published=list(desc.get("published") or []),
-                      excluded=len(excluded))
+                      excluded=len(res.excluded))
 
 
 def config_difference(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(varied keys per arm, fixed keys with values), comparing the configs of all present cells.
 
-    Configs come from the records, else config.json; seeds are left out (they are listed apart).
+    Configs are the runs' own (:attr:`bench.results.Run.config`); seeds are left out (they are listed apart).
     """
-    configs: dict[str, dict[str, Any]] = {}
-    for rid in data.cells["run_id"]:
-        r = data.records.get(rid)
-        if r is not None:
-            configs[rid] = r.cell.config.to_dict()
-        elif (data.run_dir(rid) / "config.json").exists():
-            try:
-                configs[rid] = read_json(data.run_dir(rid) / "config.json")
-            except ValueError:
-                pass
+    configs = dict(data.configs)
     if not configs:
         return pd.DataFrame(), {}
     configs = {rid: _flat(c) for rid, c in configs.items()}
