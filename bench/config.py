@@ -68,7 +68,7 @@ class RunConfig:
     channels_last: bool = False
     engine: str = "auto"  # auto | eager | graph (CUDA graph of the whole step; auto = eager until verified on a GPU)
     seed: int = 0
-    # records
+    # records: what the summary reports, not what trains (see REPORT_ONLY: not part of the run id)
     acc_thresholds: tuple[float, ...] = (0.5, 0.8, 0.9)
 
     def __post_init__(self) -> None:
@@ -87,13 +87,19 @@ class RunConfig:
         return json.loads(self.to_json())
 
     def to_json(self) -> str:
-        """Canonical JSON: sorted keys, no whitespace; the input of :attr:`run_id`."""
+        """Canonical JSON: sorted keys, no whitespace."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"), default=str)
+
+    def identity_json(self) -> str:
+        """The canonical JSON of what the run computes, the input of :attr:`run_id`: the
+        :data:`REPORT_ONLY` fields at their fixed value, whatever this config says."""
+        return json.dumps({**dataclasses.asdict(self), **REPORT_ONLY}, sort_keys=True, separators=(",", ":"),
+                          default=str)
 
     @property
     def run_id(self) -> str:
-        """First 16 hex digits of the sha256 of the canonical JSON."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """First 16 hex digits of the sha256 of :meth:`identity_json`."""
+        return hashlib.sha256(self.identity_json().encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -105,6 +111,11 @@ class RunConfig:
         kw = {k: _coerce_field(k, v) for k, v in d.items()}
         return cls(**kw)
 
+
+# Fields that change what a run's summary reports, never what it trains. The run id hashes each at
+# the value it had while the id hashed the field itself (the default then), so changing one retrains
+# nothing and every run recorded with the default keeps its id.
+REPORT_ONLY: dict[str, Any] = {"acc_thresholds": (0.5, 0.8, 0.9)}
 
 MIN_SIDE = 4  # pixels: the smallest resize or crop any model of the zoo can take
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes no more

@@ -221,7 +221,7 @@ def _prior_for(claim: Any, method: str, sd: float, grid: pd.DataFrame, arms: lis
     if method == "paired":
         return math.sqrt(2) * sd
     if method == "per-seed slopes":
-        x = pd.to_numeric(grid[grid["arm_label"].isin(arms)][f"tag_{claim.trend}"], errors="coerce").dropna()
+        x = pd.to_numeric(grid[grid["arm_label"].isin(arms)][f"tag_{claim.over}"], errors="coerce").dropna()
         ss = float(((x - x.mean()) ** 2).sum())
         return sd / math.sqrt(ss) if ss > 0 else math.nan
     return sd

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from bench.claim import Claim, Precondition
 from bench.config import RunConfig, apply_overrides
 from bench.errors import UserError
 from bench.record import Cell, _is_number, arm_label
@@ -37,13 +38,14 @@ class Arm:
 
 @dataclass(frozen=True)
 class Profile:
-    """A scaled version of a study: config overrides, optionally other axes, and the seeds."""
+    """A scaled version of a study: config overrides, optionally other axes, and the seeds. Its
+    name is its key in ``Study.profiles`` (the study sets it)."""
 
-    name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, tuple[Arm, ...]] | None = None  # replaces the study's axes when given
     seeds: tuple[int, ...] = (0, 1, 2)
     description: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,118 +61,6 @@ class Published:
     # False when even the full profile does not follow the source's protocol (another data set or
     # model, e.g. ImageNet figures for a CIFAR-10 study): then it is context, never compared.
     comparable: bool = True
-
-
-DIRECTIONS = ("greater", "less", "within")
-BOUNDS = ("<", ">")
-SIDES = ("a", "b")
-
-
-@dataclass(frozen=True)
-class Precondition:
-    """What must hold before a claim about trained networks is judged, stated with the claim (before
-    any run) and taken from the claim's source, never from the results.
-
-    Every arm on ``sides`` (the claim's selector ``a`` and/or ``b``; for a trend, ``a`` is its group)
-    must end with the mean of ``metric`` over its finished seeds ``bound`` ``threshold``, e.g.
-    ``Precondition('final_train_error_pct', '<', 20.0)``: the nets compared have trained. When it
-    does not hold the verdict is 'not tested' with the numbers; a claim that holds at every stage of
-    training has none.
-    """
-
-    metric: str
-    bound: str
-    threshold: float
-    source: str
-    sides: tuple[str, ...] = SIDES
-
-    def __post_init__(self) -> None:
-        if self.bound not in BOUNDS:
-            raise ValueError(f"precondition on {self.metric}: bad bound {self.bound!r} (accepted: {', '.join(BOUNDS)})")
-        if not self.sides or any(s not in SIDES for s in self.sides):
-            raise ValueError(f"precondition on {self.metric}: bad sides {self.sides!r} (accepted: a, b)")
-        object.__setattr__(self, "sides", tuple(self.sides))
-
-    def holds(self, value: float) -> bool:
-        """Whether one arm's mean ``value`` meets the bound (NaN never does)."""
-        return value < self.threshold if self.bound == "<" else value > self.threshold
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Precondition:
-        """Inverse of ``dataclasses.asdict`` (as stored in study.json)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "sides" else v) for k, v in d.items() if k in names})
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a study expects to see, stated so that a run can show it or not.
-
-    Three kinds, by which field is set:
-
-    * comparison (``b``): the mean of ``metric`` over the arms matching selector ``a`` minus that
-      over ``b``; e.g. plain56 minus plain20 final training error, ``direction='greater'``.
-    * trend (``trend``, a numeric tag): the slope of ``metric`` over that tag among the arms
-      matching ``a`` (the group, e.g. ``{'net': 'plain'}``); units of the metric per unit of tag.
-    * level (``value``): the mean over ``a`` minus a reference value.
-
-    ``direction`` is the claimed sign of that difference ('greater': positive, 'less': negative) or
-    'within' (its size stays under ``effect``). ``effect`` is the smallest difference that counts, in
-    the metric's units (for 'within': the margin). Selectors match arm axis labels or tags
-    (``{'model': 'plain56'}``, ``{'norm': 'bn', 'batch_size': 2}``). ``best_on_val``: a selector that
-    matches several arms (an lr grid) takes the one with the best mean validation accuracy.
-    ``profiles``: where the claim applies (None: every profile). ``question``: a question the study
-    asks, not a published claim. ``exact``: the metric does not depend on the seed (a parameter
-    count), so one run suffices. ``requires``: a :class:`Precondition` that must hold before the
-    claim is judged (None: the claim holds at every stage of training).
-    """
-
-    sentence: str
-    metric: str
-    direction: str
-    effect: float
-    source: str
-    a: dict[str, Any] = field(default_factory=dict)
-    b: dict[str, Any] | None = None
-    trend: str | None = None
-    value: float | None = None
-    profiles: tuple[str, ...] | None = None
-    best_on_val: bool = False
-    question: bool = False
-    exact: bool = False
-    note: str = ""
-    requires: Precondition | None = None
-
-    def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"claim {self.sentence!r}: bad direction {self.direction!r} (accepted: "
-                             f"{', '.join(DIRECTIONS)})")
-        if sum(x is not None for x in (self.b, self.trend, self.value)) != 1:
-            raise ValueError(f"claim {self.sentence!r}: set exactly one of b, trend, value")
-        if self.effect < 0:
-            raise ValueError(f"claim {self.sentence!r}: effect must be >= 0, got {self.effect}")
-        if self.requires is not None and "b" in self.requires.sides and self.b is None:
-            raise ValueError(f"claim {self.sentence!r}: its precondition names side b, but the claim has no b "
-                             "(a trend's or a level's arms are side a)")
-
-    @property
-    def kind(self) -> str:
-        """'comparison', 'trend' or 'level'."""
-        return "comparison" if self.b is not None else "trend" if self.trend is not None else "level"
-
-    def applies_to(self, profile: str | None) -> bool:
-        return self.profiles is None or profile in self.profiles
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Claim:
-        """Inverse of ``dataclasses.asdict`` (as stored in study.json)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if kw.get("profiles") is not None:
-            kw["profiles"] = tuple(kw["profiles"])
-        if isinstance(kw.get("requires"), dict):
-            kw["requires"] = Precondition.from_dict(kw["requires"])
-        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -191,6 +81,14 @@ class Study:
     # Overrides that depend on several axes at once (e.g. lr from batch size and scaling rule):
     # called with the cell's merged config and its arm labels, returns more overrides.
     derive: Callable[[RunConfig, dict[str, str]], dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        for key, prof in self.profiles.items():
+            if prof.name not in ("", key):
+                raise UserError(f"study {self.name!r}: profile {key!r} is named {prof.name!r} (accepted: "
+                                f"no name, or its key {key!r})")
+        named = {key: dataclasses.replace(p, name=key) for key, p in self.profiles.items()}
+        object.__setattr__(self, "profiles", named)
 
     def profile(self, name: str) -> Profile:
         """The named profile; unknown names are a UserError listing the accepted ones."""
@@ -249,7 +147,7 @@ class Study:
                 for p in self.profiles.values()
             },
             "published": [dataclasses.asdict(p) for p in self.published],
-            "claims": [dataclasses.asdict(c) for c in self.claims],
+            "claims": [c.to_dict() for c in self.claims],
             "figures": list(self.figures),
             "timing_critical": self.timing_critical,
         }
@@ -343,10 +241,12 @@ STUDIES: Registry[Study] = Registry("study")
 
 
 def register_study(study: Study) -> Study:
-    """Add a study to the registry (raises on a duplicate name); returns it."""
-    for p in PROFILES:
-        if p not in study.profiles:
-            raise ValueError(f"study {study.name!r} lacks the {p!r} profile")
+    """Check ``study`` (:func:`bench.study_checks.check_study`: its profiles, claims, metrics, published
+    figures and figure names) and add it to the registry (raises on a duplicate name); returns it.
+    A mistake is a UserError naming the bad value and the accepted ones."""
+    from bench.study_checks import check_study
+
+    check_study(study)
     return STUDIES.add(study.name, study)
 
 

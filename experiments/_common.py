@@ -89,4 +89,4 @@ def smoke_profile(**extra: object) -> Profile:
     axes = extra.pop("axes", None)
     over = smoke_overrides(**extra)
     description = f"seconds on a CPU: {over['dataset']}, {over['epochs']} epoch(s), 1 seed"
-    return Profile("smoke", over, axes=axes, seeds=(0,), description=description)  # type: ignore[arg-type]
+    return Profile(over, axes=axes, seeds=(0,), description=description)  # type: ignore[arg-type]

@@ -30,9 +30,9 @@ bn_placement = register_study(Study(
     axes={"unit": unit_arms("resnet110")},
     profiles={
         # He et al. 2016b warm ResNet-110 up at lr 0.01 for the first 400 iterations.
-        "full": Profile("full", {"warmup": 400}, seeds=(0, 1, 2),
+        "full": Profile({"warmup": 400}, seeds=(0, 1, 2),
                         description="ResNet-110, He et al. protocol (64k iterations), 3 seeds"),
-        "quick": Profile("quick", QUICK_15_EPOCHS, axes={"unit": unit_arms("resnet32")}, seeds=(0, 1, 2),
+        "quick": Profile(QUICK_15_EPOCHS, axes={"unit": unit_arms("resnet32")}, seeds=(0, 1, 2),
                          description="ResNet-32, 15 epochs, 3 seeds"),
         "smoke": smoke_profile(axes={"unit": unit_arms("resnet20")}),
     },
@@ -42,12 +42,15 @@ bn_placement = register_study(Study(
                           ("relu_preact", 6.71), ("full_preact", 6.37))
     ),
     claims=(
-        Claim("Full pre-activation ends no worse than the original unit (6.37 vs 6.61)", "final_test_error_pct",
-              "less", 0.2, HE2016B, a={"unit": "full_preact"}, b={"unit": "original"}),
-        Claim("The original unit ends better than BN after addition (6.61 vs 8.17)", "final_test_error_pct",
-              "less", 0.5, HE2016B, a={"unit": "original"}, b={"unit": "bn_after_add"}),
-        Claim("ReLU before addition ends worse than the original unit (7.84 vs 6.61)", "final_test_error_pct",
-              "greater", 0.5, HE2016B, a={"unit": "relu_before_add"}, b={"unit": "original"}),
+        Claim.compare("Full pre-activation ends no worse than the original unit (6.37 vs 6.61)",
+                      metric="final_test_error_pct", a={"unit": "full_preact"}, b={"unit": "original"}, less_by=0.2,
+                      source=HE2016B),
+        Claim.compare("The original unit ends better than BN after addition (6.61 vs 8.17)",
+                      metric="final_test_error_pct", a={"unit": "original"}, b={"unit": "bn_after_add"}, less_by=0.5,
+                      source=HE2016B),
+        Claim.compare("ReLU before addition ends worse than the original unit (7.84 vs 6.61)",
+                      metric="final_test_error_pct", a={"unit": "relu_before_add"}, b={"unit": "original"},
+                      greater_by=0.5, source=HE2016B),
     ),
     figures=("curves_epoch", "error_by_arm"),
     notes="Published figures are for ResNet-110; the quick profile uses ResNet-32, so expect higher "

@@ -47,8 +47,8 @@ optimizers = register_study(Study(
     ),
     axes={"opt": optimizer_arms()},
     profiles={
-        "full": Profile("full", {}, seeds=(0, 1, 2), description="VGG16-BN, 200 epochs, lr grid of 3 per method, 3 seeds"),
-        "quick": Profile("quick", {"model": "resnet20", "epochs": 15, "milestones": (8, 12)}, seeds=(0, 1, 2),
+        "full": Profile({}, seeds=(0, 1, 2), description="VGG16-BN, 200 epochs, lr grid of 3 per method, 3 seeds"),
+        "quick": Profile({"model": "resnet20", "epochs": 15, "milestones": (8, 12)}, seeds=(0, 1, 2),
                          description="ResNet-20, 15 epochs, lr grid of 3 per method, 3 seeds"),
         "smoke": smoke_profile(axes={"opt": optimizer_arms(per_method=1)}, model="resnet20"),
     },
@@ -60,11 +60,11 @@ optimizers = register_study(Study(
                   note="RMSProp, the best adaptive method"),
     ),
     claims=(
-        Claim("SGD with momentum at its best validated lr reaches a lower test error than Adam at its best "
-              "(7.65 vs 9.78)", "test_error_at_best_val_pct", "less", 0.5, WILSON,
-              a={"optimizer": "sgd"}, b={"optimizer": "adam"}, best_on_val=True,
-              note="small-scale reproductions (e.g. DeepOBS, Schneider et al. 2019; Schmidt et al. 2021) "
-                   "found no consistent gap once every method is tuned"),
+        Claim.compare("SGD with momentum at its best validated lr reaches a lower test error than Adam at its best "
+                      "(7.65 vs 9.78)", metric="test_error_at_best_val_pct", a={"optimizer": "sgd"},
+                      b={"optimizer": "adam"}, less_by=0.5, source=WILSON, best_on_val=True,
+                      note="small-scale reproductions (e.g. DeepOBS, Schneider et al. 2019; Schmidt et al. 2021) "
+                           "found no consistent gap once every method is tuned"),
     ),
     figures=("curves_epoch", "curves_time", "lr_grid", "epoch_time_by_arm"),
     notes="For each optimiser the learning rate with the best mean validation accuracy is chosen; "

@@ -10,6 +10,7 @@ HE2016 = "He et al. 2016, Deep Residual Learning, Table 6 (CIFAR-10 test error)"
 HE2016_FIG6 = "He et al. 2016, Fig. 6 left (plain nets, read off the plot, approximate)"
 HE2016_FIG6_TRAIN = "He et al. 2016, Fig. 6 left (CIFAR-10 plain nets: the deeper, the higher the training error)"
 HE2016_FIG6_BOTH = "He et al. 2016, Fig. 6 left and middle, Table 6"
+QUESTION = "a question this study asks, not a published claim"
 DEPTHS_OF = {"full": (20, 32, 44, 56, 110), "quick": (20, 32, 44, 56), "cpu": (20, 56), "smoke": (20, 32)}
 
 
@@ -26,23 +27,24 @@ TRAINED_RESIDUAL = Precondition("final_train_error_pct", "<", 20.0, TRAINED, sid
 
 RESIDUAL_CLAIMS = (
     # the degradation of plain nets shows at every stage of training (Fig. 6 left): no precondition
-    Claim("Training error rises with depth among plain nets", "final_train_error_pct", "greater", 0.02,
-          HE2016_FIG6_TRAIN, a={"net": "plain"}, trend="depth",
-          note="slope in points of training error per layer; 0.02 is 0.7 points from 20 to 56 layers"),
-    Claim("plain56 ends with a higher training error than plain20 (degradation)", "final_train_error_pct",
-          "greater", 1.0, HE2016_FIG6_TRAIN, a={"model": "plain56"}, b={"model": "plain20"},
-          profiles=_profiles_with(20, 56)),
-    Claim("plain56 ends with a higher test error than plain20", "final_test_error_pct", "greater", 1.0,
-          HE2016_FIG6, a={"model": "plain56"}, b={"model": "plain20"}, profiles=_profiles_with(20, 56)),
-    Claim("resnet56 ends with a lower training error than its plain twin plain56 (residual connections "
-          "ease the optimisation)", "final_train_error_pct", "less", 1.0, HE2016_FIG6_BOTH,
-          a={"model": "resnet56"}, b={"model": "plain56"}, profiles=_profiles_with(56)),
-    Claim("resnet56 ends with a lower test error than resnet20", "final_test_error_pct", "less", 0.5,
-          HE2016 + ": 6.97 vs 8.75", a={"model": "resnet56"}, b={"model": "resnet20"},
-          profiles=_profiles_with(20, 56), requires=TRAINED_BOTH),
-    *(Claim(f"resnet{d} ends with a lower test error than its plain twin plain{d} (every depth >= 32)",
-            "final_test_error_pct", "less", 0.5, HE2016_FIG6_BOTH, a={"model": f"resnet{d}"},
-            b={"model": f"plain{d}"}, profiles=_profiles_with(d), requires=TRAINED_RESIDUAL)
+    Claim.trend("Training error rises with depth among plain nets", metric="final_train_error_pct",
+                over="depth", among={"net": "plain"}, greater_by=0.02, source=HE2016_FIG6_TRAIN,
+                note="slope in points of training error per layer; 0.02 is 0.7 points from 20 to 56 layers"),
+    Claim.compare("plain56 ends with a higher training error than plain20 (degradation)",
+                  metric="final_train_error_pct", a={"model": "plain56"}, b={"model": "plain20"}, greater_by=1.0,
+                  source=HE2016_FIG6_TRAIN, profiles=_profiles_with(20, 56)),
+    Claim.compare("plain56 ends with a higher test error than plain20", metric="final_test_error_pct",
+                  a={"model": "plain56"}, b={"model": "plain20"}, greater_by=1.0, source=HE2016_FIG6,
+                  profiles=_profiles_with(20, 56)),
+    Claim.compare("resnet56 ends with a lower training error than its plain twin plain56 (residual connections "
+                  "ease the optimisation)", metric="final_train_error_pct", a={"model": "resnet56"},
+                  b={"model": "plain56"}, less_by=1.0, source=HE2016_FIG6_BOTH, profiles=_profiles_with(56)),
+    Claim.compare("resnet56 ends with a lower test error than resnet20", metric="final_test_error_pct",
+                  a={"model": "resnet56"}, b={"model": "resnet20"}, less_by=0.5, source=HE2016 + ": 6.97 vs 8.75",
+                  profiles=_profiles_with(20, 56), requires=TRAINED_BOTH),
+    *(Claim.compare(f"resnet{d} ends with a lower test error than its plain twin plain{d} (every depth >= 32)",
+                    metric="final_test_error_pct", a={"model": f"resnet{d}"}, b={"model": f"plain{d}"},
+                    less_by=0.5, source=HE2016_FIG6_BOTH, profiles=_profiles_with(d), requires=TRAINED_RESIDUAL)
       for d in (32, 44, 56, 110)),
 )
 
@@ -67,14 +69,14 @@ residual = register_study(Study(
     base=HE2016_CIFAR,
     axes={"model": depth_arms((20, 32, 44, 56, 110))},
     profiles={
-        "full": Profile("full", {}, seeds=(0, 1, 2),
+        "full": Profile({}, seeds=(0, 1, 2),
                         description="He et al. 2016 protocol: 64k iterations, depths 20-110, 3 seeds"),
-        "quick": Profile("quick", QUICK_15_EPOCHS, axes={"model": depth_arms((20, 32, 44, 56))}, seeds=(0, 1, 2),
+        "quick": Profile(QUICK_15_EPOCHS, axes={"model": depth_arms((20, 32, 44, 56))}, seeds=(0, 1, 2),
                          description="15 epochs (lr /10 at 8 and 12), depths 20-56, 3 seeds"),
         # Designed from a measured pilot on a 2-core CPU (docs/cpu-pilot.md): He et al.'s recipe on a
         # 5k-image subset, with a linear warm-up (without it the 56-layer nets stay at chance for
         # hundreds of steps) and bf16 autocast + channels_last (about 2x the fp32 speed there).
-        "cpu": Profile("cpu", {**CPU_CIFAR_SUBSET, **CPU_SHORT_RECIPE},
+        "cpu": Profile({**CPU_CIFAR_SUBSET, **CPU_SHORT_RECIPE},
                        axes={"model": depth_arms((20, 56))}, seeds=(0, 1),
                        description="CPU, real CIFAR-10: 5k stratified training images (val 1k, test 2k), "
                                    "200 iterations at batch 128 (5 epochs of 40 steps), lr warmed up linearly "
@@ -130,25 +132,24 @@ residual_mnist = register_study(Study(
         Arm("mnist_resnet_resize", {"model": "mnist_resnet_resize"}, {"net": "residual (resizing)"}),
     )},
     profiles={
-        "full": Profile("full", {}, seeds=(0, 1, 2), description="10 epochs of Adam 1e-3, 3 seeds"),
-        "quick": Profile("quick", {"epochs": 3}, seeds=(0, 1, 2), description="3 epochs, 3 seeds"),
-        "cpu": Profile("cpu", {"epochs": 5}, seeds=(0, 1),
+        "full": Profile({}, seeds=(0, 1, 2), description="10 epochs of Adam 1e-3, 3 seeds"),
+        "quick": Profile({"epochs": 3}, seeds=(0, 1, 2), description="3 epochs, 3 seeds"),
+        "cpu": Profile({"epochs": 5}, seeds=(0, 1),
                        description="CPU, real MNIST: all 55k training images, 5 epochs (half the full length), "
                                    "2 seeds"),
         "smoke": smoke_profile(dataset=SMOKE_MNIST_DATA, crop_padding=0,
                                hflip=False, augment=False, milestones=()),
     },
     claims=(
-        Claim("The naive residual net with identity blocks reaches about 92% test accuracy (8 ± 2% error)",
-              "final_test_error_pct", "within", 2.0,
-              "the classic MNIST lecture notebook (about 92% test accuracy for its naive residual net)",
-              a={"model": "mnist_resnet_identity"}, value=8.0),
-        Claim("Question: does the identity residual net reach a lower test error than the plain CNN?",
-              "final_test_error_pct", "less", 0.2, "a question this study asks, not a published claim",
-              a={"model": "mnist_resnet_identity"}, b={"model": "mnist_cnn"}, question=True),
-        Claim("Question: does the resizing residual net reach a lower test error than the plain CNN?",
-              "final_test_error_pct", "less", 0.2, "a question this study asks, not a published claim",
-              a={"model": "mnist_resnet_resize"}, b={"model": "mnist_cnn"}, question=True),
+        Claim.level("The naive residual net with identity blocks reaches about 92% test accuracy (8 ± 2% error)",
+                    metric="final_test_error_pct", a={"model": "mnist_resnet_identity"}, value=8.0, within=2.0,
+                    source="the classic MNIST lecture notebook (about 92% test accuracy for its naive residual net)"),
+        Claim.compare("Question: does the identity residual net reach a lower test error than the plain CNN?",
+                      metric="final_test_error_pct", a={"model": "mnist_resnet_identity"}, b={"model": "mnist_cnn"},
+                      less_by=0.2, source=QUESTION, question=True),
+        Claim.compare("Question: does the resizing residual net reach a lower test error than the plain CNN?",
+                      metric="final_test_error_pct", a={"model": "mnist_resnet_resize"}, b={"model": "mnist_cnn"},
+                      less_by=0.2, source=QUESTION, question=True),
     ),
     figures=("curves_epoch",),
     notes="No augmentation (digits must not be flipped).",

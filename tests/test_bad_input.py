@@ -493,8 +493,8 @@ def test_the_statistics_refuse_to_count_one_run_twice(copies: int) -> None:
         return [{"run_id": rid, "arm_label": arm, "arm_model": arm, "seed": i, "state": "ok",
                  "final_test_error_pct": v} for i, (v, rid) in enumerate(zip(values, ids))]
 
-    claim = Claim("res < plain", "final_test_error_pct", "less", 0.5, "constructed", a={"model": "res"},
-                  b={"model": "plain"})
+    claim = Claim.compare("res < plain", metric="final_test_error_pct", a={"model": "res"}, b={"model": "plain"},
+                          less_by=0.5, source="constructed")
     plain = rows("plain", [8.0, 8.6, 7.7], ["p0", "p1", "p2"])
     distinct = pd.DataFrame(rows("res", [7.1, 7.5, 6.9], ["r0", "r1", "r2"]) + plain)
     assert evaluate(claim, distinct).verdict == "reproduced"

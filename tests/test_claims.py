@@ -50,7 +50,8 @@ def table(arms: dict[str, list[float | None]], *, states: dict[str, list[str]] |
 
 
 def less(a: str, b: str, effect: float = 0.5, **kw: object) -> Claim:
-    return Claim(f"{a} < {b}", "final_test_error_pct", "less", effect, SRC, a={"model": a}, b={"model": b}, **kw)
+    return Claim.compare(f"{a} < {b}", metric="final_test_error_pct", a={"model": a}, b={"model": b}, less_by=effect,
+                         source=SRC, **kw)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -125,7 +126,8 @@ def test_failed_and_unfinished_arms_are_not_tested_and_named() -> None:
 
 
 def test_within_margin() -> None:
-    claim = Claim("gn flat", "final_test_error_pct", "within", 1.0, SRC, a={"model": "b2"}, b={"model": "b32"})
+    claim = Claim.compare("gn flat", metric="final_test_error_pct", a={"model": "b2"}, b={"model": "b32"}, within=1.0,
+                          source=SRC)
     assert evaluate(claim, table({"b2": [24.1, 24.3, 24.0], "b32": [24.0, 24.2, 24.1]})).verdict == "reproduced"
     assert evaluate(claim, table({"b2": [27.1, 27.3, 27.0], "b32": [24.0, 24.2, 24.1]})).verdict == "contradicted"
     assert evaluate(claim, table({"b2": [24.1, 25.9, 24.0], "b32": [24.0, 24.2, 24.1]})).verdict == "inconclusive"
@@ -136,22 +138,25 @@ def test_trend_within_a_group() -> None:
     vals = {"plain20": [9.0, 9.2], "plain56": [13.0, 13.4], "plain110": [16.2, 16.0],
             "resnet20": [8.7, 8.8], "resnet56": [7.0, 6.9], "resnet110": [6.5, 6.6]}
     t = table(vals, tags=tags, metric="final_train_error_pct")
-    up = Claim("rises", "final_train_error_pct", "greater", 0.02, SRC, a={"net": "plain"}, trend="depth")
+    up = Claim.trend("rises", metric="final_train_error_pct", over="depth", among={"net": "plain"}, greater_by=0.02,
+                     source=SRC)
     out = evaluate(up, t)
     assert out.verdict == "reproduced" and out.estimate is not None and out.estimate.method == "per-seed slopes"
     assert out.estimate.n == "2"  # one slope per seed over the plain nets; the residual nets are not in the group
-    assert evaluate(Claim("rises", "final_train_error_pct", "greater", 0.0, SRC, a={"net": "resnet"},
-                          trend="depth"), t).verdict == "contradicted"
-    assert evaluate(Claim("x", "final_train_error_pct", "greater", 0.0, SRC, a={"net": "plain"}, trend="width"),
-                    t).verdict == "not tested"
+    assert evaluate(Claim.trend("rises", metric="final_train_error_pct", over="depth", among={"net": "resnet"},
+                                greater_by=0.0, source=SRC), t).verdict == "contradicted"
+    assert evaluate(Claim.trend("x", metric="final_train_error_pct", over="width", among={"net": "plain"},
+                                greater_by=0.0, source=SRC), t).verdict == "not tested"
 
 
 def test_level_claims_and_exact_counts() -> None:
     t = table({"r20": [269_722]}, metric="params_total")
-    claim = Claim("0.27M", "params_total", "within", 5_000, SRC, a={"model": "r20"}, value=270_000, exact=True)
+    claim = Claim.level("0.27M", metric="params_total", a={"model": "r20"}, value=270_000, within=5_000, exact=True,
+                        source=SRC)
     assert evaluate(claim, t).verdict == "reproduced"  # exact: one run suffices
     t = table({"mnist": [7.6, 8.3, 8.1]})
-    about = Claim("about 92%", "final_test_error_pct", "within", 2.0, SRC, a={"model": "mnist"}, value=8.0)
+    about = Claim.level("about 92%", metric="final_test_error_pct", a={"model": "mnist"}, value=8.0, within=2.0,
+                        source=SRC)
     assert evaluate(about, t).verdict == "reproduced"
     assert evaluate(about, table({"mnist": [1.1, 1.0, 1.2]})).verdict == "contradicted"
     assert evaluate(about, table({"mnist": [7.9]})).verdict == "inconclusive"
@@ -162,8 +167,8 @@ def test_best_on_validation_never_looks_at_test() -> None:
     val = {"sgd lr=0.1": [0.93, 0.93], "sgd lr=0.3": [0.90, 0.90], "adam lr=0.001": [0.91, 0.91]}
     tags = {a: {"optimizer": a.split()[0]} for a in arms}
     t = table(arms, tags=tags, metric="test_error_at_best_val_pct", extra={"best_val_acc": val})
-    claim = Claim("sgd < adam", "test_error_at_best_val_pct", "less", 0.5, SRC, a={"optimizer": "sgd"},
-                  b={"optimizer": "adam"}, best_on_val=True)
+    claim = Claim.compare("sgd < adam", metric="test_error_at_best_val_pct", a={"optimizer": "sgd"},
+                          b={"optimizer": "adam"}, less_by=0.5, source=SRC, best_on_val=True)
     out = evaluate(claim, t)
     assert out.arms_a == ("sgd lr=0.1",)  # best validation accuracy, although lr=0.3 has the lower test error
     assert out.verdict == "reproduced"
@@ -182,11 +187,17 @@ def test_questions_are_answered_in_words() -> None:
 
 def test_claim_definition_errors() -> None:
     with pytest.raises(ValueError, match="direction"):
-        Claim("x", "m", "bigger", 0.0, SRC, b={})
-    with pytest.raises(ValueError, match="exactly one"):
-        Claim("x", "m", "less", 0.0, SRC, b={"a": 1}, value=1.0)
+        Claim(sentence="x", metric="m", direction="bigger", effect=0.0, source=SRC, b={})
+    with pytest.raises(ValueError, match="exactly one of b, over, value"):
+        Claim(sentence="x", metric="m", direction="less", effect=0.0, source=SRC, b={"a": 1}, value=1.0)
     with pytest.raises(ValueError, match="effect"):
-        Claim("x", "m", "less", -1.0, SRC, b={"a": 1})
+        Claim.compare("x", metric="m", a={}, b={"a": 1}, less_by=-1.0, source=SRC)
+    with pytest.raises(ValueError, match="exactly one of greater_by, less_by, within"):
+        Claim.compare("x", metric="m", a={}, b={"a": 1}, less_by=1.0, within=1.0, source=SRC)
+    with pytest.raises(ValueError, match="exactly one of greater_by, less_by, within"):
+        Claim.level("x", metric="m", a={}, value=1.0, source=SRC)
+    with pytest.raises(TypeError):  # five positional parts are gone: every part is named
+        Claim("x", "m", "less", 0.5, SRC)  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------- the registry's claims
@@ -227,7 +238,7 @@ def test_claims_name_arms_and_tags_of_every_profile_they_list(name: str) -> None
                     assert len(picked) == 1, (name, p, claim.sentence, side, picked)
             if claim.kind == "trend":
                 group = t[matches(t, claim.a)]
-                values = pd.to_numeric(group[f"tag_{claim.trend}"], errors="raise")
+                values = pd.to_numeric(group[f"tag_{claim.over}"], errors="raise")
                 assert values.nunique() >= 2, (name, p, claim.sentence)
         # a claim a profile cannot test must not list it... and one it can should (or say why not)
         for p in set(study.profiles) - set(profiles):
@@ -416,7 +427,8 @@ def test_a_trend_precondition_reads_its_group() -> None:
     from bench.study import Precondition
 
     req = Precondition(TRAINED, "<", 50.0, "constructed source", sides=("a",))
-    claim = Claim("rises", "final_test_error_pct", "greater", 0.0, SRC, a={"net": "plain"}, trend="depth", requires=req)
+    claim = Claim.trend("rises", metric="final_test_error_pct", over="depth", among={"net": "plain"}, greater_by=0.0,
+                        source=SRC, requires=req)
     tags = {"p20": {"depth": 20, "net": "plain"}, "p56": {"depth": 56, "net": "plain"}}
     good = table({"p20": [10.0, 10.5], "p56": [14.0, 14.6]}, tags=tags,
                  extra={TRAINED: {"p20": [5.0, 6.0], "p56": [9.0, 8.0]}})
@@ -437,8 +449,8 @@ def test_a_precondition_survives_study_json_and_a_bad_one_is_refused() -> None:
     with pytest.raises(ValueError, match="bound"):
         Precondition(TRAINED, "<=", 20.0, "x")
     with pytest.raises(ValueError, match="side b"):
-        Claim("t", TRAINED, "greater", 0.0, SRC, a={"net": "plain"}, trend="depth",
-              requires=Precondition(TRAINED, "<", 20.0, "x"))
+        Claim.trend("t", metric=TRAINED, over="depth", among={"net": "plain"}, greater_by=0.0, source=SRC,
+                    requires=Precondition(TRAINED, "<", 20.0, "x"))
 
 
 def test_the_verdict_table_shows_the_precondition_in_every_form(tmp_path: Path,
@@ -467,8 +479,10 @@ def test_a_two_arm_trend_is_the_paired_test_of_its_arms_and_is_marked_as_the_sam
     base = rng.normal(20.0, 1.0, size=3)
     t = table({"plain20": list(base), "plain56": list(base + 1.0 + rng.normal(0, 0.5, 3))}, tags=tags,
               metric="final_train_error_pct")
-    trend = Claim("rises", "final_train_error_pct", "greater", 0.02, SRC, a={"net": "plain"}, trend="depth")
-    pair = Claim("56 > 20", "final_train_error_pct", "greater", 1.0, SRC, a={"model": "plain56"}, b={"model": "plain20"})
+    trend = Claim.trend("rises", metric="final_train_error_pct", over="depth", among={"net": "plain"}, greater_by=0.02,
+                        source=SRC)
+    pair = Claim.compare("56 > 20", metric="final_train_error_pct", a={"model": "plain56"}, b={"model": "plain20"},
+                         greater_by=1.0, source=SRC)
     o_trend, o_pair = evaluate_all([trend, pair], t, None)
     assert o_trend.estimate is not None and o_pair.estimate is not None
     assert o_pair.estimate.method == "paired" and o_trend.estimate.method == "per-seed slopes"
@@ -486,8 +500,8 @@ def test_a_trend_leaves_out_a_seed_without_every_level_and_says_so() -> None:
     tags = {"p20": {"net": "plain", "depth": 20}, "p56": {"net": "plain", "depth": 56}}
     t = table({"p20": [9.0, 9.2, 9.1], "p56": [13.0, 13.4, 13.1]}, tags=tags, metric="final_train_error_pct",
               states={"p56": ["ok", "ok", "failed"]})
-    out = evaluate(Claim("rises", "final_train_error_pct", "greater", 0.02, SRC, a={"net": "plain"},
-                         trend="depth"), t)
+    out = evaluate(Claim.trend("rises", metric="final_train_error_pct", over="depth", among={"net": "plain"},
+                               greater_by=0.02, source=SRC), t)
     assert out.estimate is not None and out.estimate.n == "2" and "seed(s) 2 without every depth" in out.why
 
 

@@ -25,6 +25,23 @@ def test_run_id_is_sha256_of_canonical_json() -> None:
     assert a.run_id == b.run_id
 
 
+def test_report_only_settings_leave_the_run_id() -> None:
+    """acc_thresholds changes what the summary reports, not what trains: another value is the same run,
+    and a config that never set it keeps the id it was recorded under."""
+    from bench.config import REPORT_ONLY
+
+    cfg = RunConfig()
+    other = dataclasses.replace(cfg, acc_thresholds=(0.3, 0.99))
+    assert other.run_id == cfg.run_id and other.to_json() != cfg.to_json()
+    assert RunConfig(acc_thresholds=()).run_id == cfg.run_id
+    assert dataclasses.replace(other, lr=0.05).run_id != cfg.run_id  # what trains still counts
+    # the id of the default config as recorded before acc_thresholds left it (a changed id retrains everything)
+    assert cfg.run_id == "a21ac7921196ddb7" and cfg.identity_json() == cfg.to_json()
+    assert REPORT_ONLY["acc_thresholds"] == RunConfig().acc_thresholds
+    # a stored config.json with its own thresholds still loads, as the same run
+    assert RunConfig.from_dict({**cfg.to_dict(), "acc_thresholds": [0.25]}).run_id == cfg.run_id
+
+
 def test_round_trip_through_dict() -> None:
     cfg = RunConfig(milestones=(3, 5), betas=(0.8, 0.99), model_kwargs={"norm": "gn"})
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
@@ -78,7 +95,7 @@ def _toy_study() -> Study:
         question="?",
         base=RunConfig(epochs=1),
         axes={"a": (Arm("x", {"lr": 0.1}), Arm("y", {"lr": 0.2})), "b": (Arm("1", {"batch_size": 8}),)},
-        profiles={p: Profile(p, seeds=(0, 1)) for p in PROFILES},
+        profiles={p: Profile(seeds=(0, 1)) for p in PROFILES},
         derive=lambda cfg, arm: {"weight_decay": 0.0} if arm["a"] == "y" else {},
     )
 

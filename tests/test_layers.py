@@ -13,9 +13,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 # bottom to top; a module may import its own layer and those below
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "text", "faults", "registry", "files", "locks", "device", "config", "record", "models", "data"),
+    ("errors", "text", "faults", "registry", "files", "locks", "device", "config", "record", "figure_kinds", "models",
+     "data"),
     ("measure", "train", "checks"),
-    ("study", "store", "results"),
+    ("study", "claim", "study_checks", "store"),
     ("runner",),
     ("executors", "report", "frames", "export", "plan", "show", "zoo", "perf", "perf_runs"),
     ("cli", "__main__", "api"),

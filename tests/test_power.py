@@ -133,7 +133,8 @@ def _sequential(effect: float, *, n0: int, n_max: int, claim_effect: float, leve
 def test_the_simulation_uses_the_verdicts_rule() -> None:
     """The vectorised rule above gives the verdict `evaluate` gives, look by look, on constructed runs."""
     design = Design(2, 6)
-    claim = Claim("a > b", "final_test_error_pct", "greater", 0.3, "constructed", a={"model": "a"}, b={"model": "b"})
+    claim = Claim.compare("a > b", metric="final_test_error_pct", a={"model": "a"}, b={"model": "b"}, greater_by=0.3,
+                          source="constructed")
     rng = np.random.default_rng(5)
     for _ in range(25):
         diffs = rng.normal(1.0, 1.0, size=6)

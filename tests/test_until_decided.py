@@ -33,8 +33,12 @@ def test_extra_seeds_expand_like_the_profiles_own_for_the_arms_named() -> None:
 
 
 def _o(sentence: str, verdict: str, a: tuple[str, ...], b: tuple[str, ...] = ()) -> Outcome:
-    claim = Claim(sentence, "final_test_error_pct", "greater", 0.1, "constructed", a={"model": a[0]},
-                  b={"model": b[0]} if b else None, value=None if b else 1.0)
+    if b:
+        claim = Claim.compare(sentence, metric="final_test_error_pct", a={"model": a[0]}, b={"model": b[0]},
+                              greater_by=0.1, source="constructed")
+    else:
+        claim = Claim.level(sentence, metric="final_test_error_pct", a={"model": a[0]}, value=1.0, greater_by=0.1,
+                            source="constructed")
     return Outcome(claim, verdict, None, a, b)
 
 

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 
 from bench.errors import UserError
-from bench.measure.compute import count_compute, count_compute_meta, footprint
+from bench.measure.compute import COMPUTE_KEYS, count_compute, count_compute_meta, footprint
 from bench.measure.env import environment
 from bench.measure.layers import layer_table
-from bench.measure.memory import measure_memory
-from bench.measure.params import count_params
-from bench.measure.speed import DEFAULT_REPEATS, DEFAULT_WARMUP, measure_speed
+from bench.measure.memory import measure_memory, memory_keys
+from bench.measure.params import PARAM_KEYS, count_params
+from bench.measure.speed import DEFAULT_REPEATS, DEFAULT_WARMUP, measure_speed, speed_keys
 
 __all__ = [
     "check_fits",
@@ -30,8 +30,18 @@ __all__ = [
     "measure_memory",
     "measure_model",
     "measure_speed",
+    "measurement_keys",
     "shape_str",
 ]
+
+MODES = ("infer", "train")  # the steps measure_model times
+
+
+def measurement_keys() -> tuple[str, ...]:
+    """The numbers :func:`measure_model` records of a model (parameters, compute, and per mode its
+    speed and memory), from the keys each measuring function declares."""
+    per_mode = (k for mode in MODES for k in (*speed_keys(mode), *memory_keys(mode)))
+    return tuple(dict.fromkeys((*PARAM_KEYS, *COMPUTE_KEYS, *per_mode)))
 
 
 def shape_str(shape: tuple[int, ...]) -> str:
@@ -115,7 +125,7 @@ def measure_model(
     out.update(count_params(model))
     out.update(count_compute_meta(model, shape) if model is meta else count_compute(model, shape))
     if speed:
-        for mode in ("infer", "train"):
+        for mode in MODES:
             out.update(measure_speed(model, shape, batch_size, device, mode=mode, warmup=warmup,
                                      repeats=repeats, precision=precision, channels_last=channels_last))
             out.update(measure_memory(model, shape, batch_size, device, mode=mode, precision=precision,

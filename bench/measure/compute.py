@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from fvcore.nn import FlopCountAnalysis
 
 # fvcore's by_operator names for matrix-product work (see fvcore.nn.jit_handles / _DEFAULT_SUPPORTED_OPS)
+# what count_compute and count_compute_meta return, in this order
+COMPUTE_KEYS = ("macs_fvcore_total", "macs_conv_linear", "flops_torch", "fvcore_skipped_ops")
 CONV_LINEAR_OPS = frozenset({"conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm", "baddbmm"})
 
 
@@ -111,12 +113,8 @@ def _count(model: nn.Module, x: torch.Tensor) -> dict[str, int | str]:
         with counter:
             model(x)
     conv_linear = sum(int(v) for k, v in by_op.items() if k in CONV_LINEAR_OPS)
-    return {
-        "macs_fvcore_total": total,
-        "macs_conv_linear": int(conv_linear),
-        "flops_torch": int(counter.get_total_flops()),
-        "fvcore_skipped_ops": ",".join(f"{k}:{v}" for k, v in sorted(skipped.items())),
-    }
+    skipped_text = ",".join(f"{k}:{v}" for k, v in sorted(skipped.items()))
+    return dict(zip(COMPUTE_KEYS, (total, int(conv_linear), int(counter.get_total_flops()), skipped_text)))
 
 
 def count_compute_meta(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int | str | None]:
@@ -129,8 +127,8 @@ def count_compute_meta(model: nn.Module, input_shape: tuple[int, int, int]) -> d
         with counter:
             model(torch.zeros(1, *input_shape))
     flops = int(counter.get_total_flops())
-    return {"macs_fvcore_total": None, "macs_conv_linear": flops // 2, "flops_torch": flops,
-            "fvcore_skipped_ops": "not counted (too large to allocate: counted on the meta device)"}
+    return dict(zip(COMPUTE_KEYS, (None, flops // 2, flops,
+                                   "not counted (too large to allocate: counted on the meta device)")))
 
 
 def footprint(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:

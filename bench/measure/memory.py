@@ -39,9 +39,9 @@ def measure_memory(
     """
     dev = resolve_device(device)
     check_choices(mode, precision, dev)
-    keys = (f"{mode}_peak_allocated_bytes", f"{mode}_peak_reserved_bytes")
+    keys = memory_keys(mode)
     if dev.type != "cuda":
-        return {keys[0]: None, keys[1]: None, "memory_measured": False}
+        return dict(zip(keys, (None, None, False)))
     m = private_copy(model, dev, channels_last)
     x = make_input(tuple(input_shape), batch_size, dev, channels_last)
     step = build_step(m, x, mode, precision, dev, optimizer)
@@ -55,7 +55,12 @@ def measure_memory(
         step()
         torch.cuda.synchronize(dev)
     allocated, reserved = memory_peaks(dev)
-    out = {keys[0]: allocated, keys[1]: reserved, "memory_measured": True}
+    out = dict(zip(keys, (allocated, reserved, True)))
     del step, m, x
     release_cached_memory(dev)
     return out
+
+
+def memory_keys(mode: str) -> tuple[str, ...]:
+    """The keys :func:`measure_memory` returns for ``mode``, in its order."""
+    return f"{mode}_peak_allocated_bytes", f"{mode}_peak_reserved_bytes", "memory_measured"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+PARAM_KEYS = ("params_total", "params_trainable")  # what count_params returns
+
 
 def count_params(model: nn.Module) -> dict[str, int]:
     """Number of parameters (elements, not bytes): ``params_total`` and ``params_trainable``.
@@ -17,4 +19,4 @@ def count_params(model: nn.Module) -> dict[str, int]:
         total += n
         if p.requires_grad:
             trainable += n
-    return {"params_total": int(total), "params_trainable": int(trainable)}
+    return dict(zip(PARAM_KEYS, (int(total), int(trainable))))

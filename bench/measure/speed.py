@@ -138,14 +138,13 @@ def measure_speed(
         latency = step_latency(step, dev)
     load = host_load(mark)  # the machine's load over this timing: a busy host makes it noise
     q1, med, q3 = _quartiles(times)
-    return {
-        f"{mode}_samples_per_s": batch_size / (med / 1e3) if med > 0 else float("inf"),
-        f"{mode}_step_time_ms": med,
-        f"{mode}_step_time_ms_iqr": q3 - q1,
-        f"{mode}_step_latency_ms": latency,
-        f"{mode}_repeats": int(repeats),
-        f"{mode}_steps_per_repeat": int(per),
-        f"{mode}_batch_size": int(batch_size),
-        f"{mode}_load_avg_1min": load["load_avg_1min"],
-        f"{mode}_other_cpu_pct": load["other_cpu_pct"],
-    }
+    return dict(zip(speed_keys(mode), (
+        batch_size / (med / 1e3) if med > 0 else float("inf"), med, q3 - q1, latency, int(repeats), int(per),
+        int(batch_size), load["load_avg_1min"], load["other_cpu_pct"])))
+
+
+def speed_keys(mode: str) -> tuple[str, ...]:
+    """The keys :func:`measure_speed` returns for ``mode``, in its order."""
+    return tuple(f"{mode}_{k}" for k in ("samples_per_s", "step_time_ms", "step_time_ms_iqr", "step_latency_ms",
+                                         "repeats", "steps_per_repeat", "batch_size", "load_avg_1min",
+                                         "other_cpu_pct"))

@@ -33,7 +33,7 @@ import pandas as pd
 from bench.report.analysis import metric_label
 from bench.report.power import Design, seeds_needed
 from bench.report.stats import LEVEL, Estimate, _same_seeds, against, difference, finite, seed_slopes, slope_over_seeds
-from bench.study import Claim
+from bench.claim import Claim, same_value
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not tested")
 FAILED = ("failed", "diverged", "oom")
@@ -70,7 +70,7 @@ class Outcome:
         if c.kind == "comparison":
             return f"{a} vs {' + '.join(self.arms_b) or selector_text(c.b or {})}"
         if c.kind == "trend":
-            return f"slope over {c.trend} among {selector_text(c.a) or 'all arms'}"
+            return f"slope over {c.over} among {selector_text(c.a) or 'all arms'}"
         return f"{a} vs {c.value:g}"
 
 
@@ -86,18 +86,9 @@ def matches(table: pd.DataFrame, sel: dict[str, Any]) -> pd.Series:
         hit = pd.Series(False, index=table.index)
         for col in (f"arm_{key}", f"tag_{key}"):
             if col in table:
-                hit |= table[col].map(lambda v, w=want: _equal(v, w))
+                hit |= table[col].map(lambda v, w=want: same_value(v, w))
         mask &= hit
     return mask
-
-
-def _equal(v: Any, want: Any) -> bool:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return False
-    try:
-        return float(v) == float(want)
-    except (TypeError, ValueError):
-        return str(v) == str(want)
 
 
 def evaluate(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> Outcome:
@@ -290,13 +281,13 @@ def _few(claim: Claim, arms_a: tuple[str, ...], arms_b: tuple[str, ...], what: s
 
 
 def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> Outcome:
-    tag = f"tag_{claim.trend}"
+    tag = f"tag_{claim.over}"
     if table.empty or tag not in table:
-        return Outcome(claim, "not tested", None, (), (), f"no tag {claim.trend} in this run")
+        return Outcome(claim, "not tested", None, (), (), f"no tag {claim.over} in this run")
     rows = table[matches(table, claim.a)]
     rows = rows[pd.to_numeric(rows[tag], errors="coerce").notna()]
     if rows.empty:
-        return Outcome(claim, "not tested", None, (), (), f"no arm {selector_text(claim.a)} with a numeric {claim.trend}")
+        return Outcome(claim, "not tested", None, (), (), f"no arm {selector_text(claim.a)} with a numeric {claim.over}")
     arms = tuple(rows["arm_label"].unique())
     ok = rows[rows["state"] == "ok"]
     vals = (pd.to_numeric(ok[claim.metric], errors="coerce") if claim.metric in ok
@@ -309,9 +300,9 @@ def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> O
         gone = rows[pd.to_numeric(rows[tag]).isin(missing)]
         return Outcome(claim, "not tested", None, arms, (), _not_done(gone, claim.metric))
     if len(levels) < 2:
-        return Outcome(claim, "not tested", None, arms, (), f"only one value of {claim.trend} in this run")
+        return Outcome(claim, "not tested", None, arms, (), f"only one value of {claim.over} in this run")
     if done.min() < 2:
-        return _few(claim, arms, (), f"{int(done.min())} at {claim.trend}={done.idxmin():g}")
+        return _few(claim, arms, (), f"{int(done.min())} at {claim.over}={done.idxmin():g}")
     pre = _precondition(claim, {"a": ok})
     if pre is not None and not pre[0]:
         return Outcome(claim, "not tested", None, arms, (), f"precondition not met: {pre[1]}; {pre[2]}", False, pre[1])
@@ -319,11 +310,11 @@ def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> O
     seeds = ok["seed"].to_numpy() if "seed" in ok else np.arange(len(ok))
     slopes, used = seed_slopes(x, y, seeds)
     if slopes.size < 2:
-        return _few(claim, arms, (), f"{slopes.size} seed(s) that ran at every {claim.trend}")
+        return _few(claim, arms, (), f"{slopes.size} seed(s) that ran at every {claim.over}")
     level, look = _level(design, slopes.size)
     est = slope_over_seeds(x, y, seeds, level)
     skipped = sorted(set(int(s) for s in seeds) - set(used))
-    prefix = _failures(table, ok) + (f"seed(s) {', '.join(map(str, skipped))} without every {claim.trend} "
+    prefix = _failures(table, ok) + (f"seed(s) {', '.join(map(str, skipped))} without every {claim.over} "
                                      "left out; " if skipped else "")
     out = _sized(_judge(claim, est, arms, (), prefix), est.method, float(slopes.std(ddof=1)), look)
     return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
@@ -332,7 +323,7 @@ def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> O
 def _judge(claim: Claim, est: Estimate, arms_a: tuple[str, ...], arms_b: tuple[str, ...], prefix: str) -> Outcome:
     """The verdict from the interval's position (see the module docstring)."""
     e, lo, hi = claim.effect, est.lo, est.hi
-    unit = "per unit of " + claim.trend if claim.trend else "points" if claim.metric.endswith("_pct") else "units"
+    unit = "per unit of " + claim.over if claim.over else "points" if claim.metric.endswith("_pct") else "units"
     if claim.direction == "within":
         if -e <= lo and hi <= e:
             return Outcome(claim, "reproduced", est, arms_a, arms_b, prefix.rstrip("; "))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from bench.figure_kinds import attach
 from bench.report import fig_cost, fig_curves, fig_results
 from bench.report.data import ReportData
 from bench.report.plotting import Figure
 
 log = logging.getLogger(__name__)
 
-FIGURES: dict[str, Callable[[ReportData], Figure]] = {
+# one drawing per name of bench.figure_kinds (where a study's figure names are checked)
+FIGURES: dict[str, Callable[[ReportData], Figure]] = attach({
     "curves_iter": fig_curves.curves_iter,
     "curves_epoch": fig_curves.curves_epoch,
     "curves_time": fig_curves.curves_time,
@@ -25,7 +27,7 @@ FIGURES: dict[str, Callable[[ReportData], Figure]] = {
     "cost_by_arm": fig_cost.cost_by_arm,
     "epoch_time_by_arm": fig_cost.epoch_time_by_arm,
     "batch_time": fig_cost.batch_time,
-}
+})
 
 
 def render_figures(d: ReportData, kinds: list[str]) -> list[Figure]:

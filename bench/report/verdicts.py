@@ -56,7 +56,7 @@ class Verdicts:
         rows = []
         for o in self.outcomes:
             c, e = o.claim, o.estimate
-            unit = metric_label(c.metric) + (f" per unit of {c.trend}" if c.trend else "")
+            unit = metric_label(c.metric) + (f" per unit of {c.over}" if c.over else "")
             rows.append({
                 "claim": ("[question] " if c.question else "") + c.sentence,
                 "source": c.source,
@@ -163,7 +163,7 @@ def _answer(o: Outcome) -> str:
 
 
 def _digits(c: Claim) -> int:
-    return 0 if c.exact and c.metric.startswith(("params", "macs")) else 3 if c.trend else 2
+    return 0 if c.exact and c.metric.startswith(("params", "macs")) else 3 if c.over else 2
 
 
 def _claimed(c: Claim) -> str:
