@@ -18,6 +18,7 @@ from torch import nn
 from bench.cli import main
 from bench.config import RunConfig
 from bench.models import MODELS, register_model
+from bench.results import read_results
 from bench.store import ResultsStore
 from bench.study import PROFILES, STUDIES, Arm, Profile, Study, register_study
 
@@ -35,7 +36,7 @@ def _bench(*args: str, results: Path, timeout: float = 300) -> subprocess.Comple
 def test_smoke_study_runs_then_rerun_does_nothing(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--results-dir", str(results_dir), "run", "residual", "--profile", "smoke", *SMALL]) == 0
     store = ResultsStore(results_dir)
-    runs = store.load_runs("residual")
+    runs = read_results(results_dir, "residual").runs_frame(finished_only=True)
     assert len(runs) == 4 and set(runs["status"]) == {"ok"}
     for rd in store.run_dirs("residual"):
         assert {"config.json", "cell.json", "history.csv", "summary.json"} <= {p.name for p in rd.iterdir()}
@@ -45,7 +46,7 @@ def test_smoke_study_runs_then_rerun_does_nothing(results_dir: Path, capsys: pyt
     assert main(["--results-dir", str(results_dir), "run", "residual", "--profile", "smoke", *SMALL]) == 0
     assert "4 ok" in capsys.readouterr().out
     assert mtimes == {p: p.stat().st_mtime_ns for p in results_dir.rglob("summary.json")}, "a finished run was redone"
-    hist = store.load_history("residual")
+    hist = read_results(results_dir, "residual").history_frame()
     assert len(hist) == 4 and {"train_loss", "test_acc", "epoch_time_s", "arm_model"} <= set(hist.columns)
     # plan and show read the same records
     assert main(["--results-dir", str(results_dir), "plan", "residual", "--profile", "smoke", *SMALL]) == 0
@@ -85,7 +86,7 @@ def failing_study() -> Iterator[str]:
 @pytest.mark.slow
 def test_failing_cell_is_recorded_and_study_goes_on(results_dir: Path, failing_study: str) -> None:
     assert main(["--results-dir", str(results_dir), "run", "test-failing", "--profile", "smoke"]) == 0
-    runs = ResultsStore(results_dir).load_runs("test-failing").set_index("arm_model")
+    runs = read_results(results_dir, "test-failing").runs_frame(finished_only=True).set_index("arm_model")
     assert runs.loc["cnn", "status"] == "ok"
     assert runs.loc["boom", "status"] == "failed"
     assert "boom: this cell always fails" in runs.loc["boom", "error"]
@@ -118,7 +119,7 @@ def test_killed_run_resumes(results_dir: Path) -> None:
     done_before = len([p for p in results_dir.rglob("summary.json")])
     res = _bench(*args, results=results_dir)
     assert res.returncode == 0, res.stderr
-    runs = ResultsStore(results_dir).load_runs("residual-mnist")
+    runs = read_results(results_dir, "residual-mnist").runs_frame(finished_only=True)
     assert len(runs) == 3 and set(runs["status"]) == {"ok"}
     assert done_before < 3
     summary = json.loads((rd / "summary.json").read_text())

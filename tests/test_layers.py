@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "text", "faults", "registry", "files", "locks", "device", "config", "record", "figure_kinds", "models",
      "data"),
     ("measure", "train", "checks"),
-    ("study", "claim", "study_checks", "store"),
+    ("study", "claim", "study_checks", "store", "results"),
     ("runner",),
     ("executors", "report", "frames", "export", "plan", "show", "zoo", "perf", "perf_runs"),
     ("cli", "__main__", "api"),
