@@ -7,7 +7,7 @@ What is compared (per model, at one batch size, on the same uint8 images):
   images as the engine's) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``,
   ``Normalize``, shuffled, ``num_workers=4`` (re-created every epoch, as without
   ``persistent_workers``), ``pin_memory=True``; per batch ``.to(device)`` and the engine's own
-  :class:`~bench.train.loop.TrainStep` in fp32 (forward, cross-entropy, ``zero_grad``, backward,
+  :class:`~bench.train.step.TrainStep` in fp32 (forward, cross-entropy, ``zero_grad``, backward,
   ``optimizer.step()`` with ``torch.optim.SGD``'s default implementation), ``model.train()`` once per
   epoch, and ``loss.item()`` for the running loss, as tutorials log it.
   fp32 with torch's default flags (cuDNN autotuning off; ``cudnn.allow_tf32`` at its default, on, so

@@ -43,7 +43,7 @@ from bench.device import (
     resolve_precision,
 )
 from bench.models.outputs import AUX_LOSS_WEIGHT, split_outputs
-from bench.train.loop import TrainStep
+from bench.train.step import PeakWindow, TrainStep
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4  # the same recipe for every variant (constant lr)
 EVAL_BATCH = 1000  # the engine's evaluation batch
@@ -83,12 +83,14 @@ def _reset_memory(device: torch.device) -> None:
 
 
 class EpochPeaks:
-    """Peaks over the training steps of the timed epochs only: :meth:`begin` before an epoch's first
-    step (releases cached blocks, resets), :meth:`end` after its last (reads). The run's overall peak
-    is kept aside: resetting the allocator's peaks would lose it."""
+    """Peaks over the training steps of the timed epochs only, in the engine's window
+    (:class:`~bench.train.step.PeakWindow`): :meth:`begin` before an epoch's first step (releases
+    cached blocks, resets), :meth:`end` after its last (reads). The run's overall peak is kept aside:
+    resetting the allocator's peaks would lose it."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.window = PeakWindow(device)
         self.alloc: list[int] = []
         self.reserved: list[int] = []
         self.run_reserved = 0
@@ -98,14 +100,11 @@ class EpochPeaks:
         self.run_reserved = max(self.run_reserved, r or 0)
 
     def begin(self) -> None:
-        _sync(self.device)
-        self._keep_run_peak()
-        release_cached_memory(self.device)
-        reset_memory_peaks(self.device)
+        self._keep_run_peak()  # (the allocator's counters are host-side: no sync needed to read them)
+        self.window.begin()
 
     def end(self, timed: bool) -> None:
-        _sync(self.device)
-        a, r = memory_peaks(self.device)
+        a, r = self.window.end()
         if timed and a is not None and r is not None:
             self.alloc.append(a)
             self.reserved.append(r)
@@ -230,14 +229,6 @@ def compiled_run(model_name: str, data: Any, v: Variant, *, dataset: str, batch_
     """``torch.compile(model, mode=...)`` under the engine's eager step loop and evaluation, or (with
     ``v.engine == 'graph'``) ``torch.compile(model, dynamic=False)`` inside the graphed step, evaluated
     with the uncompiled model (the engine's evaluation)."""
-    from bench.data import make_loader
-    from bench.models import create_model
-    from bench.train.evaluate import evaluate
-    from bench.train.graphed import GraphTrainer
-    from bench.device import numerics
-    from bench.train.loop import train_epoch
-    from bench.train.optim import build_optimizer, build_schedule
-
     with on_device(device):  # cuda:N the current device for compilation, cudagraphs and capture
         return _compiled_run(model_name, data, v, dataset=dataset, batch_size=batch_size, epochs=epochs,
                              device=device)
@@ -250,10 +241,11 @@ def _compiled_run(model_name: str, data: Any, v: Variant, *, dataset: str, batch
 
     from bench.data import make_loader
     from bench.models import create_model
+    from bench.train.engine import EagerEngine
     from bench.train.evaluate import evaluate
     from bench.train.graphed import GraphTrainer
-    from bench.train.loop import train_epoch
     from bench.train.optim import build_optimizer, build_schedule
+    from bench.train.step import Engine
 
     cfg = _engine_cfg(model_name, dataset, v, batch_size, epochs)
     prec = resolve_precision(cfg.precision, device)
@@ -268,29 +260,29 @@ def _compiled_run(model_name: str, data: Any, v: Variant, *, dataset: str, batch
         compiled = torch.compile(model, dynamic=False)  # one static specialisation per batch size
     else:
         compiled = torch.compile(model, mode=v.compile_mode)
-    optimizer = build_optimizer(cfg, model.parameters())
     spe = len(train_loader)
     total = (1 + epochs) * spe
-    schedule = build_schedule(cfg, spe, total)
-    scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)
-    criterion = nn.CrossEntropyLoss()
+    # the engine's step around the compiled model (plain cross-entropy, GoogLeNet's aux heads weighted)
+    step = TrainStep(compiled, nn.CrossEntropyLoss(), build_optimizer(cfg, model.parameters()), prec, device,
+                     channels_last=cfg.channels_last, aux_weight=AUX_LOSS_WEIGHT,
+                     scaler=torch.amp.GradScaler(device.type, enabled=prec.use_scaler),
+                     schedule=build_schedule(cfg, spe, total), base_lr=cfg.lr)
     _reset_memory(device)
     peaks = EpochPeaks(device)
     skips_before = counters["inductor"]["cudagraph_skips"]
     times, eval_times, it, loss, acc, setup_s = [], [], 0, math.nan, math.nan, 0.0
     capture_reserved: int | None = None
-    trainer = None
+    trainer: GraphTrainer | None = None
+    loop: Engine = EagerEngine(step, train_loader)
     try:
         with numerics(prec, device):
             if graphed:  # compilation happens in the warm-up steps, before capture
                 _sync(device)
                 reset_memory_peaks(device)
                 t0 = time.perf_counter()
-                trainer = GraphTrainer(compiled, train_loader, optimizer=optimizer, schedule=schedule,
-                                       base_lr=cfg.lr, total_steps=total, criterion=criterion,
-                                       aux_weight=AUX_LOSS_WEIGHT, prec=prec, device=device,
-                                       channels_last=cfg.channels_last)
+                trainer = GraphTrainer(step, train_loader, total_steps=total)
                 trainer.setup(0)
+                loop = trainer
                 _sync(device)
                 setup_s = time.perf_counter() - t0
                 _, capture_reserved = memory_peaks(device)
@@ -298,13 +290,7 @@ def _compiled_run(model_name: str, data: Any, v: Variant, *, dataset: str, batch
                 train_loader.set_epoch(epoch)
                 peaks.begin()
                 t0 = time.perf_counter()
-                if trainer is not None:
-                    stats = trainer.train_epoch(epoch, it, total)
-                else:
-                    stats = train_epoch(compiled, train_loader, optimizer=optimizer, scaler=scaler,
-                                        schedule=schedule, base_lr=cfg.lr, criterion=criterion,
-                                        aux_weight=AUX_LOSS_WEIGHT, prec=prec, device=device, start_iteration=it,
-                                        max_iteration=total, channels_last=cfg.channels_last)
+                stats = loop.train_epoch(epoch, it, total)
                 _sync(device)
                 times.append(time.perf_counter() - t0)
                 peaks.end(timed=epoch > 0)

@@ -127,8 +127,12 @@ def execute_cell(
     progress: bool = False,
     measure: bool = True,
     worker: str | None = None,
+    end_steps: Sequence[str] | None = None,
 ) -> RunRecord | None:
     """Claim and run one cell; returns its record, or None if another worker holds it.
+
+    ``end_steps``: the trainer's end-of-run steps (None: all; ``()`` for tests that read neither the
+    BN gap nor the artifacts).
 
     Every outcome is written as the run's record (``summary.json``): ok, diverged, oom (CUDA out of
     memory) or failed (any other exception, with the traceback in ``log.txt``). Only an interrupt
@@ -172,7 +176,7 @@ def execute_cell(
             from bench.train import save_artifacts, train
 
             result = train(cell.config, device=device, data_dir=data_dir, run_dir=rd, on_epoch=on_epoch,
-                           progress=progress, data=data, drop_checkpoint=False)
+                           progress=progress, data=data, drop_checkpoint=False, end_steps=end_steps)
             history = list(result.rows) or history
             status, error, metrics, used = result.status, result.error, dict(result.summary), result.device
             if result.artifacts:

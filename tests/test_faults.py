@@ -139,7 +139,7 @@ def test_damaged_records_are_named_and_the_report_builds(tmp_path: Path, capsys:
     from bench.study import get_study
 
     cell = next(c for c in get_study(STUDY).cells("smoke") if c.run_id == rds[0].name)
-    execute_cell(cell, store, measure=False)
+    execute_cell(cell, store, measure=False, end_steps=())
     err = capsys.readouterr().err
     assert f"{summary} is damaged" in err and "damaged/1" in err
     assert (rds[0] / "damaged" / "1" / "summary.json").read_bytes() == cut

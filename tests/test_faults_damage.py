@@ -314,7 +314,7 @@ def test_run_sets_a_damaged_checkpoint_aside_and_trains_again(kind: str, tmp_pat
     history = "epoch,train_loss\n1,2.5\n"
     (rd / "history.csv").write_text(history)
     assert store.checkpoint_damage(STUDY, cell.run_id) is not None
-    record = execute_cell(cell, store, measure=False)
+    record = execute_cell(cell, store, measure=False, end_steps=())
     err = [ln for ln in capsys.readouterr().err.splitlines() if "damaged" in ln]
     assert len(err) == 1 and f"{rd / 'checkpoint.pt'} is damaged" in err[0] and "damaged/1" in err[0], err
     assert (rd / "damaged" / "1" / "checkpoint.pt").read_bytes() == bad

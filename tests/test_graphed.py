@@ -26,11 +26,13 @@ from bench.data import GpuLoader, LoadedData, TorchLoader, load_dataset
 from bench.models import create_model
 from bench.train import engine as engine_mod
 from bench.train import graphed
+from bench.train import step as step_mod
 from bench.train import train
+from bench.train.engine import EagerEngine
 from bench.train.graphed import AUTO_USES_GRAPH, GraphTrainer, GraphUnsupported, graph_decision, lr_table_values
 from bench.device import Precision, resolve_precision
-from bench.train.loop import train_epoch
-from bench.train.optim import build_optimizer, build_schedule
+from bench.train.optim import Schedule, build_optimizer, build_schedule
+from bench.train.step import TrainStep
 
 SPEC = "synthetic:train=200,test=40,size=28,channels=1,noise=0.2"  # 200 = 3 x 64 + 8: a partial batch
 TIMING_KEYS = {"epoch_time_s", "eval_time_s", "epoch_train_samples_per_s", "elapsed_train_time_s"}
@@ -116,11 +118,18 @@ def make_loader(data: LoadedData, cfg: RunConfig, kind: str = "gpu") -> Any:
     return TorchLoader(data.train, cfg.batch_size, num_workers=0, **kw)
 
 
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig, schedule: Schedule,
+              crit: nn.Module | None = None, device: torch.device = CPU) -> TrainStep:
+    """The run's step as the engine builds it (fp32, aux weight 0.3) around ``model`` and ``opt``."""
+    return TrainStep(model, crit if crit is not None else nn.CrossEntropyLoss(), opt,
+                     resolve_precision("fp32", device), device, channels_last=cfg.channels_last, aux_weight=0.3,
+                     schedule=schedule, base_lr=cfg.lr)
+
+
 def run_epochs(data: LoadedData, cfg: RunConfig, mode: str, *, kind: str = "gpu", ops: Any = None,
                plateau_drop_after: int | None = None, make_model: Any = None,
                ) -> tuple[list[tuple], list[torch.Tensor], Any]:
     """Train cfg.epochs epochs with the eager loop ('eager') or GraphTrainer ('direct' | 'fake')."""
-    prec = resolve_precision(cfg.precision, CPU)
     loader = make_loader(data, cfg, kind)
     torch.manual_seed(0)
     model = make_model() if make_model else create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
@@ -130,12 +139,10 @@ def run_epochs(data: LoadedData, cfg: RunConfig, mode: str, *, kind: str = "gpu"
     spe = len(loader)
     total = cfg.iterations or cfg.epochs * spe
     sched = build_schedule(cfg, spe, total)
-    crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    step = make_step(model, opt, cfg, sched, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
     trainer = None
     if mode != "eager":
-        trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched, base_lr=cfg.lr, total_steps=total,
-                               criterion=crit, aux_weight=0.3, prec=prec, device=CPU,
-                               channels_last=cfg.channels_last, capture=mode == "fake", ops=ops)
+        trainer = GraphTrainer(step, loader, total_steps=total, capture=mode == "fake", ops=ops)
         trainer.setup(0)
     torch.manual_seed(1)  # the augmentation RNG of in-process PIL transforms (TorchLoader)
     out, it = [], 0
@@ -146,9 +153,7 @@ def run_epochs(data: LoadedData, cfg: RunConfig, mode: str, *, kind: str = "gpu"
             st = trainer.train_epoch(e, it, total)
         else:
             loader.set_epoch(e)
-            st = train_epoch(model, loader, optimizer=opt, scaler=torch.amp.GradScaler("cpu", enabled=False),
-                             schedule=sched, base_lr=cfg.lr, criterion=crit, aux_weight=0.3, prec=prec,
-                             device=CPU, start_iteration=it, max_iteration=total, channels_last=cfg.channels_last)
+            st = EagerEngine(step, loader).train_epoch(e, it, total)
         it += st.steps
         out.append((*st.read(), st.last_lr, st.steps, st.samples, st.diverged))
     weights = [t.detach().clone() for t in model.state_dict().values()]
@@ -304,9 +309,8 @@ def test_warmup_is_undone_and_new_optimizer_state_is_zero(data: LoadedData, case
     prec, loader, model, before, opt = _bn_net(data, cfg)
     total = 3 * len(loader)
     ops = FakeOps(check_sync=cfg.optimizer == "sgd")  # CPU Adam/RMSprop read their step on the host
-    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=build_schedule(cfg, len(loader), total),
-                           base_lr=cfg.lr, total_steps=total, criterion=nn.CrossEntropyLoss(), aux_weight=0.3,
-                           prec=prec, device=CPU, channels_last=False, ops=ops)
+    trainer = GraphTrainer(make_step(model, opt, cfg, build_schedule(cfg, len(loader), total)), loader,
+                           total_steps=total, ops=ops)
     rng = torch.get_rng_state()
     trainer.setup(0)
     assert ops.captures == 2  # the warm-up and both captures ran the step: 3 x 2 + 2 updates undone
@@ -322,7 +326,6 @@ def test_each_step_uses_the_schedules_lr_including_the_tail(data: LoadedData) ->
     """The lr every update reads, step by step over three epochs with a partial last batch each, is
     float32(cfg.lr * schedule(i)) for global step i: an off-by-one in the table fails here."""
     cfg = dataclasses.replace(ADAM, warmup=1, schedule="cosine")
-    prec = resolve_precision("fp32", CPU)
     loader = make_loader(data, cfg)
     torch.manual_seed(0)
     model = create_model("mnist_cnn", num_classes=10, in_channels=1, norm="bn")
@@ -330,9 +333,8 @@ def test_each_step_uses_the_schedules_lr_including_the_tail(data: LoadedData) ->
     spe = len(loader)
     total = 3 * spe
     sched = build_schedule(cfg, spe, total)
-    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched, base_lr=cfg.lr, total_steps=total,
-                           criterion=nn.CrossEntropyLoss(), aux_weight=0.3, prec=prec, device=CPU,
-                           channels_last=False, ops=FakeOps(check_sync=False))
+    trainer = GraphTrainer(make_step(model, opt, cfg, sched), loader, total_steps=total,
+                           ops=FakeOps(check_sync=False))
     trainer.setup(0)
     seen: list[torch.Tensor] = []
     real_step = opt.step
@@ -350,9 +352,7 @@ def test_each_step_uses_the_schedules_lr_including_the_tail(data: LoadedData) ->
 def test_failed_capture_puts_everything_back(data: LoadedData) -> None:
     prec, loader, model, before, opt = _bn_net(data, SGD)
     sched = build_schedule(SGD, len(loader), 12)
-    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched, base_lr=SGD.lr, total_steps=12,
-                           criterion=nn.CrossEntropyLoss(), aux_weight=0.3, prec=prec, device=CPU,
-                           channels_last=False, ops=FailingOps())
+    trainer = GraphTrainer(make_step(model, opt, SGD, sched), loader, total_steps=12, ops=FailingOps())
     rng = torch.get_rng_state()
     with pytest.raises(GraphUnsupported, match=r"^capture failed \(RuntimeError: CUDA error: operation not permitted"):
         trainer.setup(0)
@@ -381,15 +381,13 @@ class SyncingNet(nn.Module):
 
 def test_syncing_model_is_rejected_before_capture(data: LoadedData) -> None:
     ops = FakeOps()
-    prec = resolve_precision("fp32", CPU)
     loader = make_loader(data, SGD)
     torch.manual_seed(0)
     model = SyncingNet()
     before = copy.deepcopy(model.state_dict())
     opt = build_optimizer(SGD, model.parameters())
-    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=build_schedule(SGD, len(loader), 12),
-                           base_lr=SGD.lr, total_steps=12, criterion=nn.CrossEntropyLoss(), aux_weight=0.3,
-                           prec=prec, device=CPU, channels_last=False, ops=ops)
+    trainer = GraphTrainer(make_step(model, opt, SGD, build_schedule(SGD, len(loader), 12)), loader,
+                           total_steps=12, ops=ops)
     with pytest.raises(GraphUnsupported, match=r"^the training step synchronises with the host "
                                                 r"\(RuntimeError: called a synchronizing CUDA operation\); "
                                                 r"rejected before capture"):
@@ -411,10 +409,8 @@ def test_other_warmup_errors_are_not_called_host_syncs(data: LoadedData) -> None
     loader = make_loader(data, SGD)
     torch.manual_seed(0)
     model = ThirdCallFails()
-    trainer = GraphTrainer(model, loader, optimizer=build_optimizer(SGD, model.parameters()),
-                           schedule=build_schedule(SGD, len(loader), 12), base_lr=SGD.lr, total_steps=12,
-                           criterion=nn.CrossEntropyLoss(), aux_weight=0.3, prec=resolve_precision("fp32", CPU),
-                           device=CPU, channels_last=False, ops=FakeOps())
+    step = make_step(model, build_optimizer(SGD, model.parameters()), SGD, build_schedule(SGD, len(loader), 12))
+    trainer = GraphTrainer(step, loader, total_steps=12, ops=FakeOps())
     with pytest.raises(GraphUnsupported, match=r"^capture failed \(RuntimeError: shape mismatch in the third"):
         trainer.setup(0)
 
@@ -426,11 +422,11 @@ def test_engine_trains_a_syncing_model_eagerly_with_the_reason(engine_data: Load
     cfg = engine_cfg(model="syncing_test", model_kwargs={})
     MODELS.add("syncing_test", lambda num_classes=10, in_channels=1: SyncingNet())
     try:
-        eager = train(dataclasses.replace(cfg, engine="eager"), data=engine_data)
+        eager = train(dataclasses.replace(cfg, engine="eager"), data=engine_data, end_steps=())
         monkeypatch.setattr(engine_mod, "graph_decision", lambda cfg, device, prec: (cfg.engine != "eager", None))
         ops = FakeOps()
         monkeypatch.setattr(graphed, "CudaGraphOps", lambda device: ops)
-        graph = train(dataclasses.replace(cfg, engine="graph"), data=engine_data)
+        graph = train(dataclasses.replace(cfg, engine="graph"), data=engine_data, end_steps=())
     finally:
         MODELS.remove("syncing_test")
     s = graph.summary
@@ -498,7 +494,7 @@ def test_engine_graph_path_with_stand_in_capture(engine_data: LoadedData, monkey
     assert s["final_train_acc_trainmode"] == eager.summary["final_train_acc_trainmode"]
 
     monkeypatch.setattr(graphed, "CudaGraphOps", FailingOps)
-    failed = train(engine_cfg(engine="graph"), data=engine_data)
+    failed = train(engine_cfg(engine="graph"), data=engine_data, end_steps=())
     assert failed.summary["engine_used"] == "eager"
     assert failed.summary["engine_fallback_reason"].startswith("capture failed")
     assert strip(failed.history) == strip(eager.history)
@@ -517,14 +513,14 @@ def test_memory_peaks_are_reset_and_read_around_the_training_steps(engine_data: 
         return n, 1000 + n
 
     real_eval, real_epoch = engine_mod.evaluate, GraphTrainer.train_epoch
-    monkeypatch.setattr(engine_mod, "memory_peaks", peaks)
-    monkeypatch.setattr(engine_mod, "reset_memory_peaks", lambda device: log.append("reset"))
-    monkeypatch.setattr(engine_mod, "release_cached_memory", lambda device: log.append("release"))
+    monkeypatch.setattr(step_mod, "memory_peaks", peaks)
+    monkeypatch.setattr(step_mod, "reset_memory_peaks", lambda device: log.append("reset"))
+    monkeypatch.setattr(step_mod, "release_cached_memory", lambda device: log.append("release"))
     monkeypatch.setattr(engine_mod, "evaluate", lambda *a, **k: (log.append("eval"), real_eval(*a, **k))[1])
     monkeypatch.setattr(GraphTrainer, "train_epoch", lambda *a, **k: (log.append("train"), real_epoch(*a, **k))[1])
     monkeypatch.setattr(engine_mod, "graph_decision", lambda cfg, device, prec: (True, None))
     monkeypatch.setattr(graphed, "CudaGraphOps", FakeOps)
-    res = train(engine_cfg(engine="graph", epochs=2), data=engine_data)
+    res = train(engine_cfg(engine="graph", epochs=2), data=engine_data, end_steps=())
     assert res.summary["engine_used"] == "graph"
     first = log.index("eval")
     assert log[:first] == ["reset", "read1", "release", "reset", "train", "read2"]  # capture, then epoch 1
@@ -537,7 +533,7 @@ def test_memory_peaks_are_reset_and_read_around_the_training_steps(engine_data: 
 
 
 def test_memory_columns_are_none_on_a_cpu(engine_data: LoadedData) -> None:
-    res = train(engine_cfg(engine="eager", epochs=1), data=engine_data)
+    res = train(engine_cfg(engine="eager", epochs=1), data=engine_data, end_steps=())
     assert res.history[0]["peak_allocated_bytes"] is None and res.history[0]["peak_reserved_bytes"] is None
     assert res.summary["capture_peak_reserved_bytes"] is None and res.summary["peak_reserved_bytes"] is None
 
@@ -579,7 +575,7 @@ STRICT_CASES = {
 
 
 def _final_state(cfg: RunConfig, data: LoadedData, run_dir: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    res = train(cfg, device="cuda", data=data, run_dir=run_dir, drop_checkpoint=False)
+    res = train(cfg, device="cuda", data=data, run_dir=run_dir, drop_checkpoint=False, end_steps=())
     ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     return res, ckpt["model"]
 
@@ -627,7 +623,6 @@ def test_cuda_graphed_epoch_makes_no_host_sync() -> None:
     data = load_dataset(CUDA_SPEC)
     dev = torch.device("cuda", torch.cuda.current_device())
     cfg = cuda_cfg(schedule="plateau")
-    prec = resolve_precision("fp32", dev)
     loader = GpuLoader(data.train, 16, device=dev, train=True, mean=data.mean, std=data.std, seed=0)
     assert len(loader) > DIVERGENCE_CHECK_EVERY and 1000 % 16
     torch.manual_seed(0)
@@ -635,9 +630,7 @@ def test_cuda_graphed_epoch_makes_no_host_sync() -> None:
     opt = build_optimizer(cfg, model.parameters())
     total = 3 * len(loader)
     sched = build_schedule(cfg, len(loader), total)
-    trainer = GraphTrainer(model, loader, optimizer=opt, schedule=sched,
-                           base_lr=cfg.lr, total_steps=total, criterion=nn.CrossEntropyLoss(), aux_weight=0.3,
-                           prec=prec, device=dev, channels_last=False)
+    trainer = GraphTrainer(make_step(model, opt, cfg, sched, device=dev), loader, total_steps=total)
     trainer.setup(0)
     assert trainer.device_feed and sorted(trainer.graphs) == [1000 % 16, 16]
     torch.cuda.synchronize()
@@ -663,14 +656,15 @@ def test_cuda_syncing_model_is_rejected_before_capture_and_the_process_stays_usa
     try:
         cfg = cuda_cfg(model="syncing_test", dataset="synthetic:train=256,test=64,size=28,channels=1",
                        engine="graph", epochs=1, batch_size=64, eval_batch_size=64)
-        res = train(cfg, device="cuda", data=data)
+        res = train(cfg, device="cuda", data=data, end_steps=())
     finally:
         MODELS.remove("syncing_test")
     assert res.status == "ok" and res.summary["engine_used"] == "eager"
     assert "synchronises with the host" in res.summary["engine_fallback_reason"]
     torch.cuda.empty_cache()
     ok = train(cuda_cfg(model="mnist_cnn", dataset="synthetic:train=256,test=64,size=28,channels=1",
-                        engine="graph", epochs=1, batch_size=64, eval_batch_size=64), device="cuda", data=data)
+                        engine="graph", epochs=1, batch_size=64, eval_batch_size=64), device="cuda", data=data,
+               end_steps=())
     assert ok.summary["engine_used"] == "graph", ok.summary["engine_fallback_reason"]
     torch.cuda.empty_cache()
 
@@ -724,7 +718,7 @@ def test_cuda_in_graph_augmentation_equals_the_loader() -> None:
 @cuda_only
 def test_cuda_fp16_falls_back_with_reason() -> None:
     data = load_dataset(CUDA_SPEC)
-    res = train(cuda_cfg(engine="graph", precision="fp16", epochs=1), device="cuda", data=data)
+    res = train(cuda_cfg(engine="graph", precision="fp16", epochs=1), device="cuda", data=data, end_steps=())
     assert res.summary["engine_used"] == "eager" and "GradScaler" in res.summary["engine_fallback_reason"]
 
 
@@ -732,6 +726,7 @@ def test_cuda_fp16_falls_back_with_reason() -> None:
 def test_cuda_googlenet_tuple_outputs_are_graphed() -> None:
     data = load_dataset("synthetic:train=256,test=64,size=32,channels=3")
     res = train(cuda_cfg(model="googlenet", dataset="synthetic:train=256,test=64,size=32,channels=3",
-                         engine="graph", epochs=1, batch_size=64, eval_batch_size=64), device="cuda", data=data)
+                         engine="graph", epochs=1, batch_size=64, eval_batch_size=64), device="cuda", data=data,
+                end_steps=())
     assert res.summary["engine_used"] == "graph", res.summary["engine_fallback_reason"]
     assert math.isfinite(res.history[-1]["train_loss"])

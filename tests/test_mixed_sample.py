@@ -13,6 +13,7 @@ from bench.config import RunConfig
 from bench.data import ArrayDataset, mixed_order, mixed_sample
 from bench.data.sources import LoadedData
 from bench.train import engine
+from bench.train import evaluate as evaluate_mod
 from bench.train.evaluate import MAX_MISCLASSIFIED, prediction_artifacts
 
 CLASSES = 10
@@ -62,7 +63,7 @@ def test_the_bn_gap_pass_runs_on_class_mixed_batches(monkeypatch: pytest.MonkeyP
     test = _sorted_by_class(10, side=8)
     data = LoadedData("sorted", train, test, (0.5,) * 3, (0.25,) * 3, "class-sorted test data")
     seen: list[torch.Tensor] = []
-    real = engine.evaluate
+    real = evaluate_mod.evaluate
 
     def spy(model, batches, **kw):  # type: ignore[no-untyped-def]
         if kw.get("train_mode"):
@@ -70,7 +71,7 @@ def test_the_bn_gap_pass_runs_on_class_mixed_batches(monkeypatch: pytest.MonkeyP
             seen.extend(y for _, y in batches)
         return real(model, batches, **kw)
 
-    monkeypatch.setattr(engine, "evaluate", spy)
+    monkeypatch.setattr(evaluate_mod, "evaluate", spy)  # the BN-gap end-of-run step's passes
     cfg = RunConfig(model="resnet20", dataset="synthetic", val_size=0, epochs=1, batch_size=32,
                     eval_batch_size=64, crop_padding=0, hflip=False, augment=False, schedule="constant")
     result = engine.train(cfg, data=data)

@@ -172,7 +172,7 @@ cfg = RunConfig(model="mnist_cnn", dataset="synthetic:train=192,test=64,size=28,
 cell = Cell("metric", "smoke", {"net": "cnn"}, {}, 0, cfg)
 store = ResultsStore(root)
 store.write_study("metric", {"name": "metric", "run_ids": [cell.run_id], "cells": [cell.identity()]})
-rec = execute_cell(cell, store, measure=False)
+rec = execute_cell(cell, store, measure=False, end_steps=())
 back = store.read_record("metric", cell.run_id, history=True)
 d = load("metric", root)
 write_synthetic_study(root, "residual", "smoke", seeds=(0,), artifacts=False)

@@ -214,6 +214,25 @@ def test_train_learns_and_reports(data: LoadedData) -> None:
     assert a["filters_init"].dtype == np.float32 and not np.array_equal(a["filters_init"], a["filters_final"])
 
 
+def test_end_of_run_steps_can_be_left_out(data: LoadedData) -> None:
+    """``end_steps=()``: the same epochs, NaN for the BN-gap accuracies and no artifacts; one step alone
+    gives its own part only; an unknown name is one line naming those there are."""
+    cfg = small_cfg(epochs=1)
+    full = train(cfg, data=data)
+    bare = train(cfg, data=data, end_steps=())
+    gap = train(cfg, data=data, end_steps=("bn_gap",))
+    arts = train(cfg, data=data, end_steps=["artifacts"])
+    strip = lambda h: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in h]  # noqa: E731
+    assert strip(bare.history) == strip(full.history) == strip(gap.history) == strip(arts.history)
+    assert bare.artifacts == {} == gap.artifacts and set(arts.artifacts) == set(full.artifacts)
+    assert math.isnan(bare.summary["final_train_acc_evalmode"]) and math.isnan(arts.summary["final_train_acc_trainmode"])
+    assert gap.summary["final_train_acc_trainmode"] == full.summary["final_train_acc_trainmode"]
+    assert list(bare.summary) == list(full.summary)  # the record's schema does not depend on them
+    assert bare.summary["resumed_from_epoch"] == 0
+    with pytest.raises(UserError, match=r"unknown end-of-run step 'bn-gap'; did you mean bn_gap\? \(accepted: artifacts, bn_gap\)"):
+        train(cfg, data=data, end_steps=("bn-gap",))
+
+
 def test_save_artifacts_round_trip(tmp_path: Path) -> None:
     arts = {"test_pred": np.arange(5, dtype=np.int16), "filters_init": np.ones((2, 1, 3, 3), np.float32)}
     path = save_artifacts(tmp_path / "r" / "artifacts.npz", arts)
@@ -223,7 +242,7 @@ def test_save_artifacts_round_trip(tmp_path: Path) -> None:
 
 def test_iteration_budget_and_no_validation(data: LoadedData) -> None:
     # 25 iterations at 20 steps/epoch (640 images / 32): the second epoch stops after 5 steps
-    res = train(small_cfg(iterations=25, val_size=0, schedule="plateau"), data=data)
+    res = train(small_cfg(iterations=25, val_size=0, schedule="plateau"), data=data, end_steps=())
     assert res.status == "ok" and [r["iteration"] for r in res.history] == [20, 25]
     assert all(math.isnan(r["val_acc"]) and math.isnan(r["val_loss"]) for r in res.history)
     assert res.summary["val_size"] == 0 and math.isnan(res.summary["best_val_acc"])
@@ -273,11 +292,12 @@ def test_resume_gives_the_same_history(data: LoadedData, tmp_path: Path) -> None
 
 
 def test_label_smoothing_bf16_channels_last(data: LoadedData) -> None:
-    res = train(small_cfg(label_smoothing=0.1, precision="fp16", channels_last=True, epochs=2), data=data)
+    res = train(small_cfg(label_smoothing=0.1, precision="fp16", channels_last=True, epochs=2), data=data,
+                end_steps=())
     assert res.status == "ok" and res.summary["precision_used"] == "bf16"  # no fp16 autocast on CPU
     check_history(res, 2)
     assert res.summary["final_val_acc"] > 0.2
-    tf = train(small_cfg(precision="tf32", epochs=1, train_subset=128), data=data)
+    tf = train(small_cfg(precision="tf32", epochs=1, train_subset=128), data=data, end_steps=())
     assert tf.summary["precision_used"] == "fp32" and tf.summary["train_size"] == 128
     assert torch.backends.cudnn.allow_tf32  # restored to torch's default after the run
 
@@ -309,13 +329,14 @@ def test_tuple_output_model_trains_with_aux_loss(data: LoadedData, monkeypatch: 
         return made[-1]
 
     monkeypatch.setattr(engine_mod, "create_model", fake_create)
-    res = train(small_cfg(aux_loss_weight=0.3, optimizer="adam", lr=3e-3, schedule="constant"), data=data)
+    res = train(small_cfg(aux_loss_weight=0.3, optimizer="adam", lr=3e-3, schedule="constant"), data=data,
+                end_steps=())
     assert res.status == "ok" and made[0].aux_calls > 0
     assert res.summary["final_val_acc"] > 0.2
     aux_before = made[0].aux.weight.detach().clone()
     # the aux head only learns through the aux loss: with weight 0 it stays at its initialisation
     res0 = train(small_cfg(aux_loss_weight=0.0, optimizer="sgd", momentum=0.0, weight_decay=0.0,
-                           schedule="constant", epochs=1), data=data)
+                           schedule="constant", epochs=1), data=data, end_steps=())
     assert res0.status == "ok"
     torch.manual_seed(0)
     init = AuxNet(10, 1).aux.weight

@@ -16,7 +16,7 @@ from bench.config import PRECISIONS, RunConfig
 from bench.device import autocast, numerics, resolve_device, resolve_precision
 from bench.errors import UserError
 from bench.models.outputs import AUX_LOSS_WEIGHT, split_outputs
-from bench.train.loop import TrainStep
+from bench.train.step import TrainStep
 from bench.train.optim import build_optimizer
 
 __all__ = ["DEFAULT_OPTIMIZER", "MODES", "OptimizerFactory", "build_step", "check_choices", "make_input", "private_copy", "resolve_device"]
@@ -66,7 +66,7 @@ DEFAULT_OPTIMIZER = RunConfig(optimizer="sgd", lr=0.01, momentum=0.9, weight_dec
 def build_step(model: nn.Module, x: torch.Tensor, mode: str, precision: str, device: torch.device,
                optimizer: OptimizerFactory | None = None) -> Callable[[], None]:
     """A closure doing one step on the private ``model``: a forward (infer) or the training engine's
-    :class:`~bench.train.loop.TrainStep` (train: forward, loss, backward, optimizer step), set up as
+    :class:`~bench.train.step.TrainStep` (train: forward, loss, backward, optimizer step), set up as
     training sets it up: precision resolved and applied by :func:`~bench.device.numerics` (TF32 flags,
     cuDNN autotuning on CUDA) and autocast for the forward, the optimizer from
     :func:`~bench.train.optim.build_optimizer` (fused SGD on CUDA) unless ``optimizer`` is given.

@@ -44,6 +44,12 @@ broken for the rest of the process), or any other failure in warm-up or capture 
 with the reason recorded in the run's summary. Not detectable: host-side state a forward reads without syncing (Python ``random``, a
 counter in a Python attribute) is frozen at capture; the zoo's models have none.
 
+The seam. The loop (:mod:`bench.train.engine`) knows this engine by :func:`graph_decision` (whether
+to try it), :func:`start_graph` (warm-up and capture, once; :class:`GraphUnsupported` with the reason
+when it cannot) and the :class:`~bench.train.step.Engine` protocol the returned
+:class:`GraphTrainer` shares with the eager engine. It hands over the run's one
+:class:`~bench.train.step.TrainStep`; this engine captures a ``capturable`` copy of it.
+
 CPU verification. ``GraphTrainer(capture=False)`` runs the same feed and :class:`StaticStep` calls
 directly, without a graph; on the CPU that is bitwise the eager loop for SGD. The warm-up / capture /
 restore / replay logic runs on the CPU with a stand-in for :class:`CudaGraphOps` (tests/test_graphed.py).
@@ -52,22 +58,27 @@ restore / replay logic runs on the CPU with a stand-in for :class:`CudaGraphOps`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import nn
 
-from bench.errors import reason
 from bench.config import RunConfig
 from bench.data.gpu_loader import GpuLoader
 from bench.device import Precision
+from bench.errors import reason
 from bench.train.capture import CudaGraphOps, GraphUnsupported, HostSync, Snapshot
 from bench.train.feeds import CopyFeed, DeviceFeed
-from bench.train.loop import DIVERGENCE_CHECK_EVERY, DivergenceWatch, EpochStats, TrainStep
 from bench.train.optim import Schedule
+from bench.train.step import (
+    DIVERGENCE_CHECK_EVERY,
+    DivergenceWatch,
+    EpochStats,
+    TrainStep,
+)
 
 __all__ = [
     "GRAPH_OPTIMIZERS",
@@ -80,6 +91,7 @@ __all__ = [
     "StaticStep",
     "graph_decision",
     "lr_table_values",
+    "start_graph",
 ]
 
 # Optimisers with a tensor-lr, sync-free step on CUDA as build_optimizer makes them there: SGD and
@@ -128,29 +140,18 @@ def lr_table_values(schedule: Schedule, base_lr: float, n: int) -> list[float]:
 class StaticStep:
     """One training step as a function of static device state: the body a CUDA graph captures.
 
-    The step itself is the eager loop's :class:`~bench.train.loop.TrainStep` (``capturable``: no
-    autocast weight cache, no GradScaler); around it, the 0-dim device tensors it reads and writes: ``lr`` (every param group's lr),
-    ``step`` (global iteration, int64), ``loss_sum`` (sum of batch-mean loss x batch size) and
-    ``correct`` (main-head argmax hits). Called directly it is an ordinary eager step, on any device
+    The step itself is the run's :class:`~bench.train.step.TrainStep`, copied ``capturable`` (no
+    autocast weight cache, no GradScaler); around it, the 0-dim device tensors it reads and writes:
+    ``lr`` (every param group's lr), ``step`` (global iteration, int64), ``loss_sum`` (sum of
+    batch-mean loss x batch size) and ``correct`` (main-head argmax hits). Called directly it is an ordinary eager step, on any device
     and any batch size: the same code path as the captured one, minus the capture.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        *,
-        criterion: nn.Module,
-        aux_weight: float,
-        prec: Precision,
-        device: torch.device,
-        channels_last: bool,
-        lr_table: torch.Tensor,
-    ) -> None:
-        self.model, self.optimizer = model, optimizer
-        self.train_step = TrainStep(model, criterion, optimizer, prec, device, channels_last=channels_last,
-                                    aux_weight=aux_weight, capturable=True)
+    def __init__(self, step: TrainStep, lr_table: torch.Tensor) -> None:
+        self.model, self.optimizer = step.model, step.optimizer
+        self.train_step = dataclasses.replace(step, capturable=True)
         self.lr_table = lr_table
+        device, optimizer = step.device, step.optimizer
         self.lr = torch.zeros((), dtype=torch.float32, device=device)
         self.step = torch.zeros((), dtype=torch.int64, device=device)
         self.loss_sum = torch.zeros((), dtype=torch.float32, device=device)
@@ -182,30 +183,28 @@ class GraphTrainer:
     """Trains epochs by replaying captured steps (``capture=True``, CUDA) or calling them (``False``).
 
     Use: ``setup(first_epoch)`` once (warm-up + capture; raises :class:`GraphUnsupported` after putting
-    the model and optimizer back as they were), then ``train_epoch`` like the eager
-    :func:`~bench.train.loop.train_epoch`, with the same :class:`~bench.train.loop.EpochStats`.
+    the model and optimizer back as they were), then ``train_epoch`` like the eager engine's, with the
+    same :class:`~bench.train.step.EpochStats` (the :class:`~bench.train.step.Engine` protocol).
+    ``step`` is the run's step with its schedule; ``total_steps`` the run's length in iterations.
     """
+
+    name = "graph"
 
     def __init__(
         self,
-        model: nn.Module,
+        step: TrainStep,
         loader: Any,
         *,
-        optimizer: torch.optim.Optimizer,
-        schedule: Schedule,
-        base_lr: float,
         total_steps: int,
-        criterion: nn.Module,
-        aux_weight: float,
-        prec: Precision,
-        device: torch.device,
-        channels_last: bool,
         capture: bool = True,
         device_feed: bool | None = None,
         ops: Any = None,
     ) -> None:
-        self.model, self.loader, self.optimizer, self.schedule = model, loader, optimizer, schedule
-        self.base_lr, self.total_steps, self.device, self.capture = base_lr, total_steps, device, capture
+        if step.schedule is None:
+            raise ValueError("the graphed engine needs a step with a schedule (its lr table)")
+        schedule, optimizer, device = step.schedule, step.optimizer, step.device
+        self.model, self.loader, self.optimizer, self.schedule = step.model, loader, optimizer, schedule
+        self.base_lr, self.total_steps, self.device, self.capture = step.base_lr, total_steps, device, capture
         self.ops = ops if ops is not None or not capture else CudaGraphOps(device)
         if device_feed is None:
             device_feed = isinstance(loader, GpuLoader) and loader.train
@@ -216,10 +215,9 @@ class GraphTrainer:
         self.steps_per_epoch = len(loader)
         self._groups_before = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         self._table_factor = schedule.plateau_factor
-        self.lr_table = torch.tensor(lr_table_values(schedule, base_lr, total_steps), dtype=torch.float32,
+        self.lr_table = torch.tensor(lr_table_values(schedule, self.base_lr, total_steps), dtype=torch.float32,
                                      device=device)
-        self.step = StaticStep(model, optimizer, criterion=criterion, aux_weight=aux_weight, prec=prec,
-                               device=device, channels_last=channels_last, lr_table=self.lr_table)
+        self.step = StaticStep(step, self.lr_table)
         self.graphs: dict[int, Any] = {}  # batch size -> captured graph (has .replay())
         self._ready = False
 
@@ -381,6 +379,21 @@ class GraphTrainer:
             if done % DIVERGENCE_CHECK_EVERY == 0 and watch.poll(self.step.loss_sum):
                 diverged = True
                 break
-        last_lr = self.base_lr * self.schedule(start_iteration + done - 1) if done else math.nan
+        last_lr = self.step.train_step.lr(start_iteration + done - 1) if done else math.nan
         # clones: the static sums are zeroed by the next epoch, the stats may be read later
         return EpochStats(self.step.loss_sum.clone(), self.step.correct.clone(), samples, done, diverged, last_lr)
+
+
+def start_graph(step: TrainStep, loader: Any, *, total_steps: int, first_epoch: int) -> GraphTrainer:
+    """The graphed engine for ``step`` over ``loader``, warmed up and captured before ``first_epoch``.
+
+    Raises :class:`GraphUnsupported` (its text is the run's ``engine_fallback_reason``) with the
+    model, optimizer and RNGs as they were, so the run goes on with the eager engine.
+    """
+    trainer = GraphTrainer(step, loader, total_steps=total_steps)
+    try:
+        trainer.setup(first_epoch)
+    except GraphUnsupported:
+        trainer.restore_eager_optimizer()
+        raise
+    return trainer
