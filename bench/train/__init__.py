@@ -1,4 +1,4 @@
-"""Training: optimisers and schedules (:mod:`.optim`) and the eager engine (:func:`train`).
+"""Training: optimisers and schedules (:mod:`.optim`) and the training loop (:func:`train`, :mod:`.engine`).
 
 The engine names are imported lazily, so ``bench.train.optim`` works without importing the data and
 model packages.
