@@ -56,9 +56,11 @@ def zoo_table(pattern: str = "*", cache_dir: str | None = None) -> pd.DataFrame:
     and linear layers only (residual additions excluded), ``macs_fvcore_total`` adds norms and pools.
     Counts are cached in ``<cache dir>/model-counts.json`` (:func:`counts_key`; the cache dir is
     ``bench.data.default_cache_dir()`` unless given), so only new or changed models are built and
-    counted; a bar on a terminal (and one line in any output) says how many are.
+    counted; a bar on a terminal (one line per model in a log) says how far it is. The cache is
+    written after each model, so an interrupted listing keeps what it counted.
     """
     import sys
+    import time
     from pathlib import Path
 
     from tqdm import tqdm
@@ -67,6 +69,7 @@ def zoo_table(pattern: str = "*", cache_dir: str | None = None) -> pd.DataFrame:
     from bench.files import write_json
     from bench.measure import count_compute, count_params
     from bench.models import create_model, list_models, model_info
+    from bench.text import human_duration
 
     names = list_models(pattern)
     if not names:
@@ -80,17 +83,24 @@ def zoo_table(pattern: str = "*", cache_dir: str | None = None) -> pd.DataFrame:
     if missing:
         print(f"bench: counting parameters and MACs of {len(missing)} model(s) not in {path} "
               "(once; later listings read the cache)", file=sys.stderr, flush=True)
-    for name in tqdm(missing, desc="counting", unit="model", disable=not sys.stderr.isatty()):
+    tty, writable = sys.stderr.isatty(), True
+    for i, name in enumerate(tqdm(missing, desc="counting", unit="model", disable=not tty), 1):
+        t0 = time.perf_counter()
         shape = tuple(infos[name]["input_size"])
         model = create_model(name, in_channels=shape[0])
         compute = count_compute(model, shape)
         cache[keys[name]] = {"params": count_params(model)["params_total"],
                              **{k: compute.get(k) for k in ("macs_conv_linear", "macs_fvcore_total")}}
-    if missing:
-        try:
-            write_json(path, cache)
-        except OSError as exc:
-            print(f"bench: could not write {path} ({exc.strerror or exc}); counts are not cached", file=sys.stderr)
+        if not tty:  # a log shows no bar: one line per model counted
+            print(f"bench: counted {name} ({i}/{len(missing)}) in {human_duration(time.perf_counter() - t0)}",
+                  file=sys.stderr, flush=True)
+        if writable:
+            try:  # after each model: an interrupted listing keeps what it counted
+                write_json(path, cache)
+            except OSError as exc:
+                print(f"bench: could not write {path} ({exc.strerror or exc}); counts are not cached",
+                      file=sys.stderr)
+                writable = False
     rows = []
     for name in names:
         info = infos[name]

@@ -114,7 +114,11 @@ def test_models_listing_counts_each_model_once(tmp_path: Path, monkeypatch: pyte
     from bench import zoo
 
     first = zoo.zoo_table("resnet2*", cache_dir=str(tmp_path))
-    assert "counting parameters and MACs of" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "counting parameters and MACs of" in err
+    # a log shows no bar: one line per model counted, with how far it is
+    for i, name in enumerate(first["model"], 1):
+        assert f"bench: counted {name} ({i}/{len(first)}) in " in err, err
     cache = json.loads((tmp_path / zoo.COUNTS_FILE).read_text())
     assert len(cache) == len(first)
 
@@ -139,3 +143,21 @@ def test_models_listing_survives_a_damaged_cache(tmp_path: Path, capsys: pytest.
     df = zoo.zoo_table("resnet20", cache_dir=str(tmp_path))
     assert list(df["model"]) == ["resnet20"]
     assert json.loads((tmp_path / zoo.COUNTS_FILE).read_text())  # rewritten
+
+
+def test_an_interrupted_models_listing_keeps_what_it_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import zoo
+    import bench.measure as measure
+
+    real, calls = measure.count_compute, []
+
+    def second_fails(*a: object, **k: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(measure, "count_compute", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.zoo_table("plain[23]*", cache_dir=str(tmp_path))  # plain20, plain32: the second is cut short
+    assert len(json.loads((tmp_path / zoo.COUNTS_FILE).read_text())) == 1
