@@ -150,7 +150,7 @@ class Run:
                 "seed": row.pop("seed", None), "state": self.state,
                 **{k: v for k, v in row.items() if k not in ("study", "run_id")}}
 
-    def history_rows(self) -> pd.DataFrame:
+    def history_table(self) -> pd.DataFrame:
         """The run's rows of the history table (empty when it has recorded no epoch)."""
         if self.history.empty:
             return self.history
@@ -199,7 +199,7 @@ class StudyResults:
 
     def history_frame(self) -> pd.DataFrame:
         """The history table: one row per run and recorded epoch."""
-        frames = [df for df in (r.history_rows() for r in self.present) if not df.empty]
+        frames = [df for df in (r.history_table() for r in self.present) if not df.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
