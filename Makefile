@@ -6,12 +6,13 @@ STAMP   := $(VENV)/.installed
 # auto = quick on a CUDA machine; on a CPU-only one the study's cpu profile when its real data is in
 # DATA_DIR (residual, residual-mnist), else smoke
 PROFILE ?= auto
-# Real data: bench's own default (bench.cli.default_data_dir, the one rule for make and the commands
-# typed by hand): BENCH_DATA_DIR wins; else ../shared/data when it exists; else ./data
-DATA_DIR ?= $(shell $(PY) -c 'from bench.cli import default_data_dir; print(default_data_dir())' 2>/dev/null || echo data)
+# Real data: unless DATA_DIR is given, bench decides (bench.cli.default_data_dir, the one rule for make
+# and the commands typed by hand): BENCH_DATA_DIR wins; else ../shared/data when it exists; else ./data.
+# make does not ask bench itself: on a fresh clone there is no .venv to ask when the Makefile is read.
+DATA_DIR ?=
 RESULTS_DIR ?= results
 ARGS    ?=
-BENCH   := $(PY) -m bench --results-dir $(RESULTS_DIR) --data-dir $(DATA_DIR)
+BENCH   := $(PY) -m bench --results-dir $(RESULTS_DIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 STUDIES  = $(shell $(PY) -m bench list --studies --names-only 2>/dev/null)
 
 .PHONY: install test bench perf report clean ablation-all help
@@ -33,7 +34,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	BENCH_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests --benchmark-disable-gc
+	$(if $(DATA_DIR),BENCH_DATA_DIR=$(DATA_DIR) )$(PY) -m pytest -q tests --benchmark-disable-gc
 
 bench: $(STAMP)
 	mkdir -p $(RESULTS_DIR)/benchmarks

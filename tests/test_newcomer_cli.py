@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,11 +30,23 @@ def test_one_default_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert default_data_dir() == "/elsewhere"
 
 
-def test_makefile_takes_the_commands_default() -> None:
-    """make has no data-dir rule of its own: it asks bench (one rule in one place)."""
-    text = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    line = next(ln for ln in text.splitlines() if ln.startswith("DATA_DIR ?="))
-    assert "default_data_dir" in line and "shared/data" not in line
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("target", ["ablation-residual", "test"])
+def test_makefile_leaves_the_data_dir_to_bench(target: str) -> None:
+    """make has no data-dir rule of its own and asks nothing of a .venv that a fresh clone lacks:
+    without DATA_DIR bench's default applies (no --data-dir, no BENCH_DATA_DIR); with it, it is passed."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def dry_run(*extra: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "MAKEFLAGS", "MFLAGS")}
+        out = subprocess.run(["make", "-n", "-C", str(repo), target, "PY=/no/venv/python", "STAMP=Makefile", *extra],
+                             capture_output=True, text=True, env=env, check=True).stdout
+        return "\n".join(ln for ln in out.splitlines() if "/no/venv/python -m" in ln)
+
+    plain = dry_run()
+    assert plain and "--data-dir" not in plain and "BENCH_DATA_DIR" not in plain, plain
+    given = dry_run("DATA_DIR=/d")
+    assert ("--data-dir /d" in given) if target != "test" else given.startswith("BENCH_DATA_DIR=/d "), given
 
 
 def test_plan_and_status_follow_the_last_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
