@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from bench.config import RunConfig
-from bench.errors import UserError, first_line
+from bench.errors import UserError, reason
 
 _built: set[str] = set()  # model configs already built once in this process
 
@@ -91,8 +91,7 @@ def check_model_input(model: str, kwargs: dict[str, object], shape: tuple[int, i
         raise
     except Exception as exc:  # noqa: BLE001 - a wrong argument value surfaces as TypeError/ValueError/...
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
-        raise UserError(f"model {model!r} cannot be built with {args}: {type(exc).__name__}: "
-                        f"{first_line(exc)}") from None
+        raise UserError(f"model {model!r} cannot be built with {args}: {reason(exc)}") from None
     failure = _forward_fails(net, shape)
     if failure is not None:
         own = tuple(MODELS.meta(model)["input_size"])
@@ -112,7 +111,7 @@ def _forward_fails(net: object, shape: tuple[int, ...]) -> str | None:
         with torch.device("meta"), torch.no_grad():
             net.eval()(torch.zeros(1, *shape))  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - a layer that cannot take the input (size, channels)
-        return f"{type(exc).__name__}: {first_line(exc)}"
+        return reason(exc)
     return None
 
 

@@ -38,10 +38,11 @@ def first_line(exc: BaseException) -> str:
 
 
 def reason(exc: BaseException, limit: int = 300) -> str:
-    """'TypeName: first line' of ``exc``, at most ``limit`` characters: the note a failed variant,
-    capture or cleanup records."""
-    text = str(exc).strip().splitlines()
-    msg = f"{type(exc).__name__}: {text[0].strip() if text else ''}"
+    """'TypeName: first line' of ``exc``, at most ``limit`` characters: the one way an exception is
+    said in a line that records or notes keep (a failed run, measurement, figure, variant, capture,
+    cleanup; a damaged file)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    msg = f"{type(exc).__name__}: {lines[0] if lines else ''}"
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 

@@ -1,7 +1,9 @@
-"""A cell's claim: one lock file per run folder, taken with O_EXCL and kept fresh by a heartbeat.
+"""Leases on lock files: a lock file taken with O_EXCL (so it works on shared file systems) and,
+while held, kept fresh by a heartbeat.
 
-Several runners (processes, hosts on one shared file system, Slurm tasks) may try a cell at once;
-the one that creates ``claim.lock`` runs it. The lock holds JSON (token, host, pid, claimed_at and
+A cell's claim is a lease on ``claim.lock`` in its run folder: several runners (processes, hosts on
+one shared file system, Slurm tasks) may try a cell at once; the one that creates it runs it. A
+short read-modify-write (the Slurm submissions file) waits for its lease with :func:`hold`. The lock holds JSON (token, host, pid, claimed_at and
 what the caller adds) and its mtime is the heartbeat. A lock is stale, and may be broken, when its
 heartbeat is older than the stale limit, when it was left on this host by a process that no longer
 exists, or when it cannot be read and is older than :data:`UNREADABLE_CLAIM_S`.
@@ -15,13 +17,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UserError
 from bench.files import read_json
 
-__all__ = ["Claim", "is_stale", "pid_alive", "read_claim", "remove_old_break_markers", "take"]
+__all__ = ["Lease", "hold", "is_stale", "pid_alive", "read_claim", "remove_old_break_markers", "take"]
 
 STALE_AFTER_S = 120.0  # a claim whose heartbeat is older than this is taken to be dead
 HEARTBEAT_EVERY_S = 15.0
@@ -48,8 +53,9 @@ def pid_alive(pid: int) -> bool:
 
 
 @dataclass
-class Claim:
-    """A held claim on a run folder; keeps its lock file's mtime fresh from a thread."""
+class Lease:
+    """A held lock file (a cell's claim on its run folder, or a short critical section); keeps the
+    file's mtime fresh from a thread once :meth:`start_heartbeat` runs."""
 
     path: Path
     token: str
@@ -80,15 +86,15 @@ class Claim:
         if self.held():
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> Claim:
+    def __enter__(self) -> Lease:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
 
-def take(lock: Path, stale_after_s: float = STALE_AFTER_S, **info: Any) -> Claim | None:
-    """Create ``lock`` (O_EXCL) and return the claim; break it first if it is stale. None if held."""
+def take(lock: Path, stale_after_s: float = STALE_AFTER_S, **info: Any) -> Lease | None:
+    """Create ``lock`` (O_EXCL) and return the lease; break it first if it is stale. None if held."""
     token = uuid.uuid4().hex
     body = json.dumps(
         {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(), **info},
@@ -103,8 +109,22 @@ def take(lock: Path, stale_after_s: float = STALE_AFTER_S, **info: Any) -> Claim
             continue
         with os.fdopen(fd, "w") as f:
             f.write(body)
-        return Claim(lock, token, threading.Event())
+        return Lease(lock, token, threading.Event())
     return None
+
+
+@contextmanager
+def hold(lock: Path, wait_s: float = 60.0, stale_after_s: float = 60.0) -> Iterator[Lease]:
+    """Wait up to ``wait_s`` for a lease on ``lock`` (a stale one is broken, see :func:`take`), hold
+    it for the ``with`` block, release it after. Still held by another after ``wait_s``: a UserError."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + wait_s
+    while (lease := take(lock, stale_after_s)) is None:
+        if time.time() > deadline:
+            raise UserError(f"{lock} is held; remove it if no bench command is using it")
+        time.sleep(0.1)
+    with lease:
+        yield lease
 
 
 def read_claim(lock: Path) -> dict[str, Any] | None:

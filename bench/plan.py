@@ -166,7 +166,7 @@ def power_table(study: Study, profile: str, results_dir: str | Path, overrides: 
     seeds = sorted({c.seed for c in cells})
     grid = pd.DataFrame([{"arm_label": c.label, **{f"arm_{k}": v for k, v in c.arm.items()},
                           **{f"tag_{k}": v for k, v in c.tags.items()}} for c in cells]).drop_duplicates("arm_label")
-    recorded = _recorded_outcomes(study, profile, results_dir, overrides)
+    recorded = _recorded_verdicts(study, profile, results_dir, overrides)
     per_arm = plan.attrs.get("seconds_by_arm", {})
     arm_extra: dict[str, int] = {}  # an arm shared by claims runs the largest number any of them asks
     rows = []
@@ -227,16 +227,16 @@ def _prior_for(claim: Any, method: str, sd: float, grid: pd.DataFrame, arms: lis
     return sd
 
 
-def _recorded_outcomes(study: Study, profile: str, results_dir: str | Path,
+def _recorded_verdicts(study: Study, profile: str, results_dir: str | Path,
                        overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The claims' outcomes on the recorded runs of this profile and overrides (empty if none)."""
+    """The claims' verdicts on the recorded runs of this profile and overrides (empty if none)."""
     from bench.report.data import load
     from bench.report.verdicts import verdicts
 
     recorded = _recorded_study(ResultsStore(results_dir), study.name)
     if not recorded or recorded.get("profile") != profile or (recorded.get("overrides") or {}) != (overrides or {}):
         return {}
-    return {o.claim.sentence: o for o in verdicts(load(study.name, results_dir)).outcomes}
+    return {o.claim.sentence: o for o in verdicts(load(study.name, results_dir)).per_claim}
 
 
 def power_footer(power: pd.DataFrame) -> list[str]:

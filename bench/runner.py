@@ -2,14 +2,12 @@
 
 A cell that raises, runs out of memory or diverges is recorded with its status and error, and the
 study goes on. Measurements (params, MACs, speed, memory) are taken once per distinct model and input
-shape and cached under ``<study>/measurements/``. :func:`work` is the picklable worker loop that
+shape and cached under ``<study>/measurements/`` (:mod:`bench.measure.cache`). :func:`work` is the picklable worker loop that
 every executor (in-process, worker processes, Slurm) runs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
 import sys
@@ -23,19 +21,16 @@ from bench import locks
 from bench.config import RunConfig
 from bench.data.sources import input_shape
 from bench.device import release_cached_memory
-from bench.errors import UserError
+from bench.errors import UserError, first_line, reason
 from bench.faults import fault_point
 from bench.measure.estimate import train_macs
-from bench.files import read_json, write_atomic, write_json
+from bench.files import write_atomic
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
 from bench.store import ResultsStore
 from bench.text import human_duration
 from bench.study import Selection, Study
 
 RETRYABLE = ("failed", "oom")
-# Part of every measurement cache key: raise it when what get_measurements records changes, so
-# that cached measurements of the old kind are taken again instead of reaching new records.
-MEASUREMENT_SCHEMA = 4  # 3: steps timed back to back, fused optimizer, autotuning on; 4: the load during each timing
 
 
 _DATA: dict[tuple[str, str], Any] = {}
@@ -51,70 +46,13 @@ def load_data(dataset: str, data_dir: str | None) -> Any:
     return _DATA[key]
 
 
-def measurement_key(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int, device_name: str) -> str:
-    """Measurements depend on the model, its input and how it runs, not on seeds or schedules."""
-    key = {
-        "schema": MEASUREMENT_SCHEMA,
-        "model": cfg.model,
-        "model_kwargs": cfg.model_kwargs,
-        "shape": shape,
-        "num_classes": num_classes,
-        "batch_size": cfg.batch_size,
-        "precision": cfg.precision,
-        "channels_last": cfg.channels_last,
-        "device": device_name,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def get_measurements(cfg: RunConfig, data: Any, store: ResultsStore, study: str, device: str) -> dict[str, Any]:
-    """Params, MACs/FLOPs, speed and memory for this model and input, measured once and cached."""
-    from bench.measure import environment, measure_model
-    from bench.measure.env import device_name
+    """Params, MACs/FLOPs, speed and memory for this model and input: the study's measurement cache
+    (``<study>/measurements/``, :mod:`bench.measure.cache`), measured on a miss."""
+    from bench.measure.cache import cached_measurements
 
-    shape = input_shape(cfg, data.image_shape)
-    num_classes = data.num_classes
-    # the device's name only: environment() would also take a CPU-load mark, shortening the window
-    # the run's record reports
-    key = measurement_key(cfg, shape, num_classes, device_name(device) + device)
-    path = store.study_dir(study) / "measurements" / f"{key}.json"
-    if path.exists():
-        try:
-            cached = read_json(path)
-            if isinstance(cached, dict) and ("params_total" in cached or "measure_error" in cached):
-                return cached
-        except (ValueError, OSError):
-            pass  # a damaged cache entry (garbage, cut short, not a measurement) is a miss: measured again
-    from bench.device import resolve_device, resolve_precision
-
-    fault_point("measure")
-    # measure in the precision the run will actually use (e.g. fp16 -> bf16 on a CPU)
-    precision = resolve_precision(cfg.precision, resolve_device(device)).used
-    on_gpu = device.startswith("cuda")
-    try:
-        m = measure_model(
-            cfg.model,
-            input_shape=shape,
-            batch_size=cfg.batch_size,
-            device=device,
-            num_classes=num_classes,
-            model_kwargs=dict(cfg.model_kwargs),
-            precision=precision,
-            channels_last=cfg.channels_last,
-            # CPU timings are indicative only; keep them cheap
-            warmup=5 if on_gpu else 1,
-            repeats=20 if on_gpu else 3,
-        )
-    except Exception as exc:  # noqa: BLE001 - a measurement problem must not cost the training run
-        return {"measure_error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-    env = environment(resolve_device(device))
-    m = {k: v for k, v in m.items() if k not in env}  # the summary carries the environment once
-    # What was measured is in the config already; keep these names from shadowing the summary's.
-    for k in ("model", "device", "batch_size", "precision", "channels_last", "input_shape"):
-        if k in m:
-            m[f"measured_{k}"] = m.pop(k)
-    write_json(path, m)
-    return m
+    return cached_measurements(cfg, input_shape(cfg, data.image_shape), data.num_classes,
+                               store.study_dir(study) / "measurements", device)
 
 
 def execute_cell(
@@ -182,9 +120,9 @@ def execute_cell(
             if result.artifacts:
                 save_artifacts(rd / "artifacts.npz", result.artifacts)
         except torch.cuda.OutOfMemoryError as exc:
-            status, error = "oom", f"CUDA out of memory: {str(exc).splitlines()[0]}"
+            status, error = "oom", f"CUDA out of memory: {first_line(exc)}"
         except Exception as exc:  # noqa: BLE001 - any failure is recorded for this cell only
-            status, error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+            status, error = "failed", reason(exc)
             write_atomic(rd / "log.txt", traceback.format_exc())
         finally:
             released = release_cached_memory(device)  # never raises: the record below must be written

@@ -26,12 +26,12 @@ from typing import Any
 import pandas as pd
 
 from bench import locks
-from bench.errors import UserError
+from bench.errors import UserError, first_line, reason
 from bench.files import TEMP_GLOB, read_json, temp_writer_here, write_atomic, write_json
-from bench.locks import STALE_AFTER_S, Claim
+from bench.locks import STALE_AFTER_S, Lease
 from bench.record import RENAMED_HISTORY, SCHEMA_VERSION, Cell, EpochRow, RecordError, RunRecord
 
-__all__ = ["Claim", "ResultsStore", "read_json", "write_atomic", "write_json"]
+__all__ = ["Lease", "ResultsStore", "read_json", "write_atomic", "write_json"]
 
 # Temporary files a kill can leave in a run folder (atomic writes); removed by the next claimant,
 # which alone writes there.
@@ -48,11 +48,6 @@ def warn_once(path: Path, message: str) -> None:
     if str(path) not in _warned:
         _warned.add(str(path))
         print(f"bench: warning: {message}", file=sys.stderr)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _cell_problem(cell: Any) -> str | None:
@@ -139,7 +134,7 @@ class ResultsStore:
         except (FileNotFoundError, NotADirectoryError):
             return None, None
         except (ValueError, OSError) as exc:
-            return None, f"{path} is damaged ({type(exc).__name__}: {_first_line(exc)})"
+            return None, f"{path} is damaged ({reason(exc)})"
         if not isinstance(s, dict):
             return None, f"{path} is damaged (not a JSON object)"
         version = s.get("schema_version", 1)
@@ -148,7 +143,7 @@ class ResultsStore:
         try:
             RunRecord.from_dict(s)
         except RecordError as exc:
-            return None, f"{path} is damaged (not a run record: {_first_line(exc)})"
+            return None, f"{path} is damaged (not a run record: {first_line(exc)})"
         return s, None
 
     def read_history(self, study: str, run_id: str) -> pd.DataFrame | None:
@@ -187,7 +182,7 @@ class ResultsStore:
             return self.summary(study, run_id)
         except (ValueError, OSError) as exc:
             cell = exc
-        why = _first_line(cell) if isinstance(cell, Exception) else _cell_problem(cell)
+        why = first_line(cell) if isinstance(cell, Exception) else _cell_problem(cell)
         if why is None:
             return cell  # type: ignore[return-value]
         summary = self.summary(study, run_id)
@@ -223,7 +218,7 @@ class ResultsStore:
                 return f"{path} is damaged (larger than {MAX_HISTORY_BYTES} bytes)"
             df = pd.read_csv(path)
         except (pd.errors.EmptyDataError, ValueError, OSError) as exc:
-            return f"{path} is damaged ({type(exc).__name__}: {_first_line(exc)})"
+            return f"{path} is damaged ({reason(exc)})"
         if not len(df.columns):
             return None
         if "epoch" not in df.columns:
@@ -252,7 +247,7 @@ class ResultsStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            return f"{path} is damaged ({type(exc).__name__}: {_first_line(exc)})"
+            return f"{path} is damaged ({reason(exc)})"
         return None if bad is None else f"{path} is damaged ({bad} fails its CRC check)"
 
     def clean_temp_files(self, study: str, run_id: str) -> list[Path]:
@@ -308,7 +303,7 @@ class ResultsStore:
         return (self.run_dir(study, run_id) / "claim.lock").is_file() and self.claim_info(study, run_id) is None
 
     # -- claims (bench.locks) -----------------------------------------------------------------
-    def claim(self, study: str, run_id: str, **info: Any) -> Claim | None:
+    def claim(self, study: str, run_id: str, **info: Any) -> Lease | None:
         """Take the cell's lock (O_EXCL create); retake it if its heartbeat is stale. None if held."""
         rd = self.run_dir(study, run_id)
         rd.mkdir(parents=True, exist_ok=True)

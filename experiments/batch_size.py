@@ -12,7 +12,8 @@ GOYAL_TIME = "Goyal et al. 2017, Sec. 5 (larger batches, fewer and better-used s
 LARGE = ("full", "quick")  # the profiles with batches 256..1024
 
 
-def batch_arms(sizes: tuple[int, ...]) -> tuple[Arm, ...]:
+def batch_size_arms(sizes: tuple[int, ...]) -> tuple[Arm, ...]:
+    """One arm per batch size, the lr left to the rule axis (fixed, or scaled with warm-up)."""
     return tuple(Arm(str(b), {"batch_size": b}, {"batch_size": b}) for b in sizes)
 
 
@@ -51,15 +52,15 @@ batch_size = register_study(Study(
         hflip=True,
         acc_thresholds=(0.5, 0.8, 0.9),
     ),
-    axes={"batch": batch_arms((32, 64, 128, 256, 512, 1024, 2048)), "rule": rule_arms(5)},
+    axes={"batch": batch_size_arms((32, 64, 128, 256, 512, 1024, 2048)), "rule": rule_arms(5)},
     profiles={
         "full": Profile({}, seeds=(0, 1, 2), description="ResNet-20, 160 epochs, batch 32..2048, 3 seeds"),
         # Timing cells run one at a time (never packed), so quick trains on a 20k subset.
         "quick": Profile({"epochs": 8, "milestones": (5, 7), "train_subset": 20000},
-                         axes={"batch": batch_arms((32, 64, 128, 256, 512, 1024, 2048)), "rule": rule_arms(2)},
+                         axes={"batch": batch_size_arms((32, 64, 128, 256, 512, 1024, 2048)), "rule": rule_arms(2)},
                          seeds=(0, 1, 2),
                          description="ResNet-20, 20k training images, 8 epochs (2-epoch warm-up), batch 32..2048, 3 seeds"),
-        "smoke": smoke_profile(axes={"batch": batch_arms((32, 128)), "rule": rule_arms(1)}),
+        "smoke": smoke_profile(axes={"batch": batch_size_arms((32, 128)), "rule": rule_arms(1)}),
     },
     claims=(
         Claim.compare("Epoch time falls from batch 32 to batch 128 (fixed lr)", metric="median_epoch_time_s",

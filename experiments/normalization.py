@@ -22,7 +22,8 @@ def norm_arms() -> tuple[Arm, ...]:
                  for n, norm in NORM_TABLE.items())
 
 
-def batch_arms(sizes: tuple[int, ...]) -> tuple[Arm, ...]:
+def lr_scaled_batch_arms(sizes: tuple[int, ...]) -> tuple[Arm, ...]:
+    """One arm per batch size, its lr scaled linearly with it (0.1 at batch 128)."""
     return tuple(Arm(str(b), {"batch_size": b, "lr": BASE_LR * b / BASE_BATCH}, {"batch_size": b}) for b in sizes)
 
 
@@ -46,13 +47,13 @@ normalization = register_study(Study(
         crop_padding=4,
         hflip=True,
     ),
-    axes={"norm": norm_arms(), "batch": batch_arms((32, 16, 8, 4, 2))},
+    axes={"norm": norm_arms(), "batch": lr_scaled_batch_arms((32, 16, 8, 4, 2))},
     profiles={
         "full": Profile({}, seeds=(0, 1, 2), description="ResNet-20, 30 epochs, batch 32..2, 3 seeds"),
         "quick": Profile({"epochs": 4, "milestones": (3,), "train_subset": 5000},
-                         axes={"norm": norm_arms(), "batch": batch_arms((32, 8, 2))}, seeds=(0, 1, 2),
+                         axes={"norm": norm_arms(), "batch": lr_scaled_batch_arms((32, 8, 2))}, seeds=(0, 1, 2),
                          description="ResNet-20, 5k training images, 4 epochs, batch 32/8/2, 3 seeds"),
-        "smoke": smoke_profile(axes={"norm": norm_arms(), "batch": batch_arms((32, 2))}, epochs=1,
+        "smoke": smoke_profile(axes={"norm": norm_arms(), "batch": lr_scaled_batch_arms((32, 2))}, epochs=1,
                                milestones=(), dataset="synthetic:size=16,train=192,test=64"),
     },
     published=(

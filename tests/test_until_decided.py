@@ -12,7 +12,7 @@ import pytest
 
 from bench.cli import main
 from bench.executors.sequential import undecided_arms
-from bench.report.claims import Outcome
+from bench.report.claims import Verdict
 from bench.study import Claim, get_study
 
 STUDY = "residual-mnist"
@@ -32,23 +32,23 @@ def test_extra_seeds_expand_like_the_profiles_own_for_the_arms_named() -> None:
     assert len(study.cells("cpu", None, {"plain20": (0, 1)})) == len(plain)
 
 
-def _o(sentence: str, verdict: str, a: tuple[str, ...], b: tuple[str, ...] = ()) -> Outcome:
+def _o(sentence: str, verdict: str, a: tuple[str, ...], b: tuple[str, ...] = ()) -> Verdict:
     if b:
         claim = Claim.compare(sentence, metric="final_test_error_pct", a={"model": a[0]}, b={"model": b[0]},
                               greater_by=0.1, source="constructed")
     else:
         claim = Claim.level(sentence, metric="final_test_error_pct", a={"model": a[0]}, value=1.0, greater_by=0.1,
                             source="constructed")
-    return Outcome(claim, verdict, None, a, b)
+    return Verdict(claim, verdict, None, a, b)
 
 
 def test_seeds_go_to_undecided_claims_and_the_claims_paired_with_them_not_to_untested_ones() -> None:
-    outcomes = [_o("x", "inconclusive", ("p56",), ("p20",)),
+    verdicts = [_o("x", "inconclusive", ("p56",), ("p20",)),
                 _o("y", "reproduced", ("r56",), ("p56",)),      # shares p56: kept paired with x
                 _o("z", "reproduced", ("r20",), ("q",)),        # unrelated and decided
                 _o("w", "not tested", ("r110",), ("p20",))]     # precondition not met: drives nothing
-    assert undecided_arms(outcomes) == {"p56", "p20", "r56"}
-    assert undecided_arms(outcomes[1:]) == set()
+    assert undecided_arms(verdicts) == {"p56", "p20", "r56"}
+    assert undecided_arms(verdicts[1:]) == set()
 
 
 def _run(root: Path, *extra: str) -> int:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from bench.data.dataset import ArrayDataset, LoadedData, channel_stats, sha256_files
-from bench.errors import UserError
+from bench.errors import UserError, reason
 from bench.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ def _decode_chunk(items: list[bytes | str]) -> list[np.ndarray | str]:
                     im = im.convert("RGB")
                 out.append(np.array(im, dtype=np.uint8))
         except Exception as e:  # noqa: BLE001 - reported with the file's name by the caller
-            out.append(f"{type(e).__name__}: {e}")
+            out.append(reason(e))
     return out
 
 

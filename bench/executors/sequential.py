@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.errors import UserError
 from bench.executors.options import RunOptions
-from bench.report.claims import Outcome
+from bench.report.claims import Verdict
 from bench.report.power import Design
 from bench.store import ResultsStore, recorded_extra_seeds
 from bench.study import Selection, Study
@@ -27,11 +27,11 @@ DECIDED = ("reproduced", "contradicted")
 POLL_S = 30.0  # how often a submitted (Slurm) round is checked for finished cells
 
 
-def undecided_arms(outcomes: list[Outcome]) -> set[str]:
+def undecided_arms(verdicts: list[Verdict]) -> set[str]:
     """The arms that get the next seed: those of inconclusive claims, and, so that every claim on
     them stays paired by seed, the arms of any judged claim sharing an arm with them (repeated to a
     fixed point). 'not tested' claims pull in nothing."""
-    judged = [o for o in outcomes if o.verdict != "not tested" and not o.claim.exact]
+    judged = [o for o in verdicts if o.verdict != "not tested" and not o.claim.exact]
     arms = {a for o in judged if o.verdict == "inconclusive" for a in (*o.arms_a, *o.arms_b)}
     grown = True
     while grown:
@@ -95,8 +95,8 @@ def run_until_decided(study: Study, profile: str, opts: RunOptions, max_seeds: i
         v = verdicts(load(study.name, opts.results_dir))
         looks += 1
         seeds_of = _seeds_per_arm(study, profile, opts, extra)
-        undecided = [o for o in v.outcomes if o.verdict == "inconclusive"]
-        arms = undecided_arms(v.outcomes)
+        undecided = [o for o in v.per_claim if o.verdict == "inconclusive"]
+        arms = undecided_arms(v.per_claim)
         chosen = {c.label for c in Selection(only).apply(study.cells(profile, opts.overrides, extra))} if only else arms
         grow = sorted(a for a in arms & chosen if seeds_of.get(a, 0) < design.n_max)
         state = ", ".join(f"{n} {k}" for k, n in v.counts.items() if n)
@@ -107,7 +107,7 @@ def run_until_decided(study: Study, profile: str, opts: RunOptions, max_seeds: i
                    "the undecided claims' arms are outside --only" if arms else "no undecided claim can be sized")
             print(f"bench: --until-decided stops after {looks} look(s): {why}", file=sys.stderr)
             return {"design": design.name(), "looks": looks, "seeds": seeds_of, "counts": counts,
-                    "verdicts": {o.claim.sentence: o.verdict for o in v.outcomes}}
+                    "verdicts": {o.claim.sentence: o.verdict for o in v.per_claim}}
         used = {c.seed for c in study.cells(profile, opts.overrides, extra)}
         seed = max(used) + 1
         for a in grow:

@@ -24,6 +24,7 @@ from typing import Any
 
 import submitit
 
+from bench import locks
 from bench.errors import UserError
 from bench.device import parse_device
 from bench.files import read_json, write_json
@@ -194,7 +195,7 @@ def record_jobs(store: ResultsStore, study: str, profile: str, jobs: Sequence[su
         "tasks": {rid: jid for spec, jid in zip(specs, ids) for rid in spec.run_ids},
     }
     path = slurm_dir(store, study) / JOBS_FILE
-    with _file_lock(path.with_name(JOBS_FILE + ".lock")):
+    with locks.hold(path.with_name(JOBS_FILE + ".lock")):
         try:
             entries = read_json(path)
         except (FileNotFoundError, ValueError):
@@ -234,34 +235,6 @@ def in_flight(study: str, cells: Sequence[Cell], store: ResultsStore) -> dict[st
             if not owner or not job_ended(str(owner)):
                 out[c.run_id] = f"claimed by {(store.claim_info(study, c.run_id) or {}).get('worker') or 'a worker'}"
     return out
-
-
-class _file_lock:
-    """O_EXCL lock file (works on shared file systems); a lock older than a minute is broken."""
-
-    def __init__(self, path: Path, wait_s: float = 60.0) -> None:
-        self.path, self.wait_s = path, wait_s
-
-    def __enter__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.time() + self.wait_s
-        while True:
-            try:
-                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-                return
-            except FileExistsError:
-                try:
-                    if time.time() - self.path.stat().st_mtime > 60:
-                        self.path.unlink(missing_ok=True)  # its holder died mid-write
-                        continue
-                except FileNotFoundError:
-                    continue
-                if time.time() > deadline:
-                    raise UserError(f"{self.path} is held; remove it if no bench run is submitting") from None
-                time.sleep(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def run_submitit(

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
+from bench.errors import UserError, reason
 from bench.export import EXPORTS
 from bench.results import Run, read_results
 
@@ -172,7 +172,7 @@ def export_mlflow(study: str, results_dir: Path, args: argparse.Namespace) -> li
             written += 1
     except (mlflow.exceptions.MlflowException, ConnectionError, TimeoutError) as exc:
         raise UserError(f"MLflow at {uri} refused the export after {written} run(s): "
-                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]} (finished records are kept; "
+                        f"{reason(exc)} (finished records are kept; "
                         "a rerun skips the runs already logged)") from None
     return [f"mlflow: {written} run(s) logged, {len(runs) - written} already there -> {uri} (experiment {study!r})",
             f"  view: mlflow ui --backend-store-uri {uri}"]

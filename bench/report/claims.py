@@ -41,7 +41,7 @@ VAL_METRICS = ("best_val_acc", "final_val_acc")
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Verdict:
     """One claim judged against one run: the verdict, the estimate (None when not computed), which
     arms each side used, and why the verdict is not 'reproduced'."""
 
@@ -91,14 +91,14 @@ def matches(table: pd.DataFrame, sel: dict[str, Any]) -> pd.Series:
     return mask
 
 
-def evaluate(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> Outcome:
+def evaluate(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> Verdict:
     """Judge ``claim`` on ``table`` (see the module docstring for the table's columns). A run id
     listed twice (one run standing for two seeds or arms) is refused: it would count twice. With a
     ``design`` the interval is the repeated confidence interval of the look its seeds make."""
     twice = table["run_id"][table["run_id"].duplicated()] if "run_id" in table else pd.Series(dtype=object)
     if len(twice):
         n = int((table["run_id"] == twice.iloc[0]).sum())
-        return Outcome(claim, "not tested", None, (), (), f"run {twice.iloc[0]} is listed as {n} cells: one run "
+        return Verdict(claim, "not tested", None, (), (), f"run {twice.iloc[0]} is listed as {n} cells: one run "
                        "is counted once (rerun the study with distinct seeds: --seeds, not --set seed)")
     if claim.kind == "trend":
         return _trend(claim, table, design)
@@ -107,11 +107,11 @@ def evaluate(claim: Claim, table: pd.DataFrame, design: Design | None = None) ->
     arms_a = tuple(side_a["arm_label"].unique()) if side_a is not None else ()
     arms_b = tuple(side_b["arm_label"].unique()) if side_b is not None else ()
     if why_a or why_b:
-        return Outcome(claim, "not tested", None, arms_a, arms_b, "; ".join(w for w in (why_a, why_b) if w))
+        return Verdict(claim, "not tested", None, arms_a, arms_b, "; ".join(w for w in (why_a, why_b) if w))
     assert side_a is not None
     pre = _precondition(claim, {"a": side_a, "b": side_b})
     if pre is not None and not pre[0]:
-        return Outcome(claim, "not tested", None, arms_a, arms_b, f"precondition not met: {pre[1]}; {pre[2]}", False, pre[1])
+        return Verdict(claim, "not tested", None, arms_a, arms_b, f"precondition not met: {pre[1]}; {pre[2]}", False, pre[1])
     out = _compare(claim, table, side_a, side_b, arms_a, arms_b, design)
     return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
 
@@ -121,7 +121,7 @@ def _level(design: Design | None, n: int) -> tuple[float, int | None]:
     return (LEVEL, None) if design is None else (design.level(n), design.look(n))
 
 
-def _sized(out: Outcome, method: str, sd: float, look: int | None) -> Outcome:
+def _sized(out: Verdict, method: str, sd: float, look: int | None) -> Verdict:
     """``out`` with the seeds needed for 80% power at the claim's smallest effect and its look."""
     c = out.claim
     needed = None if c.exact else seeds_needed(method, c.effect, sd, direction=c.direction)
@@ -129,7 +129,7 @@ def _sized(out: Outcome, method: str, sd: float, look: int | None) -> Outcome:
 
 
 def _compare(claim: Claim, table: pd.DataFrame, side_a: pd.DataFrame, side_b: pd.DataFrame | None,
-             arms_a: tuple[str, ...], arms_b: tuple[str, ...], design: Design | None = None) -> Outcome:
+             arms_a: tuple[str, ...], arms_b: tuple[str, ...], design: Design | None = None) -> Verdict:
     """The statistics of a comparison or level claim whose arms are finished."""
     va, sa = _values(side_a, claim.metric)
     if claim.kind == "level":
@@ -184,14 +184,14 @@ def _precondition(claim: Claim, sides: dict[str, pd.DataFrame | None]) -> tuple[
 
 
 def evaluate_all(claims: list[Claim], table: pd.DataFrame, profile: str | None,
-                 design: Design | None = None) -> list[Outcome]:
+                 design: Design | None = None) -> list[Verdict]:
     """Every claim that applies to ``profile``, in the study's order; claims that test the same
     contrast are marked as the same test."""
     return same_tests([evaluate(c, table, design) for c in claims if c.applies_to(profile)])
 
 
-def contrast(o: Outcome) -> tuple[str, frozenset[str]] | None:
-    """(metric, the two arms) when the outcome's test is a contrast of two single arms: a
+def contrast(o: Verdict) -> tuple[str, frozenset[str]] | None:
+    """(metric, the two arms) when the verdict's test is a contrast of two single arms: a
     comparison of one arm with one arm, or a trend over exactly two arms (its per-seed slope is
     their paired difference over the step); else None."""
     c = o.claim
@@ -202,13 +202,13 @@ def contrast(o: Outcome) -> tuple[str, frozenset[str]] | None:
     return None
 
 
-def same_tests(outcomes: list[Outcome]) -> list[Outcome]:
-    """Each outcome whose contrast (:func:`contrast`) an earlier one already tests, marked with that
+def same_tests(verdicts: list[Verdict]) -> list[Verdict]:
+    """Each verdict whose contrast (:func:`contrast`) an earlier one already tests, marked with that
     claim's sentence (its interval is the same test's, scaled; the verdicts may still differ by
     their smallest effects)."""
     first: dict[tuple[str, frozenset[str]], str] = {}
     out = []
-    for o in outcomes:
+    for o in verdicts:
         key = contrast(o)
         if key is not None and key in first:
             o = dataclasses.replace(o, same_test_as=first[key])
@@ -275,19 +275,19 @@ def _values(rows: pd.DataFrame, metric: str) -> tuple[np.ndarray, list[int]]:
     return vals[keep].to_numpy(dtype=float), seeds
 
 
-def _few(claim: Claim, arms_a: tuple[str, ...], arms_b: tuple[str, ...], what: str) -> Outcome:
-    return Outcome(claim, "inconclusive", None, arms_a, arms_b,
+def _few(claim: Claim, arms_a: tuple[str, ...], arms_b: tuple[str, ...], what: str) -> Verdict:
+    return Verdict(claim, "inconclusive", None, arms_a, arms_b,
                    f"fewer than 2 seeds per side ({what}): no interval")
 
 
-def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> Outcome:
+def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> Verdict:
     tag = f"tag_{claim.over}"
     if table.empty or tag not in table:
-        return Outcome(claim, "not tested", None, (), (), f"no tag {claim.over} in this run")
+        return Verdict(claim, "not tested", None, (), (), f"no tag {claim.over} in this run")
     rows = table[matches(table, claim.a)]
     rows = rows[pd.to_numeric(rows[tag], errors="coerce").notna()]
     if rows.empty:
-        return Outcome(claim, "not tested", None, (), (), f"no arm {selector_text(claim.a)} with a numeric {claim.over}")
+        return Verdict(claim, "not tested", None, (), (), f"no arm {selector_text(claim.a)} with a numeric {claim.over}")
     arms = tuple(rows["arm_label"].unique())
     ok = rows[rows["state"] == "ok"]
     vals = (pd.to_numeric(ok[claim.metric], errors="coerce") if claim.metric in ok
@@ -298,14 +298,14 @@ def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> O
     missing = [lv for lv in levels if lv not in done.index]
     if missing:
         gone = rows[pd.to_numeric(rows[tag]).isin(missing)]
-        return Outcome(claim, "not tested", None, arms, (), _not_done(gone, claim.metric))
+        return Verdict(claim, "not tested", None, arms, (), _not_done(gone, claim.metric))
     if len(levels) < 2:
-        return Outcome(claim, "not tested", None, arms, (), f"only one value of {claim.over} in this run")
+        return Verdict(claim, "not tested", None, arms, (), f"only one value of {claim.over} in this run")
     if done.min() < 2:
         return _few(claim, arms, (), f"{int(done.min())} at {claim.over}={done.idxmin():g}")
     pre = _precondition(claim, {"a": ok})
     if pre is not None and not pre[0]:
-        return Outcome(claim, "not tested", None, arms, (), f"precondition not met: {pre[1]}; {pre[2]}", False, pre[1])
+        return Verdict(claim, "not tested", None, arms, (), f"precondition not met: {pre[1]}; {pre[2]}", False, pre[1])
     x, y = pd.to_numeric(ok[tag]).to_numpy(float), pd.to_numeric(ok[claim.metric]).to_numpy(float)
     seeds = ok["seed"].to_numpy() if "seed" in ok else np.arange(len(ok))
     slopes, used = seed_slopes(x, y, seeds)
@@ -320,31 +320,31 @@ def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> O
     return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
 
 
-def _judge(claim: Claim, est: Estimate, arms_a: tuple[str, ...], arms_b: tuple[str, ...], prefix: str) -> Outcome:
+def _judge(claim: Claim, est: Estimate, arms_a: tuple[str, ...], arms_b: tuple[str, ...], prefix: str) -> Verdict:
     """The verdict from the interval's position (see the module docstring)."""
     e, lo, hi = claim.effect, est.lo, est.hi
     unit = "per unit of " + claim.over if claim.over else "points" if claim.metric.endswith("_pct") else "units"
     if claim.direction == "within":
         if -e <= lo and hi <= e:
-            return Outcome(claim, "reproduced", est, arms_a, arms_b, prefix.rstrip("; "))
+            return Verdict(claim, "reproduced", est, arms_a, arms_b, prefix.rstrip("; "))
         if lo > e or hi < -e:
             why = f"the whole interval lies outside ±{e:g}"
-            return Outcome(claim, "contradicted", est, arms_a, arms_b, prefix + why)
-        return Outcome(claim, "inconclusive", est, arms_a, arms_b, prefix + f"the interval reaches past ±{e:g}")
+            return Verdict(claim, "contradicted", est, arms_a, arms_b, prefix + why)
+        return Verdict(claim, "inconclusive", est, arms_a, arms_b, prefix + f"the interval reaches past ±{e:g}")
     sign = 1.0 if claim.direction == "greater" else -1.0
     s_lo, s_hi = (lo, hi) if sign > 0 else (-hi, -lo)  # in the claimed direction: positive = as claimed
     if s_lo > 0 and sign * est.value >= e:
-        return Outcome(claim, "reproduced", est, arms_a, arms_b, prefix.rstrip("; "))
+        return Verdict(claim, "reproduced", est, arms_a, arms_b, prefix.rstrip("; "))
     if s_hi < 0:
-        return Outcome(claim, "contradicted", est, arms_a, arms_b,
+        return Verdict(claim, "contradicted", est, arms_a, arms_b,
                        prefix + "the interval lies on the other side of zero")
     if s_lo > 0:
         why = f"right side of zero, but {abs(est.value):.2g} is below the smallest effect of {e:g} {unit}"
     else:
         why = "the interval includes zero"
-    return Outcome(claim, "inconclusive", est, arms_a, arms_b, prefix + why)
+    return Verdict(claim, "inconclusive", est, arms_a, arms_b, prefix + why)
 
 
-def counts(outcomes: list[Outcome]) -> dict[str, int]:
-    """Outcomes per verdict, every verdict present."""
-    return {v: sum(o.verdict == v for o in outcomes) for v in VERDICTS}
+def counts(verdicts: list[Verdict]) -> dict[str, int]:
+    """Verdicts per word, every verdict present."""
+    return {v: sum(o.verdict == v for o in verdicts) for v in VERDICTS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from bench.errors import reason
 from bench.figure_kinds import attach
 from bench.report import fig_cost, fig_curves, fig_results
 from bench.report.data import ReportData
@@ -44,5 +45,5 @@ def render_figures(d: ReportData, kinds: list[str]) -> list[Figure]:
             out.append(fn(d))
         except Exception as exc:  # noqa: BLE001
             log.exception("figure %s of study %s failed", kind, d.study)
-            out.append(Figure(kind, kind, note=f"figure failed: {type(exc).__name__}: {exc}"))
+            out.append(Figure(kind, kind, note=f"figure failed: {reason(exc)}"))
     return out

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from bench.report.analysis import metric_label
-from bench.report.claims import Outcome, counts, evaluate_all, selector_text
+from bench.report.claims import Verdict, counts, evaluate_all, selector_text
 from bench.report.data import ReportData
 from bench.report.power import Design
 from bench.study import Claim
@@ -20,9 +20,9 @@ JPEG_NOTE = "the JPEG copy of CIFAR-10, whose accuracies run a little below the 
 
 @dataclass(frozen=True)
 class Verdicts:
-    """The outcomes of a study's claims on one run, with the facts that qualify them."""
+    """The verdicts of a study's claims on one run, with the facts that qualify them."""
 
-    outcomes: list[Outcome]
+    per_claim: list[Verdict]
     profile: str | None
     dataset: str
     seeds: list[int]
@@ -33,28 +33,28 @@ class Verdicts:
         """How the intervals were made: the fixed 95% test, or the sequential design with its looks."""
         if self.design is None:
             return "fixed-sample tests, two-sided 95% intervals"
-        looks = [o.look for o in self.outcomes if o.look is not None]
+        looks = [o.look for o in self.per_claim if o.look is not None]
         taken = f"; looks taken: {max(looks)} of {self.design.looks}" if looks else ""
         return self.design.name() + taken
 
     @property
     def counts(self) -> dict[str, int]:
-        return counts(self.outcomes)
+        return counts(self.per_claim)
 
     @property
     def headline(self) -> str:
         """'2 of 5 claims reproduced' (questions counted apart), or 'no claims for this profile'."""
-        claims = [o for o in self.outcomes if not o.claim.question]
-        if not self.outcomes:
+        claims = [o for o in self.per_claim if not o.claim.question]
+        if not self.per_claim:
             return f"no claims apply to profile {self.profile or '?'}"
         k = sum(o.verdict == "reproduced" for o in claims)
-        q = len(self.outcomes) - len(claims)
+        q = len(self.per_claim) - len(claims)
         return f"{k} of {len(claims)} claims reproduced" + (f" (and {q} question(s))" if q else "")
 
     def frame(self) -> pd.DataFrame:
         """One row per claim: the columns of the terminal table and of the report's (unescaped)."""
         rows = []
-        for o in self.outcomes:
+        for o in self.per_claim:
             c, e = o.claim, o.estimate
             unit = metric_label(c.metric) + (f" per unit of {c.over}" if c.over else "")
             rows.append({
@@ -116,7 +116,7 @@ class Verdicts:
         return "".join(out)
 
 
-def _test(o: Outcome, design: Design | None) -> str:
+def _test(o: Verdict, design: Design | None) -> str:
     """'paired, n=3, p=0.01' (+ the look and its interval level; + the claim it is the same test as)."""
     e = o.estimate
     if e is None:
@@ -129,7 +129,7 @@ def _test(o: Outcome, design: Design | None) -> str:
     return out
 
 
-def _power_text(o: Outcome) -> str:
+def _power_text(o: Verdict) -> str:
     """For an inconclusive verdict: the seeds per arm that 80% power at the smallest effect needs."""
     n, sd = o.seeds_needed, o.spread_sd
     if o.verdict != "inconclusive" or n is None or sd is None or not n == n:
@@ -139,7 +139,7 @@ def _power_text(o: Outcome) -> str:
             "from these runs)")
 
 
-def precondition_text(o: Outcome) -> str:
+def precondition_text(o: Verdict) -> str:
     """The claim's precondition and whether it held on this run, with the numbers:
     'final training error < 20% on each arm of a and b (source): not met: resnet56 89.7%, ...'."""
     req = o.claim.requires
@@ -156,7 +156,7 @@ def precondition_text(o: Outcome) -> str:
     return f"{stated}: {'held' if o.precondition_held else 'not met'} ({o.checked})"
 
 
-def _answer(o: Outcome) -> str:
+def _answer(o: Verdict) -> str:
     """A question's verdict in words: reproduced answers yes, contradicted no."""
     word = {"reproduced": "yes", "contradicted": "no"}.get(o.verdict, "open")
     return f"answer in this run: {word}" + ("; " if o.why else "")
@@ -249,6 +249,6 @@ def published_protocol(d: ReportData) -> tuple[bool, str]:
 def index_entry(d: ReportData) -> dict[str, Any]:
     """What results/index.html shows of a study's claims."""
     v = verdicts(d)
-    unmet = sum(o.precondition_held is False for o in v.outcomes)
+    unmet = sum(o.precondition_held is False for o in v.per_claim)
     return {"claims": v.headline, "claims_counts": v.counts, "dataset": v.dataset,
             "seeds": ", ".join(map(str, v.seeds)) or "—", "preconditions_unmet": unmet}
