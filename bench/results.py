@@ -69,6 +69,8 @@ class Run:
     study: str
     run_id: str
     listed: Mapping[str, Any] = field(default_factory=dict, repr=False)  # study.json's entry, if any
+    # the latest run's time-to-accuracy thresholds (study.json; None: as the run recorded them)
+    acc_thresholds: tuple[float, ...] | None = None
 
     @property
     def path(self) -> Path:
@@ -144,11 +146,23 @@ class Run:
         rec = self.record
         if rec is not None:
             row = rec.to_row()
+            if self.acc_thresholds is not None:
+                row = self._time_to_accuracy(row)
         else:
             row = {**identity_row(self.cell), "status": None, **config_columns(self.config or {})}
         return {"study": self.study, "run_id": self.run_id, "arm": row.pop("arm_label", None),
                 "seed": row.pop("seed", None), "state": self.state,
                 **{k: v for k, v in row.items() if k not in ("study", "run_id")}}
+
+    def _time_to_accuracy(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with its time-to-accuracy columns for the latest run's thresholds, from the run's
+        history: a report-time setting (``config.REPORT_ONLY``), so a changed one retrains nothing."""
+        from bench.train.summary import time_to_accuracy
+
+        if self.history.empty or not {"val_acc", "elapsed_train_time_s", "epoch"} <= set(self.history.columns):
+            return row  # nothing to recompute from: as recorded
+        kept = {k: v for k, v in row.items() if not k.startswith(("time_to_val_acc_", "epochs_to_val_acc_"))}
+        return {**kept, **time_to_accuracy(self.history.to_dict("records"), tuple(self.acc_thresholds or ()))}
 
     def history_table(self) -> pd.DataFrame:
         """The run's rows of the history table (empty when it has recorded no epoch)."""
@@ -232,5 +246,8 @@ def read_results(results_dir: str | Path, study: str,
     chosen = set(ids)
     excluded = tuple(f for f in folders if f not in chosen and cells is None and any(
         (store.run_dir(study, f) / name).is_file() for name in ("summary.json", "cell.json")))
-    runs = tuple(Run(store, study, rid, entries.get(rid, {})) for rid in ids)
+    raw = desc.get("acc_thresholds")
+    thresholds = (tuple(float(t) for t in raw) if isinstance(raw, list)
+                  and all(isinstance(t, (int, float)) and 0 < t <= 1 for t in raw) else None)
+    runs = tuple(Run(store, study, rid, entries.get(rid, {}), thresholds) for rid in ids)
     return StudyResults(study, Path(results_dir), desc, runs, excluded)

@@ -303,6 +303,8 @@ def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str
                                    "run_ids": [c.run_id for c in cells],
                                    "cells": [c.identity() for c in cells],
                                    "extra_seeds": {k: list(v) for k, v in extra.items()},
+                                   # report-time: the readers recompute time-to-accuracy for these
+                                   "acc_thresholds": list(dict.fromkeys(t for c in cells for t in c.config.acc_thresholds)),
                                    **({"sequential": design} if design else {})})
     todo = pending_cells(chosen, store, retry_failed)
     for c in todo:

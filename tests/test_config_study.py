@@ -42,6 +42,31 @@ def test_report_only_settings_leave_the_run_id() -> None:
     assert RunConfig.from_dict({**cfg.to_dict(), "acc_thresholds": [0.25]}).run_id == cfg.run_id
 
 
+def test_changed_acc_thresholds_retrain_nothing_and_the_tables_report_them(tmp_path) -> None:
+    """Another --set acc_thresholds leaves every recorded cell finished (nothing to train) and the runs
+    table reports time to the new thresholds, recomputed from each run's history."""
+    from bench.report.synthetic import write_synthetic_study
+    from bench.results import read_results
+    from bench.runner import prepare
+    from bench.store import ResultsStore
+
+    write_synthetic_study(tmp_path, "residual", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False)
+    study, store = load_studies().get("residual"), ResultsStore(tmp_path)
+    cells, todo = prepare(study, "smoke", store, {"acc_thresholds": [0.3]})
+    assert todo == [] and cells
+    res = read_results(tmp_path, "residual")
+    runs, hist = res.runs_frame(finished_only=True), res.history_frame()
+    assert "time_to_val_acc_30_s" in runs and "time_to_val_acc_50_s" not in runs
+    for _, r in runs.iterrows():
+        h = hist[hist["run_id"] == r["run_id"]]
+        hit = h[h["val_acc"] >= 0.3]
+        want = hit["elapsed_train_time_s"].iloc[0] if len(hit) else float("nan")
+        assert r["time_to_val_acc_30_s"] == pytest.approx(want, nan_ok=True)
+    assert runs["time_to_val_acc_30_s"].notna().any()  # the synthetic nets reach 30%: the check bites
+    prepare(study, "smoke", store, None)  # back to the study's own thresholds
+    assert {"time_to_val_acc_50_s", "epochs_to_val_acc_90"} <= set(read_results(tmp_path, "residual").runs_frame())
+
+
 def test_round_trip_through_dict() -> None:
     cfg = RunConfig(milestones=(3, 5), betas=(0.8, 0.99), model_kwargs={"norm": "gn"})
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
