@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # auto = quick on a CUDA machine; on a CPU-only one the study's cpu profile when its real data is in
 # DATA_DIR (residual, residual-mnist), else smoke
 PROFILE ?= auto
-# Real data: unless DATA_DIR is given, bench decides (bench.cli.default_data_dir, the one rule for make
+# Real data: unless DATA_DIR is given, bench decides (bench.commands.defaults.default_data_dir, the one rule for make
 # and the commands typed by hand): BENCH_DATA_DIR wins; else ../shared/data when it exists; else ./data.
 # make does not ask bench itself: on a fresh clone there is no .venv to ask when the Makefile is read.
 DATA_DIR ?=

@@ -9,16 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
 from bench import faults
+from bench.commands.defaults import check_results_dir, default_data_dir, default_results_dir
 from bench.errors import UserError, error_line
 
-if TYPE_CHECKING:
-    from bench.executors.options import RunOptions
 
 
 def _common_set(p: argparse.ArgumentParser) -> None:
@@ -35,23 +32,6 @@ def _selection(p: argparse.ArgumentParser) -> None:
 
 PROFILE_HELP = ("full | quick | cpu | smoke | auto (quick on a GPU; on a CPU the study's cpu profile when "
                 "its real data set is in the data dir, else smoke)")
-
-
-def default_results_dir() -> str:
-    """Where records and reports go unless told: $BENCH_RESULTS_DIR, else ./results."""
-    return os.environ.get("BENCH_RESULTS_DIR", "results")
-
-
-SHARED_DATA_DIR = "../shared/data"  # a data folder shared by the checkouts beside this one
-
-
-def default_data_dir() -> str:
-    """Where data sets are found unless told, for the command line, ``make`` and the notebook API
-    alike: $BENCH_DATA_DIR, else ../shared/data when that folder exists, else ./data."""
-    env = os.environ.get("BENCH_DATA_DIR")
-    if env:
-        return env
-    return SHARED_DATA_DIR if Path(SHARED_DATA_DIR).is_dir() else "data"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,27 +144,6 @@ class _Parser(argparse.ArgumentParser):
 WRITERS = ("run", "report")
 
 
-def check_results_dir(path: str, write: bool) -> None:
-    """A results folder that is a file, cannot be created or (for writers) cannot be written is one
-    clear line before anything starts, not a traceback halfway."""
-    root = Path(path)
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--results-dir {path!r} is a file, not a folder (accepted: a folder, made if missing)")
-    above = next((p for p in root.absolute().parents if p.exists()), None)
-    if not root.exists() and above is not None and not above.is_dir():
-        raise UserError(f"--results-dir {path!r} is inside {str(above)!r}, a file (accepted: a folder, made if missing)")
-    if not write:
-        return
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UserError(f"--results-dir {path!r} cannot be written ({exc.strerror or exc}); "
-                        "accepted: a writable folder") from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         import experiments  # noqa: F401 - registers the studies (the top layer brings the registry in)
@@ -208,37 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         line, code = error_line(exc)
         print(line, file=sys.stderr)
         return code
-
-
-def resolve_profile(profile: str, study: Any = None, data_dir: str | None = None) -> str:
-    """'auto' -> 'quick' on a CUDA machine; on a CPU the study's 'cpu' profile (real data, minutes)
-    when its data set is in ``data_dir``, else 'smoke' (synthetic, seconds). Said on stderr."""
-    if profile != "auto":
-        return profile
-    import torch
-
-    if torch.cuda.is_available():
-        chosen, why = "quick", "CUDA GPU found"
-    elif study is not None and "cpu" in study.profiles:
-        from bench.config import apply_overrides
-        from bench.data import available_locally
-
-        dataset = apply_overrides(study.base, study.profiles["cpu"].overrides).dataset
-        where = data_dir or "./data"
-        if available_locally(dataset, data_dir):
-            chosen, why = "cpu", f"no CUDA GPU; {dataset} found in {where}"
-        else:
-            chosen, why = "smoke", f"no CUDA GPU and no {dataset} in {where} (synthetic data)"
-    else:
-        chosen, why = "smoke", "no CUDA GPU"
-    print(f"bench: profile auto -> {chosen} ({why})", file=sys.stderr)
-    return chosen
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.config import parse_set_args
-
-    return parse_set_args(getattr(args, "sets", []))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -268,149 +196,89 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench.plan import plan_footer, plan_table
-    from bench.study import get_study
+    from bench import api
 
-    from bench.study import parse_selection
-
-    study = get_study(args.study)
-    profile, overrides = _recorded_or_auto(args, study)
-    selection = parse_selection(args.only, args.seeds)
-    df = plan_table(study, profile, args.results_dir, overrides, selection)
-    print(f"{study.name} [{profile}]: {study.question}")
-    if selection:
-        print(f"selection: {selection.describe()} ({len(df)} of {df.attrs['cells_in_profile']} cells)")
-    print(df.to_string(index=False))
-    print("\n".join(plan_footer(df)))
-    _print_power(study, profile, args, df)
+    plan = api.plan(args.study, args.profile, only=args.only, seeds=args.seeds, sets=args.sets,
+                    prior_sd=args.prior_sd, results_dir=args.results_dir, data_dir=args.data_dir)
+    print("\n".join(plan.lines()))
     return 0
 
 
-def _recorded_or_auto(args: argparse.Namespace, study: Any) -> tuple[str, dict[str, Any]]:
-    """No --profile: the profile (and, without --set, the overrides) of the study's last ``bench run``,
-    said on stderr; else 'auto' resolved. A given --profile is resolved as always."""
-    from bench.executors.status import recorded_choice
-    from bench.store import ResultsStore
-
-    if args.profile is None:
-        profile, overrides = recorded_choice(study.name, ResultsStore(args.results_dir), None, _overrides(args))
-        if profile is not None:
-            print(f"bench: profile {profile} (the last run's; --profile to choose another)", file=sys.stderr)
-            return profile, overrides
-    return resolve_profile(args.profile or "auto", study, args.data_dir), _overrides(args)
-
-
-def _print_power(study: Any, profile: str, args: argparse.Namespace, df: Any) -> None:
-    """The plan's power section: seeds per arm each claim needs (see bench.plan.power_table)."""
-    from bench.plan import power_footer, power_table
-
-    if args.prior_sd is not None and not args.prior_sd > 0:
-        raise UserError(f"bad --prior-sd {args.prior_sd} (accepted: a standard deviation > 0, in the metric's units)")
-    if args.only or args.seeds:
-        print("how many seeds: shown for the whole profile (bench plan without --only/--seeds)")
-        return
-    power = power_table(study, profile, args.results_dir, df.attrs.get("overrides", {}), df, args.prior_sd)
-    if power.empty:
-        return
-    print("\nhow many seeds (80% power at each claim's smallest effect):")
-    print(power.to_string(index=False))
-    print("\n".join(power_footer(power)))
-
-
-def run_options(args: argparse.Namespace) -> RunOptions:
-    """The ``bench run`` options, parsed and checked once (the executors never see ``args``)."""
-    from bench.executors.options import parse_run_options
-
-    return parse_run_options(
-        results_dir=args.results_dir, data_dir=args.data_dir, sets=getattr(args, "sets", []),
-        only=getattr(args, "only", None) or [], seeds=getattr(args, "seeds", None), executor=args.executor,
-        device=args.device, parallel=args.parallel, gpus=args.gpus, retry_failed=bool(args.retry_failed),
-        slurm_partition=args.slurm_partition, gpus_per_task=args.gpus_per_task, timeout_min=args.timeout_min,
-        max_parallel=args.max_parallel,
-    )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.executors import run_with_executor
-    from bench.study import get_study
+    from bench import api
 
-    study = get_study(args.study)
-    profile = resolve_profile(args.profile, study, args.data_dir)
+    done = api.run(args.study, args.profile, only=args.only, seeds=args.seeds, sets=args.sets, device=args.device,
+                   executor=args.executor, parallel=args.parallel, gpus=args.gpus,
+                   retry_failed=bool(args.retry_failed), results_dir=args.results_dir, data_dir=args.data_dir,
+                   until_decided=args.until_decided, max_seeds=args.max_seeds, spending=args.spending,
+                   slurm_partition=args.slurm_partition, gpus_per_task=args.gpus_per_task,
+                   timeout_min=args.timeout_min, max_parallel=args.max_parallel)
     if args.until_decided:
-        from bench.executors.sequential import run_until_decided
-
-        done = run_until_decided(study, profile, run_options(args), args.max_seeds, args.spending)
-        print(f"{study.name} [{profile}]: {done['looks']} look(s), {done['design']} -> "
-              f"{args.results_dir}/{study.name}/")
-        return 0
-    if args.max_seeds is not None:
-        raise UserError(f"--max-seeds {args.max_seeds} without --until-decided (accepted: with --until-decided)")
-    counts = run_with_executor(study, profile, run_options(args))
-    if counts is not None:
-        done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        print(f"{study.name} [{profile}]: {done} -> {args.results_dir}/{study.name}/")
+        print(f"{done.study} [{done.profile}]: {done.looks} look(s), {done.design} -> "
+              f"{args.results_dir}/{done.study}/")
+    elif done.counts is not None:
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(done.counts.items()))
+        print(f"{done.study} [{done.profile}]: {counts} -> {args.results_dir}/{done.study}/")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from bench.show import show_run
+    from bench import api
 
-    print(show_run(args.results_dir, args.run_id, args.study))
+    print(api.show(args.run_id, study=args.study, results_dir=args.results_dir))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bench.executors import status_table
+    from bench import api
 
-    print(status_table(args.study, args.results_dir, args.profile, _overrides(args)))
+    print(api.status(args.study, profile=args.profile, sets=args.sets, results_dir=args.results_dir).text)
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from bench.zoo import zoo_table
+    from bench import api
 
-    df = zoo_table(args.pattern)
-    print(df.to_string(index=False))
+    print(api.models(args.pattern).to_string(index=False))
     return 0
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from bench.zoo import measure_table
+    from bench import api
+    from bench.commands.zoo import model_kwargs_from_sets
 
-    print(measure_table(args, _overrides(args)))
+    kwargs = model_kwargs_from_sets(api.overrides_of(args.sets))
+    print(api.measure(args.model, batch_size=args.batch_size, image_size=args.image_size,
+                      in_channels=args.in_channels, num_classes=args.num_classes, device=args.device,
+                      precision=args.precision, model_kwargs=kwargs, speed=not args.no_speed,
+                      layers=args.layers).text())
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import build_index, build_report
-    from bench.results import read_results, require_results, studies_with_results
+    from bench import api
 
     if not args.study and not args.all:
         raise UserError("name a study or pass --all")
-    names = studies_with_results(args.results_dir) if args.all else [args.study]
-    if args.study:
-        require_results(args.study, args.results_dir)
+    names = api.studies_with_results(results_dir=args.results_dir) if args.all else [args.study]
     if not names:
         raise UserError(f"no study has results under {args.results_dir}/ (`bench run <study>` makes them)")
     for name in names:
-        path = build_report(name, args.results_dir)
-        print(f"report: {path}")
-        if not any(r.finished for r in read_results(args.results_dir, name).runs):
+        page = api.report(name, results_dir=args.results_dir, index=False)
+        print(f"report: {page.path}")
+        if not page.finished_runs:
             print(f"bench: {name} has no finished run yet: its report shows the cells and their progress only "
                   f"(`bench run {name}` trains them)", file=sys.stderr)
-    print(f"index:  {build_index(args.results_dir)}")
+    print(f"index:  {api.report_index(results_dir=args.results_dir)}")
     return 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from bench.report.data import load
-    from bench.report.verdicts import verdicts
-    from bench.results import require_results
+    from bench import api
     from bench.study import get_study
 
+    v = api.claims(args.study, results_dir=args.results_dir)
     study = get_study(args.study)
-    require_results(study.name, args.results_dir)
-    v = verdicts(load(study.name, args.results_dir))
     print(f"{study.name} [{v.profile or '?'}]: {study.question}")
     print(f"data set {v.dataset}; seeds {', '.join(map(str, v.seeds)) or '—'}")
     print(v.text())
@@ -418,17 +286,20 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bench.export import export
+    from bench import api
 
-    for line in export(args.target, args.study, args.results_dir, args):
+    for line in api.export(args.target, args.study, results_dir=args.results_dir, logdir=args.logdir,
+                           tracking_uri=args.tracking_uri):
         print(line)
     return 0
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from bench.perf import run_perf
+    from bench import api
 
-    return run_perf(args)
+    return api.perf(args.models, batch_size=args.batch_size, epochs=args.epochs, device=args.device,
+                    dataset=args.dataset, variants=args.variants, rounds=args.rounds, steps=args.steps,
+                    results_dir=args.results_dir, data_dir=args.data_dir)
 
 
 COMMANDS = {

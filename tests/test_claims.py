@@ -353,7 +353,7 @@ def test_auto_profile_on_a_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from bench.cli import resolve_profile
+    from bench.commands.defaults import resolve_profile
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     study = load_studies().get("residual")

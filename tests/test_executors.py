@@ -34,9 +34,8 @@ from bench.executors import (
     parse_gpus,
     parse_parallel,
     run_with_executor,
-    status_frame,
-    status_table,
 )
+from bench.commands.status import status_frame, status_table
 from bench.executors import local as local_mod
 from bench.executors import slurm as slurm_mod
 from bench.runner import WorkSpec, load_data

@@ -18,8 +18,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("measure", "train", "checks"),
     ("study", "claim", "study_checks", "store", "results"),
     ("runner",),
-    ("executors", "report", "frames", "export", "plan", "show", "zoo", "perf", "perf_runs"),
-    ("cli", "__main__", "api"),
+    ("executors", "report", "frames", "export"),
+    ("commands",),
+    ("api",),
+    ("cli", "__main__"),
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 READERS = ("report", "frames", "export")  # read records only

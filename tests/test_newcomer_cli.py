@@ -125,7 +125,7 @@ def test_environment_carries_the_load() -> None:
 
 def test_models_listing_counts_each_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from bench import zoo
+    from bench.commands import zoo
 
     first = zoo.zoo_table("resnet2*", cache_dir=str(tmp_path))
     err = capsys.readouterr().err
@@ -151,7 +151,7 @@ def test_models_listing_counts_each_model_once(tmp_path: Path, monkeypatch: pyte
 
 
 def test_models_listing_survives_a_damaged_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bench import zoo
+    from bench.commands import zoo
 
     (tmp_path / zoo.COUNTS_FILE).write_text("{not json")
     df = zoo.zoo_table("resnet20", cache_dir=str(tmp_path))
@@ -160,7 +160,7 @@ def test_models_listing_survives_a_damaged_cache(tmp_path: Path, capsys: pytest.
 
 
 def test_an_interrupted_models_listing_keeps_what_it_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench import zoo
+    from bench.commands import zoo
     import bench.measure as measure
 
     real, calls = measure.count_compute, []

@@ -1,4 +1,4 @@
-"""Tests of ``bench perf`` (bench.perf) on a CPU with a tiny synthetic data set: records, not speed."""
+"""Tests of ``bench perf`` (bench.commands.perf) on a CPU with a tiny synthetic data set: records, not speed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from bench.cli import build_parser, main
 from bench import perf_runs
 from bench.measure import env as env_mod
-from bench.perf import COLUMNS, DEFAULT_VARIANTS, STEP_VARIANTS, VARIANTS, parse_variants, run_order, run_perf
+from bench.commands.perf import COLUMNS, DEFAULT_VARIANTS, STEP_VARIANTS, VARIANTS, parse_variants, run_order, run_perf
 
 SPEC = "synthetic:train=96,test=32,size=32"
 

@@ -170,7 +170,7 @@ def test_a_true_effect_is_decided_within_the_seed_budget_most_of_the_time() -> N
 
 
 def test_plan_sizes_each_claim_from_a_stated_prior_then_from_the_recorded_runs(tmp_path) -> None:
-    from bench.plan import PRIOR_SD_PCT, plan_table, power_table
+    from bench.commands.plan import PRIOR_SD_PCT, plan_table, power_table
     from bench.report.synthetic import write_synthetic_study
     from bench.study import get_study
 

@@ -227,7 +227,7 @@ def test_every_epoch_row_field_says_how_it_is_summarised() -> None:
 def test_status_and_report_show_the_cells_study_json_lists(tmp_path: Path) -> None:
     """Both read what the last ``bench run`` recorded, even after the study's definition changed
     (here: a cell dropped from study.json stands for an arm removed from the study since)."""
-    from bench.executors.status import status_frame
+    from bench.commands.status import status_frame
 
     cells = write_synthetic_study(tmp_path, "residual", "smoke", seeds=(0,), failed=0, diverged=0, artifacts=False)
     store = ResultsStore(tmp_path)

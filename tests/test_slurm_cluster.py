@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.executors import status_frame
+from bench.commands.status import status_frame
 from bench.executors.slurm_states import job_ended, slurm_states
 from bench.study import get_study
 

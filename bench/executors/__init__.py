@@ -15,7 +15,6 @@ from typing import Any
 from bench.executors.options import EXECUTORS, RunOptions, parse_executor, parse_parallel
 from bench.executors.local import auto_parallel, parse_gpus, resolve_slots, run_local
 from bench.executors.slurm import build_slurm_parameters, run_submitit
-from bench.executors.status import status_frame, status_table
 from bench.device import auto_device_note
 from bench.runner import prepare
 from bench.store import ResultsStore
@@ -30,8 +29,6 @@ __all__ = [
     "parse_gpus",
     "parse_parallel",
     "run_with_executor",
-    "status_frame",
-    "status_table",
 ]
 
 

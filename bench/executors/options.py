@@ -1,4 +1,4 @@
-"""The options of ``bench run`` as one frozen value, built once by the command line.
+"""The options of ``bench run`` as one frozen value, built once by :func:`bench.api.run`.
 
 :class:`RunOptions` is what the executors read: they never see the command line's argparse
 ``Namespace``, and its defaults live here only. A value the command line parses (``--parallel``,
@@ -9,7 +9,6 @@ naming it and the accepted values, raised before anything is written.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,19 +79,3 @@ class RunOptions:
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (checked again)."""
         return dataclasses.replace(self, **changes)
-
-
-def parse_run_options(*, results_dir: str, data_dir: str | None = None, sets: Sequence[str] = (),
-                      only: Sequence[str] = (), seeds: str | None = None, executor: str | None = "local",
-                      device: str = "auto", parallel: str | int | None = "auto", gpus: str | None = None,
-                      retry_failed: bool = False, **slurm: Any) -> RunOptions:
-    """:class:`RunOptions` from the text of ``bench run``'s options (``--set``/``--only`` items,
-    ``--seeds 0,1``, ``--parallel auto``), parsed and checked once; the command line and
-    :mod:`bench.api` both build theirs here. ``slurm``: the ``slurm_*``/``gpus_per_task``/... fields."""
-    from bench.config import parse_set_args
-    from bench.study import parse_selection
-
-    return RunOptions(results_dir=results_dir, data_dir=data_dir, overrides=parse_set_args(list(sets)),
-                      executor=parse_executor(executor), device=device, parallel=parse_parallel(parallel),
-                      gpus=gpus, retry_failed=bool(retry_failed), selection=parse_selection(list(only), seeds),
-                      **slurm)

@@ -1,4 +1,4 @@
-"""The ways ``bench perf`` trains (:mod:`bench.perf` compares them): the usual loop, the engine, a
+"""The ways ``bench perf`` trains (:mod:`bench.commands.perf` compares them): the usual loop, the engine, a
 compiled model, each for whole epochs; and the step variants, training steps timed in interleaved
 rounds. Each returns one row's measurements; docs/perf.md says what every column measures.
 

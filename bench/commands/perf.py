@@ -28,11 +28,11 @@ What is compared (per model, at one batch size, on the same uint8 images):
 * ``step_*`` (any device; made for ``--device cpu``): the training step alone (forward, loss,
   backward, SGD step on one real augmented batch), eager fp32, fp32 + channels_last, bf16 autocast,
   bf16 + channels_last and ``torch.compile`` (Inductor; its compile time is ``compile_s``), timed in
-  interleaved rounds (:func:`bench.perf_runs.step_rounds`); ``--variants step`` names all five.
+  interleaved rounds (:func:`bench.commands.perf_runs.step_rounds`); ``--variants step`` names all five.
   Their rows add the ratio to ``step_fp32``, the estimated achieved GFLOP/s and, on a CPU, the
   fraction of its estimated peak; the 1-minute load average before and after goes into the records.
 
-Timing and peak memory: see :mod:`bench.perf_runs`. It measures and reports; it asserts nothing about speed. On a CPU (``--device cpu``, e.g. with
+Timing and peak memory: see :mod:`bench.commands.perf_runs`. It measures and reports; it asserts nothing about speed. On a CPU (``--device cpu``, e.g. with
 ``--dataset synthetic:...``) the CUDA-only variants are skipped with a printed note and the usual
 loop runs with ``num_workers=0``. Results: a printed table and ``<results-dir>/perf/perf-<time>.csv``
 and ``.json`` (with the environment, date, torch version and GPU name).
@@ -40,7 +40,6 @@ and ``.json`` (with the environment, date, torch version and GPU name).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -53,7 +52,7 @@ import torch
 from bench.device import auto_device_note, on_device, release_cached_memory, resolve_device
 from bench.errors import UserError, reason, unknown_value
 from bench.files import clean_json, write_atomic
-from bench.perf_runs import (
+from bench.commands.perf_runs import (
     EVAL_BATCH,
     LR,
     MOMENTUM,
@@ -194,7 +193,27 @@ def _finish_step_rows(rows: list[dict[str, Any]], macs: int | None, batch_size: 
 # ------------------------------------------------------------------------------------- driver
 
 
-def run_perf(args: argparse.Namespace) -> int:
+@dataclasses.dataclass(frozen=True)
+class PerfOptions:
+    """What ``bench perf`` compares: the models (comma-separated), batch size, timed epochs, device,
+    data set, variants (None: the defaults; 'step': the five step variants), the step variants'
+    rounds and steps (None: their defaults), workers of the usual loop (None: its default), and where
+    results and data are."""
+
+    models: str = "resnet20,resnet56,resnet18"
+    batch_size: int = 128
+    epochs: int = 2
+    device: str = "auto"
+    dataset: str = "cifar10"
+    variants: str | None = None
+    rounds: int | None = None
+    steps: int | None = None
+    num_workers: int | None = None
+    results_dir: str = "results"
+    data_dir: str | None = None
+
+
+def run_perf(args: PerfOptions) -> int:
     """Run the comparison described in the module doc; print the table, write CSV + JSON; return 0."""
     import pandas as pd
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import pandas as pd
@@ -120,7 +119,8 @@ def zoo_table(pattern: str = "*", cache_dir: str | None = None) -> pd.DataFrame:
     return df
 
 
-def _fmt(key: str, value: Any) -> str:
+def fmt_value(key: str, value: Any) -> str:
+    """A measurement as shown: thousands separated, 4 significant digits, "not measured" for a missing size."""
     if value is None:
         return "not measured" if "bytes" in key else "-"
     if isinstance(value, float):
@@ -168,19 +168,21 @@ def measure_one(model: str, *, batch_size: int = 128, image_size: int | None = N
     return m, table
 
 
-def measure_table(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
-    """The full measurement of one model as a two-column table, plus the layer view if asked."""
+def model_kwargs_from_sets(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``bench measure``'s ``--set model_kwargs.<name>=<value>`` overrides as the model's arguments;
+    any other key is a UserError."""
     kwargs: dict[str, Any] = {}
     for k, v in overrides.items():
         if not k.startswith("model_kwargs."):
             raise UserError(f"bench measure takes only --set model_kwargs.<name>=<value>, got {k!r}")
         kwargs[k.split(".", 1)[1]] = v  # parsed by parse_set_args
-    m, layers = measure_one(args.model, batch_size=args.batch_size, image_size=args.image_size,
-                            in_channels=args.in_channels, num_classes=args.num_classes, device=args.device,
-                            precision=args.precision, model_kwargs=kwargs, speed=not args.no_speed,
-                            layers=args.layers)
-    width = max(len(k) for k in m)
-    lines = [f"{k:<{width}}  {_fmt(k, v)}" for k, v in m.items() if k != "environment"]
+    return kwargs
+
+
+def measurement_text(values: dict[str, Any], layers: pd.DataFrame | None) -> str:
+    """One model's measurements as a two-column table (the environment left out), plus the layer view."""
+    width = max(len(k) for k in values)
+    lines = [f"{k:<{width}}  {fmt_value(k, v)}" for k, v in values.items() if k != "environment"]
     if layers is not None:
         lines += ["", layers.to_string(index=False)]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,44 @@ def power_footer(power: pd.DataFrame) -> list[str]:
             "equals the claim's smallest effect (statsmodels); 'within' claims: both one-sided tests at 2.5% "
             "with 90% power each at a true difference of 0. `bench run --until-decided` adds seeds under a "
             "group-sequential design instead of fixing them now."]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``bench plan`` shows: the cells with their cost (``table``, its footer), and the seeds
+    each claim needs (``power``, empty when not computed; ``power_note`` says why not)."""
+
+    study: Study
+    profile: str
+    selection: Selection
+    table: pd.DataFrame
+    power: pd.DataFrame
+    power_note: str = ""
+
+    def lines(self) -> list[str]:
+        """The command's output, line by line."""
+        df = self.table
+        out = [f"{self.study.name} [{self.profile}]: {self.study.question}"]
+        if self.selection:
+            out.append(f"selection: {self.selection.describe()} ({len(df)} of {df.attrs['cells_in_profile']} cells)")
+        out += [df.to_string(index=False), *plan_footer(df)]
+        if self.power_note:
+            out.append(self.power_note)
+        elif not self.power.empty:
+            out += ["", "how many seeds (80% power at each claim's smallest effect):",
+                    self.power.to_string(index=False), *power_footer(self.power)]
+        return out
+
+
+def make_plan(study: Study, profile: str, results_dir: str, overrides: dict[str, Any], selection: Selection,
+              prior_sd: float | None = None) -> Plan:
+    """The plan of ``study`` at ``profile`` with ``overrides`` (the cells ``selection`` picks); the
+    seeds per claim for the whole profile only (see :func:`power_table`)."""
+    if prior_sd is not None and not prior_sd > 0:
+        raise UserError(f"bad --prior-sd {prior_sd} (accepted: a standard deviation > 0, in the metric's units)")
+    df = plan_table(study, profile, results_dir, overrides, selection)
+    if selection:
+        return Plan(study, profile, selection, df, pd.DataFrame(),
+                    "how many seeds: shown for the whole profile (bench plan without --only/--seeds)")
+    power = power_table(study, profile, results_dir, df.attrs.get("overrides", {}), df, prior_sd)
+    return Plan(study, profile, selection, df, power)

@@ -1,8 +1,10 @@
-"""``bench status``: where each cell of a study stands, whatever ran it."""
+"""``bench status``: where each cell of a study stands, whatever ran it (the local workers' claims,
+Slurm's queue), and the one rule for which profile and overrides ``status`` and ``plan`` show."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -106,9 +108,34 @@ def status_frame(study: str, results_dir: str, profile: str | None = None,
     return df, header
 
 
+@dataclass(frozen=True)
+class Status:
+    """Where each cell of a study stands: ``frame`` (one row per cell, see :func:`status_frame`),
+    ``header`` (study, profile, counts by state, Slurm arrays) and ``text`` (as ``bench status``)."""
+
+    frame: pd.DataFrame
+    header: dict[str, Any]
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def study_status(study: str, results_dir: str, profile: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> Status:
+    """:func:`status_frame` with its text."""
+    df, h = status_frame(study, results_dir, profile, overrides)
+    return Status(df, h, status_text(df, h, results_dir))
+
+
 def status_table(study: str, results_dir: str, profile: str | None, overrides: dict[str, Any]) -> str:
     """Text for ``bench status``: a counts line, the per-cell table, and the Slurm job ids if any."""
     df, h = status_frame(study, results_dir, profile, overrides)
+    return status_text(df, h, results_dir)
+
+
+def status_text(df: pd.DataFrame, h: dict[str, Any], results_dir: str) -> str:
+    """:func:`status_frame`'s table and header as ``bench status`` prints them."""
     counts = ", ".join(f"{n} {s}" for s, n in h["counts"].items())
     lines = [f"{h['study']} [{h['profile']}]: {h['cells']} cells: {counts}"]
     if h["overrides"]:
