@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench.cli import build_parser, main
-from bench import perf_runs
+from bench.commands import perf_runs
 from bench.measure import env as env_mod
 from bench.commands.perf import COLUMNS, DEFAULT_VARIANTS, STEP_VARIANTS, VARIANTS, parse_variants, run_order, run_perf
 
