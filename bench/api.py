@@ -132,12 +132,15 @@ def run(study: str, profile: str = "smoke", *, only: Items = None, seeds: int | 
         gpus: str | None = None, retry_failed: bool = False, results_dir: str | Path | None = None,
         data_dir: str | Path | None = None, until_decided: bool = False, max_seeds: int | None = None,
         spending: str = "obrien-fleming", slurm_partition: str | None = None, gpus_per_task: int = 1,
-        timeout_min: int = 240, max_parallel: int | None = None) -> StudyResult:
+        timeout_min: int = 240, max_parallel: int | None = None, measure: bool = True,
+        extras: bool = True) -> StudyResult:
     """Run a study's pending cells, as ``bench run``: ``only`` (``{"model": "plain20"}``) and ``seeds``
     select part of it, ``sets`` overrides config fields (``{"epochs": 2}``); finished cells are kept.
     ``results_dir``/``data_dir`` default to $BENCH_RESULTS_DIR (./results) and $BENCH_DATA_DIR.
     ``until_decided``/``max_seeds``/``spending``: as ``bench run --until-decided`` (README "How many seeds");
-    the ``slurm_*``/``gpus_per_task``/``timeout_min``/``max_parallel`` values: the Slurm job array."""
+    the ``slurm_*``/``gpus_per_task``/``timeout_min``/``max_parallel`` values: the Slurm job array.
+    ``measure=False``/``extras=False``: as ``--no-measure``/``--no-extras``, the cells skip the model
+    measurements / the end-of-run steps (BN gap, artifacts); the run ids stay the same."""
     from bench.executors import run_with_executor
     from bench.executors.options import RunOptions, parse_executor, parse_parallel
     from bench.study import get_study
@@ -152,7 +155,7 @@ def run(study: str, profile: str = "smoke", *, only: Items = None, seeds: int | 
                       executor=parse_executor(executor), device=device, parallel=parse_parallel(parallel),
                       gpus=gpus, retry_failed=bool(retry_failed), selection=selection_of(only, seeds),
                       slurm_partition=slurm_partition, gpus_per_task=gpus_per_task, timeout_min=timeout_min,
-                      max_parallel=max_parallel)
+                      max_parallel=max_parallel, measure=bool(measure), end_steps=None if extras else ())
     selected = opts.selection.describe() if opts.selection else "all cells"
     if until_decided:
         from bench.executors.sequential import run_until_decided

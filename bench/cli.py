@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     _selection(rn)
     rn.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     rn.add_argument("--retry-failed", action="store_true", help="run failed/oom cells again (old records kept)")
+    rn.add_argument("--no-measure", action="store_true",
+                    help="skip the model measurements (params, MACs, speed, memory): the records lack them")
+    rn.add_argument("--no-extras", action="store_true",
+                    help="skip the end-of-run steps (BN gap, artifacts): the records lack them")
     rn.add_argument("--executor", default="local", help="local | slurm | debug")
     rn.add_argument("--parallel", default="auto",
                     help="cells trained at once per GPU (local executor); auto picks from the model size")
@@ -212,7 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                    retry_failed=bool(args.retry_failed), results_dir=args.results_dir, data_dir=args.data_dir,
                    until_decided=args.until_decided, max_seeds=args.max_seeds, spending=args.spending,
                    slurm_partition=args.slurm_partition, gpus_per_task=args.gpus_per_task,
-                   timeout_min=args.timeout_min, max_parallel=args.max_parallel)
+                   timeout_min=args.timeout_min, max_parallel=args.max_parallel,
+                   measure=not args.no_measure, extras=not args.no_extras)
     if args.until_decided:
         print(f"{done.study} [{done.profile}]: {done.looks} look(s), {done.design} -> "
               f"{args.results_dir}/{done.study}/")

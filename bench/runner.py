@@ -168,6 +168,7 @@ class WorkSpec:
     progress: bool = False
     worker: str | None = None
     measure: bool = True
+    end_steps: tuple[str, ...] | None = None  # None: every end-of-run step (execute_cell)
 
     @classmethod
     def of(cls, cells: Sequence[Cell], results_dir: str, data_dir: str | None, device: str, **kw: Any) -> WorkSpec:
@@ -194,7 +195,8 @@ def work(spec: WorkSpec) -> list[RunRecord]:
         if store.summary(c.study, c.run_id) is not None:
             continue
         r = execute_cell(c, store, device=spec.device, data_dir=spec.data_dir, shared_gpu=spec.shared_gpu,
-                         progress=spec.progress, worker=spec.worker, measure=spec.measure)
+                         progress=spec.progress, worker=spec.worker, measure=spec.measure,
+                         end_steps=spec.end_steps)
         if r is not None:
             out.append(r)
     return out
@@ -209,6 +211,7 @@ def run_cells_inline(
     progress: bool,
     on_done: Callable[[RunRecord], None] | None = None,
     measure: bool = True,
+    end_steps: Sequence[str] | None = None,
 ) -> list[RunRecord]:
     """Run cells one after another in this process (the default on one device)."""
     # the plain bar: it shows on a terminal only, and tqdm.auto warns in a Jupyter kernel without ipywidgets
@@ -220,7 +223,7 @@ def run_cells_inline(
     for c in bar:
         bar.set_postfix_str(c.label[:60])
         s = execute_cell(c, store, device=device, data_dir=data_dir, progress=progress, worker="inline",
-                         measure=measure)
+                         measure=measure, end_steps=end_steps)
         done = pace.finished(c.run_id)
         if s is not None:
             out.append(s)

@@ -3,6 +3,7 @@ also when stderr is a file, where no progress bar shows."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -10,11 +11,14 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.store import ResultsStore
 
 
 @pytest.mark.slow
 def test_a_run_whose_output_goes_to_a_file_says_each_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["--results-dir", str(tmp_path), "run", "residual", "--profile", "smoke", "--set", "epochs=1"])
+    # the lines are checked, not the measurements or the end-of-run steps: both left out
+    rc = main(["--results-dir", str(tmp_path), "run", "residual", "--profile", "smoke", "--set", "epochs=1",
+               "--no-measure", "--no-extras"])
     assert rc == 0
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if re.match(r"bench: (plain|resnet)\d+ seed 0: ", ln)]
@@ -26,6 +30,12 @@ def test_a_run_whose_output_goes_to_a_file_says_each_cell(tmp_path: Path, capsys
     # --device auto (the default) falling back to the CPU says so once, before the cells
     said = "bench: --device auto: no CUDA GPU is visible, running on the CPU"
     assert (err.count(said) == 1) == (not torch.cuda.is_available()), err
+    # --no-measure / --no-extras: the records lack the measurements, the BN gap and the artifacts
+    records = ResultsStore(tmp_path).records("residual")
+    assert len(records) == 4 and all(not r.measurements for r in records)
+    gaps = [r.metrics.get("final_train_acc_evalmode") for r in records]
+    assert all(g is None or math.isnan(g) for g in gaps), gaps
+    assert not list(tmp_path.rglob("artifacts.npz"))
 
 
 def test_time_left_weights_the_cells_by_their_training_multiply_adds(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,7 +56,8 @@ def run_with_executor(study: Study, profile: str, opts: RunOptions) -> dict[str,
     if selection:
         print(f"bench: selection {selection.describe()}: {len(selection.apply(cells))} of {len(cells)} cells, "
               f"{len(todo)} to run", file=sys.stderr)
-    common: dict[str, Any] = {"device": opts.device, "data_dir": opts.data_dir, "measure": opts.measure}
+    common: dict[str, Any] = {"device": opts.device, "data_dir": opts.data_dir, "measure": opts.measure,
+                              "end_steps": opts.end_steps}
     if opts.executor == "local":
         return run_local(study, profile, cells, todo, store, overrides=opts.overrides, parallel=opts.parallel,
                          gpus=opts.gpus, **common)

@@ -226,6 +226,7 @@ def run_local(
     device: str,
     data_dir: str | None,
     measure: bool = True,
+    end_steps: tuple[str, ...] | None = None,
 ) -> dict[str, int]:
     """Run ``todo`` on this machine; returns counts by state over all ``cells``."""
     device, slots = resolve_slots(device, gpus)
@@ -241,9 +242,10 @@ def run_local(
     if len(slots) * per_slot == 1:
         # One CPU or one GPU, one cell at a time: in this process (plain tracebacks, one progress bar).
         one = device if slots == [None] or device != "cuda" or not gpus else f"cuda:{slots[0]}"
-        run_cells_inline(todo, store, device=one, data_dir=data_dir, progress=True, measure=measure)
+        run_cells_inline(todo, store, device=one, data_dir=data_dir, progress=True, measure=measure,
+                         end_steps=end_steps)
         return status_counts(study.name, cells, store)
-    spec = WorkSpec.of(todo, str(store.root), data_dir, "cpu", measure=measure)
+    spec = WorkSpec.of(todo, str(store.root), data_dir, "cpu", measure=measure, end_steps=end_steps)
     if measure and per_slot > 1:
         _measure_alone(spec, slots[0])
     crashed = _run_workers(spec, slots, per_slot, todo, store)

@@ -47,9 +47,10 @@ class RunOptions:
     per GPU, None for auto. ``gpus``: the ``--gpus`` text (checked against the visible GPUs where the
     cells run). ``selection``: ``--only``/``--seeds``. ``slurm_*``, ``gpus_per_task``, ``timeout_min``,
     ``max_parallel``: the Slurm job array. ``measure``: False skips the per-model measurements
-    (params, MACs, speed, memory), for tests. ``extra_seeds``: seeds beyond the profile's per arm
-    label (added by ``--until-decided``; recorded in study.json, so later runs keep them);
-    ``sequential``: the group-sequential design to record with them (``Design.to_dict()``).
+    (params, MACs, speed, memory); ``end_steps``: the trainer's end-of-run steps (None: all; ``()``
+    leaves out the BN gap and the artifacts); neither enters the run id (``--no-measure``,
+    ``--no-extras``). ``extra_seeds``: seeds beyond the profile's per arm label (added by
+    ``--until-decided``; recorded in study.json, so later runs keep them); ``sequential``: the group-sequential design to record with them (``Design.to_dict()``).
     """
 
     results_dir: str = "results"
@@ -66,6 +67,7 @@ class RunOptions:
     timeout_min: int = 240
     max_parallel: int | None = None
     measure: bool = True
+    end_steps: tuple[str, ...] | None = None
     extra_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
     sequential: dict[str, Any] | None = None
 
@@ -75,6 +77,10 @@ class RunOptions:
             parse_parallel(self.parallel)
         if not isinstance(self.overrides, dict):
             raise TypeError(f"overrides must be a dict, not {type(self.overrides).__name__}")
+        if self.end_steps is not None:
+            from bench.train.evaluate import check_end_steps
+
+            object.__setattr__(self, "end_steps", check_end_steps(self.end_steps))  # a bad name: before any write
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (checked again)."""

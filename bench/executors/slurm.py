@@ -250,6 +250,7 @@ def run_submitit(
     device: str,
     data_dir: str | None,
     measure: bool = True,
+    end_steps: tuple[str, ...] | None = None,
     executor: submitit.Executor | None = None,
 ) -> dict[str, int] | None:
     """Submit ``todo`` as one array. Slurm: returns None once queued (prints how to watch);
@@ -274,7 +275,7 @@ def run_submitit(
     results_dir = str(Path(store.root).resolve())
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     # one task per cell, the cell itself in the task: a changed study file cannot change what runs
-    specs = [WorkSpec.of([c], results_dir, data_dir, device, measure=measure) for c in todo]
+    specs = [WorkSpec.of([c], results_dir, data_dir, device, measure=measure, end_steps=end_steps) for c in todo]
     jobs = submit_cells(executor, specs, parameters)
     entry = record_jobs(store, study.name, profile, jobs, specs, cluster, parameters)
     if cluster == "slurm":
