@@ -463,7 +463,11 @@ def test_the_verdict_table_shows_the_precondition_in_every_form(tmp_path: Path,
     assert "final training error < 20% on resnet56 and resnet20 (" in out
     build_report("residual", tmp_path)
     page = (tmp_path / "residual" / "report.html").read_text()
-    assert "<th>precondition</th>" in page and "final training error &lt; 20% on resnet56 and resnet20 (" in page
+    assert "precondition: final training error &lt; 20% on resnet56 and resnet20 (" in page
+    # the verdict is the first column: it shows at a glance however wide the other columns are
+    head = page[page.index('id="claims-table"'):]
+    assert head.index("<th>verdict</th>") < head.index("<th>claim</th>") < head.index("<th>our estimate")
+    assert re.search(r'<tr data-verdict="[^"]+"><td class="verdict ', head)
     index = build_index(tmp_path).read_text()
     assert "not tested" in index and "inconclusive" in index
 

@@ -98,20 +98,25 @@ class Verdicts:
             return f'<p class="empty">{html.escape(self.headline)}</p>'
         head = (f'<p class="procedure">procedure: {html.escape(self.procedure)}</p>' if self.design is not None
                 else "")
-        out = [head + '<table class="tbl" id="claims-table"><thead><tr><th>claim</th><th>source</th><th>compared</th>'
-               '<th>claimed</th><th>precondition</th><th>our estimate [95% CI]</th><th>verdict</th><th>why</th>'
+        # the verdict first and six columns, so that it shows at a glance on a laptop screen; the source
+        # and the precondition sit in small print under the claim and the reason
+        out = [head + '<table class="tbl" id="claims-table"><thead><tr><th>verdict</th><th>claim</th>'
+               '<th>compared</th><th>claimed</th><th>our estimate [95% CI]</th><th>why · precondition</th>'
                '</tr></thead><tbody>']
+        small = '<br><span class="small">{}</span>'.format
         for _, r in df.iterrows():
-            note = f'<br><span class="ci">{html.escape(r["note"])}</span>' if r["note"] else ""
-            test = f'<br><span class="ci">{html.escape(r["test"])}</span>' if r["test"] != "—" else ""
+            note = small(html.escape(r["note"])) if r["note"] else ""
+            test = small(html.escape(r["test"])) if r["test"] != "—" else ""
+            why = html.escape(r["why"]) + ("<br>" if r["why"] else "")
             out.append(
-                f'<tr data-verdict="{html.escape(r["verdict"])}"><td>{html.escape(r["claim"])}{note}</td>'
-                f'<td>{html.escape(r["source"])}</td><td>{html.escape(r["compared"])}<br>'
-                f'<span class="ci">{html.escape(r["metric"])}</span></td><td>{html.escape(r["claimed"])}</td>'
-                f'<td class="precondition">{html.escape(r["precondition"])}</td>'
-                f'<td class="nowrap">{html.escape(r["ours [95% CI]"])}{test}</td>'
+                f'<tr data-verdict="{html.escape(r["verdict"])}">'
                 f'<td class="verdict {r["verdict"].replace(" ", "-")}">{html.escape(r["verdict"])}</td>'
-                f'<td>{html.escape(r["why"])}</td></tr>')
+                f'<td>{html.escape(r["claim"])}{note}{small("source: " + html.escape(r["source"]))}</td>'
+                f'<td>{html.escape(r["compared"])}{small(html.escape(r["metric"]))}</td>'
+                f'<td>{html.escape(r["claimed"])}</td>'
+                f'<td><span class="nowrap">{html.escape(r["ours [95% CI]"])}</span>{test}</td>'
+                f'<td>{why}<span class="small precondition">precondition: {html.escape(r["precondition"])}</span></td>'
+                '</tr>')
         out.append("</tbody></table>")
         return "".join(out)
 
