@@ -83,6 +83,9 @@ def test_show_prints_accuracies_in_percent(tmp_path: Path, capsys: pytest.Captur
     assert m and float(m.group(1)) == pytest.approx(100 * (1 - metrics["final_train_acc"]), abs=0.006)
     assert re.search(r"^ *epoch .*train_acc_pct", out, re.M)  # the history in percent too
     assert not re.search(r"^  final_test_acc +0\.\d+$", out, re.M)
+    # other floats to four significant digits, not the float's seventeen
+    m = re.search(r"^  train_time_s +(\S+)$", out, re.M)
+    assert m and m.group(1) == f"{metrics['train_time_s']:.4g}", out
 
 
 def test_host_load_share_of_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:

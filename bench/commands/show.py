@@ -27,11 +27,16 @@ def _shown_key(key: str) -> str:
 
 
 def _shown_value(key: str, v: object) -> str:
-    """An accuracy as a percentage with two decimals (like the errors), other values as they are."""
+    """An accuracy as a percentage with two decimals (like the errors), other floats to four significant
+    digits, a missing value as a dash."""
     if isinstance(v, float) and (key.endswith("_acc") or key == "test_acc_at_best_val"):
         return "—" if v != v else f"{100 * v:.2f}"
     if isinstance(v, float) and key.endswith("_pct"):
         return "—" if v != v else f"{v:.2f}"
+    if v is None or (isinstance(v, float) and v != v):
+        return "—"  # not recorded (e.g. GPU memory on a CPU run)
+    if isinstance(v, float):
+        return f"{v:.4g}"  # timings and rates: four significant digits, not the float's seventeen
     return str(v)
 
 
