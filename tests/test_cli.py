@@ -24,6 +24,8 @@ from bench.study import PROFILES, STUDIES, Arm, Profile, Study, register_study
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "epochs=1", "--set", "dataset=synthetic:size=16,train=128,test=64"]
+# records, reruns and resumes are checked here, not the measurements or the end-of-run steps
+BARE = ["--no-measure", "--no-extras"]
 
 
 def _bench(*args: str, results: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -34,7 +36,7 @@ def _bench(*args: str, results: Path, timeout: float = 300) -> subprocess.Comple
 
 @pytest.mark.slow
 def test_smoke_study_runs_then_rerun_does_nothing(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--results-dir", str(results_dir), "run", "residual", "--profile", "smoke", *SMALL]) == 0
+    assert main(["--results-dir", str(results_dir), "run", "residual", "--profile", "smoke", *SMALL, *BARE]) == 0
     store = ResultsStore(results_dir)
     runs = read_results(results_dir, "residual").runs_frame(finished_only=True)
     assert len(runs) == 4 and set(runs["status"]) == {"ok"}
@@ -43,6 +45,7 @@ def test_smoke_study_runs_then_rerun_does_nothing(results_dir: Path, capsys: pyt
         assert not (rd / "claim.lock").exists() and not (rd / "checkpoint.pt").exists()
     mtimes = {p: p.stat().st_mtime_ns for p in results_dir.rglob("summary.json")}
     capsys.readouterr()
+    # without --no-measure/--no-extras: the same run ids (neither is part of them), nothing to do
     assert main(["--results-dir", str(results_dir), "run", "residual", "--profile", "smoke", *SMALL]) == 0
     assert "4 ok" in capsys.readouterr().out
     assert mtimes == {p: p.stat().st_mtime_ns for p in results_dir.rglob("summary.json")}, "a finished run was redone"
@@ -102,7 +105,7 @@ def test_failing_cell_is_recorded_and_study_goes_on(results_dir: Path, failing_s
 @pytest.mark.slow
 def test_killed_run_resumes(results_dir: Path) -> None:
     args = ["run", "residual-mnist", "--profile", "smoke", "--set", "epochs=3",
-            "--set", "dataset=synthetic:channels=1,size=28,train=1024,test=64"]
+            "--set", "dataset=synthetic:channels=1,size=28,train=1024,test=64", *BARE]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "bench", "--results-dir", str(results_dir), *args],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

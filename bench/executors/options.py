@@ -50,7 +50,8 @@ class RunOptions:
     (params, MACs, speed, memory); ``end_steps``: the trainer's end-of-run steps (None: all; ``()``
     leaves out the BN gap and the artifacts); neither enters the run id (``--no-measure``,
     ``--no-extras``). ``extra_seeds``: seeds beyond the profile's per arm label (added by
-    ``--until-decided``; recorded in study.json, so later runs keep them); ``sequential``: the group-sequential design to record with them (``Design.to_dict()``).
+    ``--until-decided``; recorded in study.json, so later runs keep them); ``sequential``:
+    the group-sequential design to record with them (``Design.to_dict()``).
     """
 
     results_dir: str = "results"
