@@ -26,7 +26,7 @@ from bench.train.optim import (
 # ------------------------------------------------------------------------------------- optimisers
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_each_optimizer_builds_and_steps(name: str) -> None:
     cfg = RunConfig(optimizer=name, lr=0.05, weight_decay=5e-4, momentum=0.8, nesterov=True, betas=(0.8, 0.99))
     model = nn.Linear(4, 2)
