@@ -6,6 +6,7 @@ interval says it more often; under a true effect it decides within the seed budg
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -193,3 +194,27 @@ def test_plan_sizes_each_claim_from_a_stated_prior_then_from_the_recorded_runs(t
     assert quick["spread from"].str.startswith(("recorded runs", "precondition not met", "exact")).all()
     unmet = quick[quick["spread from"].str.startswith("precondition not met")]
     assert (unmet["seeds needed"] == "—").all() and (unmet["extra cells"] == "—").all()
+
+
+def test_the_terminal_power_table_fits_a_row_on_a_line_and_says_every_source(tmp_path) -> None:
+    """Claims numbered and cut, the spreads' sources said once under the table for the claims sharing
+    them: no row is wider than the table's numbers need, and no source is lost."""
+    from bench.commands.plan import CLAIM_WIDTH, plan_table, power_lines, power_table
+    from bench.report.synthetic import write_synthetic_study
+    from bench.study import get_study
+
+    study = get_study("residual")
+    write_synthetic_study(tmp_path, "residual", "quick", seeds=(0, 1, 2), artifacts=False)
+    power = power_table(study, "quick", tmp_path, None, plan_table(study, "quick", tmp_path, None))
+    lines = power_lines(power)
+    at = lines.index("spread from:")
+    rows, said = lines[1:at], lines[at + 1:]
+    assert len(rows) == len(power) and max(map(len, rows)) < CLAIM_WIDTH + 100
+    for i, (row, claim) in enumerate(zip(rows, power["claim"]), 1):
+        assert row.split()[0] == str(i) and claim[:CLAIM_WIDTH - 1] in row
+    groups = {}
+    for part in said:
+        m = re.match(r"  ((?:#\d+, )*#\d+): (.*)$", part)
+        assert m, part
+        groups.update({int(n): m.group(2) for n in re.findall(r"#(\d+)", m.group(1))})
+    assert groups == dict(enumerate(power["spread from"], 1))

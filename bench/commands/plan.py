@@ -275,8 +275,29 @@ class Plan:
             out.append(self.power_note)
         elif not self.power.empty:
             out += ["", "how many seeds (80% power at each claim's smallest effect):",
-                    self.power.to_string(index=False), *power_footer(self.power)]
+                    *power_lines(self.power), *power_footer(self.power)]
         return out
+
+
+CLAIM_WIDTH = 56  # characters of a claim's sentence in the terminal's power table
+
+
+def power_lines(power: pd.DataFrame) -> list[str]:
+    """The power table for a terminal: claims numbered and cut to :data:`CLAIM_WIDTH` (left-aligned),
+    and where each spread comes from said once under the table for the claims that share it, so that a
+    row fits on one line."""
+    shown = power.drop(columns=["spread from"])
+    shown.insert(0, "#", range(1, len(shown) + 1))
+    sd = "spread_sd_metric_units"
+    shown[sd] = [v if isinstance(v, (int, float)) and v == v else "—" for v in shown[sd]]
+    cut = [c if len(c) <= CLAIM_WIDTH else c[:CLAIM_WIDTH - 1] + "…" for c in shown["claim"]]
+    width = max(len("claim"), *map(len, cut))
+    shown["claim"] = [c.ljust(width) for c in cut]
+    lines = shown.rename(columns={"claim": "claim".ljust(width)}).to_string(index=False).splitlines()
+    by_source: dict[str, list[int]] = {}
+    for i, src in enumerate(power["spread from"], 1):
+        by_source.setdefault(str(src), []).append(i)
+    return [*lines, "spread from:", *(f"  {', '.join(f'#{i}' for i in ids)}: {src}" for src, ids in by_source.items())]
 
 
 def make_plan(study: Study, profile: str, results_dir: str, overrides: dict[str, Any], selection: Selection,
