@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def args(results_dir: Path, **kw: Any) -> RunOptions:
     base: dict[str, Any] = dict(results_dir=str(results_dir), overrides=dict(OVERRIDES), device="cpu",
-                                timeout_min=60, measure=False)
+                                timeout_min=60, measure=False, end_steps=())  # neither is compared here
     return RunOptions(**{**base, **kw})
 
 
@@ -227,10 +227,6 @@ RUNNER = textwrap.dedent('''
     import bench.runner
     import bench.train.engine as engine
 
-    import bench.executors.local
-
-    bench.runner.get_measurements = lambda *a, **k: {}  # measurements are not what is tested
-    bench.executors.local._measure_alone = lambda *a, **k: None
     _train = engine.train
 
     def counted(cfg, **kw):
@@ -264,7 +260,8 @@ def test_two_runners_run_each_cell_once(reference: tuple[Path, dict[str, Any]], 
     env = {**os.environ, "MARKER": str(marker), "CRASH": cells[1].run_id, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(script), "--results-dir", str(tmp_path / "results"), "run", STUDY, "--profile",
-           PROFILE, "--device", "cpu", "--parallel", "2", *(f"--set={s}" for s in SETS)]
+           PROFILE, "--device", "cpu", "--parallel", "2", *(f"--set={s}" for s in SETS),
+           "--no-measure", "--no-extras"]  # neither is what is tested
     procs = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]

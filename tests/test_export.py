@@ -22,7 +22,7 @@ STUDY = "residual"
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = tmp_path_factory.mktemp("export")
-    opts = RunOptions(results_dir=str(r), device="cpu", parallel=1, measure=False,
+    opts = RunOptions(results_dir=str(r), device="cpu", parallel=1, measure=False, end_steps=(),
                       overrides={"epochs": 3, "train_subset": 64, "test_subset": 64})
     counts = run_with_executor(get_study(STUDY), "smoke", opts)
     assert counts and counts.get("ok", 0) >= 2
