@@ -70,7 +70,9 @@ def selection_of(only: Items, seeds: int | Sequence[int] | str | None) -> Select
             sel[str(key)] = tuple(one if isinstance(one, str) else json.dumps(one) for one in values)
     if seeds is None or isinstance(seeds, str):
         return Selection(sel, picked.seeds)
-    chosen = (seeds,) if isinstance(seeds, int) else tuple(dict.fromkeys(int(s) for s in seeds))
+    if isinstance(seeds, int):
+        return Selection(sel, (seeds,))
+    chosen = tuple(dict.fromkeys(int(s) for s in seeds))
     if not chosen:
         raise UserError(f"--seeds expects comma-separated integers (e.g. 0,1), got {list(seeds)!r}")
     return Selection(sel, chosen)

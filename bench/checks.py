@@ -116,16 +116,16 @@ def _forward_fails(net: object, shape: tuple[int, ...]) -> str | None:
 
 
 def _check_model(cfg: RunConfig, shape: tuple[int, int, int] | None) -> None:
-    """The model of ``cfg`` at the input shape its data set's images of ``shape`` give after resize and
-    crop (the model's registered input size when only loading can tell): unknown names, unknown or empty arguments, bad argument values and inputs
-    too small for the model all fail here, not in the cell's run."""
+    """The model of ``cfg`` at the input shape its data set's images of ``shape`` give after resize and crop
+    (the model's registered input size when only loading can tell): unknown names, unknown or empty arguments,
+    bad argument values and inputs too small for the model all fail here, not in the cell's run."""
     from bench.data.sources import input_shape
     from bench.models import MODELS
 
     MODELS.get(cfg.model)
     stored = shape if shape is not None else tuple(MODELS.meta(cfg.model)["input_size"])
     flag = "crop_size" if cfg.crop_size else "image_size"
-    check_model_input(cfg.model, cfg.model_kwargs, input_shape(cfg, stored), flag=flag)  # type: ignore[arg-type]
+    check_model_input(cfg.model, cfg.model_kwargs, input_shape(cfg, stored), flag=flag)
 
 
 def check_cells_configs(configs: list[RunConfig]) -> None:

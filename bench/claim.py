@@ -61,7 +61,8 @@ class Precondition:
     def from_dict(cls, d: dict[str, Any]) -> Precondition:
         """Inverse of ``dataclasses.asdict`` (as stored in study.json)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "sides" else v) for k, v in d.items() if k in names})
+        kw: dict[str, Any] = {k: (tuple(v) if k == "sides" else v) for k, v in d.items() if k in names}
+        return cls(**kw)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="a study's records as Parquet tables, or to TensorBoard / MLflow")
     ex.add_argument("target", help="parquet | tensorboard | mlflow")
     ex.add_argument("study")
-    ex.add_argument("--logdir", default=None, help="tensorboard: where event files go (default <results>/<study>/tensorboard)")
+    ex.add_argument("--logdir", default=None,
+                    help="tensorboard: where event files go (default <results>/<study>/tensorboard)")
     ex.add_argument("--tracking-uri", default=None,
                     help="mlflow: tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<results>/mlflow.db)")
 
@@ -195,7 +196,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.datasets or everything:
         print("Data sets:")
         plain = [n for n in DATASETS.names() if n not in ("imagefolder", "synthetic")]
-        print("  " + ", ".join(plain) + ", imagefolder:<path>, synthetic[:channels=,size=,classes=,train=,test=,noise=]")
+        print("  " + ", ".join(plain)
+              + ", imagefolder:<path>, synthetic[:channels=,size=,classes=,train=,test=,noise=]")
     return 0
 
 

@@ -146,7 +146,8 @@ def _tf32_settings() -> list[tuple[str, Any, str]]:
     cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
     if _fp32_precision_api():
         return [("cuda.matmul.fp32_precision", cuda.matmul, "fp32_precision"),
-                ("cudnn.conv.fp32_precision", cudnn.conv, "fp32_precision"),
+                # torch's stub has no cudnn.conv; _fp32_precision_api() found it
+                ("cudnn.conv.fp32_precision", cudnn.conv, "fp32_precision"),  # type: ignore[attr-defined]
                 ("cudnn.rnn.fp32_precision", cudnn.rnn, "fp32_precision")]
     return [("cuda.matmul.allow_tf32", cuda.matmul, "allow_tf32"), ("cudnn.allow_tf32", cudnn, "allow_tf32")]
 
@@ -178,7 +179,7 @@ def numerics(prec: Precision, device: torch.device, *, autotune: bool = True) ->
             torch.backends.cudnn.benchmark = True
         yield
     finally:
-        for (_, o, a), v in zip(settings, old):
+        for (_, o, a), v in zip(settings, old, strict=True):
             setattr(o, a, v)
         torch.backends.cudnn.benchmark = old_bench
 

@@ -84,7 +84,8 @@ def parse(spec: str) -> tuple[str, str]:
             seconds = float("nan")
         if 0 <= seconds < float("inf"):
             return head, f"pause={seconds}"
-        raise FaultSpecError(f"{ENV}={spec}: pause takes a finite number of seconds >= 0 (accepted: pause=<seconds>, e.g. pause=0.5)")
+        raise FaultSpecError(f"{ENV}={spec}: pause takes a finite number of seconds >= 0 "
+                             "(accepted: pause=<seconds>, e.g. pause=0.5)")
     raise FaultSpecError(f"{ENV}={spec}: {tail!r} is not an action; accepted: kill, raise, pause=<seconds>")
 
 

@@ -26,7 +26,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[Any]], None], *, binary: bool | None = None) -> Path:
+def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[Any]], None], *,
+                 binary: bool | None = None) -> Path:
     """Write ``data`` to ``path`` through a temp file and ``os.replace`` (never half a file).
 
     ``data`` is text, bytes, or a callable that writes into the open file (``binary`` then says

@@ -1,12 +1,12 @@
 """Leases on lock files: a lock file taken with O_EXCL (so it works on shared file systems) and,
 while held, kept fresh by a heartbeat.
 
-A cell's claim is a lease on ``claim.lock`` in its run folder: several runners (processes, hosts on
-one shared file system, Slurm tasks) may try a cell at once; the one that creates it runs it. A
-short read-modify-write (the Slurm submissions file) waits for its lease with :func:`hold`. The lock holds JSON (token, host, pid, claimed_at and
-what the caller adds) and its mtime is the heartbeat. A lock is stale, and may be broken, when its
-heartbeat is older than the stale limit, when it was left on this host by a process that no longer
-exists, or when it cannot be read and is older than :data:`UNREADABLE_CLAIM_S`.
+A cell's claim is a lease on ``claim.lock`` in its run folder: several runners (processes, hosts on one shared
+file system, Slurm tasks) may try a cell at once; the one that creates it runs it. A short read-modify-write
+(the Slurm submissions file) waits for its lease with :func:`hold`. The lock holds JSON (token, host, pid,
+claimed_at and what the caller adds) and its mtime is the heartbeat. A lock is stale, and may be broken, when
+its heartbeat is older than the stale limit, when it was left on this host by a process that no longer exists,
+or when it cannot be read and is older than :data:`UNREADABLE_CLAIM_S`.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class Registry(Generic[T]):
         """Decorator form of :meth:`add`; the name defaults to the object's ``__name__``."""
 
         def deco(obj: T) -> T:
-            return self.add(name or getattr(obj, "__name__"), obj, **meta)
+            return self.add(name or getattr(obj, "__name__"), obj, **meta)  # noqa: B009 - T need not have one
 
         return deco
 

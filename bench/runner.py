@@ -1,8 +1,8 @@
 """The runner: expand a study, skip what is done, claim and run each cell in isolation.
 
-A cell that raises, runs out of memory or diverges is recorded with its status and error, and the
-study goes on. Measurements (params, MACs, speed, memory) are taken once per distinct model and input
-shape and cached under ``<study>/measurements/`` (:mod:`bench.measure.cache`). :func:`work` is the picklable worker loop that
+A cell that raises, runs out of memory or diverges is recorded with its status and error, and the study goes
+on. Measurements (params, MACs, speed, memory) are taken once per distinct model and input shape and cached
+under ``<study>/measurements/`` (:mod:`bench.measure.cache`). :func:`work` is the picklable worker loop that
 every executor (in-process, worker processes, Slurm) runs.
 """
 
@@ -292,7 +292,8 @@ def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str
         recorded = {}  # a damaged study.json: write_study sets it aside below
     same = recorded.get("profile") == profile and (recorded.get("overrides") or {}) == (overrides or {})
     extra: dict[str, tuple[int, ...]] = {}
-    kept = recorded.get("extra_seeds") if same and isinstance(recorded.get("extra_seeds"), dict) else {}
+    kept = recorded.get("extra_seeds") if same else None
+    kept = kept if isinstance(kept, dict) else {}
     for label, seeds in [*kept.items(), *(extra_seeds or {}).items()]:
         extra[str(label)] = tuple(dict.fromkeys([*extra.get(str(label), ()), *(int(s) for s in seeds)]))
     design = sequential if sequential is not None else recorded.get("sequential") if same else None
@@ -307,7 +308,8 @@ def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str
                                    "cells": [c.identity() for c in cells],
                                    "extra_seeds": {k: list(v) for k, v in extra.items()},
                                    # report-time: the readers recompute time-to-accuracy for these
-                                   "acc_thresholds": list(dict.fromkeys(t for c in cells for t in c.config.acc_thresholds)),
+                                   "acc_thresholds": list(dict.fromkeys(t for c in cells
+                                                                        for t in c.config.acc_thresholds)),
                                    **({"sequential": design} if design else {})})
     todo = pending_cells(chosen, store, retry_failed)
     for c in todo:

@@ -184,7 +184,7 @@ class ResultsStore:
             cell = exc
         why = first_line(cell) if isinstance(cell, Exception) else _cell_problem(cell)
         if why is None:
-            return cell  # type: ignore[return-value]
+            return cell
         summary = self.summary(study, run_id)
         warn_once(path, f"{path} is damaged ({why}); " + (
             "its summary.json says the same, nothing is lost" if summary is not None

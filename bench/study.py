@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bench.claim import Claim, Precondition
+from bench.claim import Claim
+from bench.claim import Precondition as Precondition  # re-exported: a study imports its parts from here
 from bench.config import RunConfig, apply_overrides
 from bench.errors import UserError
 from bench.record import Cell, _is_number, arm_label
@@ -117,7 +118,7 @@ class Study:
             for arm in combo:
                 merged.update(arm.overrides)
                 tags.update(arm.tags)
-            arm_labels = {n: a.label for n, a in zip(names, combo)}
+            arm_labels = {n: a.label for n, a in zip(names, combo, strict=True)}
             cfg0 = apply_overrides(base, merged)
             if self.derive is not None:
                 merged.update(self.derive(cfg0, arm_labels))
@@ -151,11 +152,6 @@ class Study:
             "figures": list(self.figures),
             "timing_critical": self.timing_critical,
         }
-
-
-def arms(axis: str, values: list[Any] | tuple[Any, ...]) -> tuple[Arm, ...]:
-    """Arms that set one config field (``axis``) to each value, labelled by the value."""
-    return tuple(Arm(str(v), {axis: v}, {axis: v}) for v in values)
 
 
 @dataclass(frozen=True)

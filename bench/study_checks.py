@@ -108,7 +108,7 @@ def _arm_rows(study: Study, profile: str) -> list[_Cell]:
     axes = _axes(study, profile)
     rows = []
     for combo in itertools.product(*axes.values()):
-        names: dict[str, list[Any]] = {axis: [arm.label] for axis, arm in zip(axes, combo)}
+        names: dict[str, list[Any]] = {axis: [arm.label] for axis, arm in zip(axes, combo, strict=True)}
         tags = {tag: value for arm in combo for tag, value in arm.tags.items()}
         for tag, value in tags.items():
             names.setdefault(tag, []).append(value)

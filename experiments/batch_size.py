@@ -59,7 +59,8 @@ batch_size = register_study(Study(
         "quick": Profile({"epochs": 8, "milestones": (5, 7), "train_subset": 20000},
                          axes={"batch": batch_size_arms((32, 64, 128, 256, 512, 1024, 2048)), "rule": rule_arms(2)},
                          seeds=(0, 1, 2),
-                         description="ResNet-20, 20k training images, 8 epochs (2-epoch warm-up), batch 32..2048, 3 seeds"),
+                         description="ResNet-20, 20k training images, 8 epochs (2-epoch warm-up), "
+                                     "batch 32..2048, 3 seeds"),
         "smoke": smoke_profile(axes={"batch": batch_size_arms((32, 128)), "rule": rule_arms(1)}),
     },
     claims=(

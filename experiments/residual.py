@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bench.config import RunConfig
 from bench.study import Arm, Claim, Precondition, Profile, Published, Study, register_study
-from experiments._common import CPU_CIFAR_SUBSET, CPU_SHORT_RECIPE, HE2016_CIFAR, QUICK_15_EPOCHS, SMOKE_MNIST_DATA, smoke_profile
+from experiments._common import (CPU_CIFAR_SUBSET, CPU_SHORT_RECIPE, HE2016_CIFAR, QUICK_15_EPOCHS, SMOKE_MNIST_DATA,
+                                 smoke_profile)
 
 HE2016 = "He et al. 2016, Deep Residual Learning, Table 6 (CIFAR-10 test error)"
 HE2016_FIG6 = "He et al. 2016, Fig. 6 left (plain nets, read off the plot, approximate)"

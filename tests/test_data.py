@@ -32,7 +32,7 @@ from bench.data import (
     split_train_val,
     stratified_subset,
 )
-from bench.data import sources
+from bench.data import imagefolder, sources
 from bench.data.gpu_loader import epoch_seed
 from bench.errors import UserError
 
@@ -418,7 +418,7 @@ def write_tar(path: Path, files: dict[str, bytes]) -> None:
             tf.addfile(info, io.BytesIO(data))
 
 
-def test_imagefolder_tar_nested_and_cached(tmp_path):
+def test_imagefolder_tar_nested_and_cached(tmp_path, monkeypatch):
     imgs = make_images(10, 0)
     files = {f"top/train/{c}/{i}.png": png(imgs[k]) for k, (c, i) in enumerate(
         [("dog", 1), ("cat", 2), ("dog", 0), ("cat", 1), ("cat", 0), ("dog", 2)])}  # fmt: skip
@@ -438,6 +438,9 @@ def test_imagefolder_tar_nested_and_cached(tmp_path):
     assert len(cached) == 1 and not list((cache / "imagefolder").glob(".*tmp"))
     again = load_dataset(f"imagefolder:{tar}", cache_dir=cache)
     assert "cached" in again.source and torch.equal(again.train.images, data.train.images)
+    monkeypatch.setattr(imagefolder, "CACHE_VERSION", "imagefolder-v2")  # a new cache layout: decoded again
+    assert "decoded" in load_dataset(f"imagefolder:{tar}", cache_dir=cache).source
+    monkeypatch.undo()
     write_tar(tar, {**files, "top/test/cat/9.png": png(imgs[9])})  # new content -> new key
     changed = load_dataset(f"imagefolder:{tar}", cache_dir=cache)
     assert "decoded" in changed.source and len(changed.test) == 3

@@ -90,13 +90,13 @@ def test_show_prints_accuracies_in_percent(tmp_path: Path, capsys: pytest.Captur
 
 def test_host_load_share_of_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     hz = os.sysconf("SC_CLK_TCK")
-    start = CpuMark(0.0, busy_ticks=0, total_ticks=0, own_cpu_s=0.0)
+    start = CpuMark(busy_ticks=0, total_ticks=0, own_cpu_s=0.0)
     # 4 CPU-seconds passed (2 s on 2 CPUs), 1 s of them busy, 0.25 s of that ours: others took 0.75 of 4
-    end = CpuMark(2.0, busy_ticks=1 * hz, total_ticks=4 * hz, own_cpu_s=0.25)
+    end = CpuMark(busy_ticks=1 * hz, total_ticks=4 * hz, own_cpu_s=0.25)
     load = host_load(start, end)
     assert load["other_cpu_pct"] == pytest.approx(100 * 0.75 / 4, abs=0.1)
     assert host_load(None, end)["other_cpu_pct"] is None  # no start: unknown, not zero
-    assert host_load(CpuMark(0, None, None, 0.0), end)["other_cpu_pct"] is None  # no /proc/stat
+    assert host_load(CpuMark(None, None, 0.0), end)["other_cpu_pct"] is None  # no /proc/stat
     assert under_load(45.0) is True and under_load(2.0) is False
     assert under_load(None, 3.5, 2) is True and under_load(None, 0.5, 2) is False
     assert under_load(None) is None and under_load(float("nan"), None, None) is None

@@ -36,7 +36,8 @@ def check_results_dir(path: str, write: bool) -> None:
         raise UserError(f"--results-dir {path!r} is a file, not a folder (accepted: a folder, made if missing)")
     above = next((p for p in root.absolute().parents if p.exists()), None)
     if not root.exists() and above is not None and not above.is_dir():
-        raise UserError(f"--results-dir {path!r} is inside {str(above)!r}, a file (accepted: a folder, made if missing)")
+        raise UserError(f"--results-dir {path!r} is inside {str(above)!r}, a file "
+                        "(accepted: a folder, made if missing)")
     if not write:
         return
     try:

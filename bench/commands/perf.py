@@ -32,10 +32,10 @@ What is compared (per model, at one batch size, on the same uint8 images):
   Their rows add the ratio to ``step_fp32``, the estimated achieved GFLOP/s and, on a CPU, the
   fraction of its estimated peak; the 1-minute load average before and after goes into the records.
 
-Timing and peak memory: see :mod:`bench.commands.perf_runs`. It measures and reports; it asserts nothing about speed. On a CPU (``--device cpu``, e.g. with
-``--dataset synthetic:...``) the CUDA-only variants are skipped with a printed note and the usual
-loop runs with ``num_workers=0``. Results: a printed table and ``<results-dir>/perf/perf-<time>.csv``
-and ``.json`` (with the environment, date, torch version and GPU name).
+Timing and peak memory: see :mod:`bench.commands.perf_runs`. It measures and reports; it asserts nothing about
+speed. On a CPU (``--device cpu``, e.g. with ``--dataset synthetic:...``) the CUDA-only variants are skipped
+with a printed note and the usual loop runs with ``num_workers=0``. Results: a printed table and
+``<results-dir>/perf/perf-<time>.csv`` and ``.json`` (with the environment, date, torch version and GPU name).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +297,7 @@ def run_perf(args: PerfOptions) -> int:
             with on_device(device):
                 got_steps = step_rounds(m, data, step_vs, batch_size=args.batch_size, rounds=rounds, steps=steps,
                                         device=device)
-            step_rows = [_row(m, v, **g) for v, g in zip(step_vs, got_steps)]
+            step_rows = [_row(m, v, **g) for v, g in zip(step_vs, got_steps, strict=True)]
             _finish_step_rows(step_rows, _train_macs_per_image(m, data), args.batch_size,
                               peak.get("cpu_peak_GFLOP_per_s_est"))
             rows.extend(step_rows)
@@ -320,7 +320,7 @@ def run_perf(args: PerfOptions) -> int:
               f"({peak['cpu_cores_used']} cores x {peak['cpu_clock_GHz']} GHz x "
               f"{peak['cpu_fp32_flop_per_cycle_per_core']})")
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out_dir = Path(args.results_dir) / "perf"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"perf-{now.strftime('%Y%m%d-%H%M%S')}"

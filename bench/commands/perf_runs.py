@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -61,6 +61,11 @@ class Variant:
     channels_last: bool = False
     compile_mode: str | None = None
     needs_cuda: bool = False
+
+
+def _compile(model: nn.Module, **kw: Any) -> nn.Module:
+    """``torch.compile`` of a module: an ``OptimizedModule``, itself a module (the stub says a callable)."""
+    return cast(nn.Module, torch.compile(model, **kw))
 
 
 def _sync(device: torch.device) -> None:
@@ -134,8 +139,8 @@ def usual_loop(model_name: str, data: Any, *, batch_size: int, epochs: int, devi
     net = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels).to(device)
     kw = dict(device=device, mean=data.mean, std=data.std, crop_padding=4, hflip=True, augment=True,
               num_workers=workers, persistent_workers=False, seed=0)
-    train_set = TorchLoader(data.train, batch_size, train=True, **kw)  # type: ignore[arg-type]
-    test_set = TorchLoader(data.test, batch_size, train=False, **kw)  # type: ignore[arg-type]
+    train_set = TorchLoader(data.train, batch_size, train=True, **kw)
+    test_set = TorchLoader(data.test, batch_size, train=False, **kw)
     trainloader, testloader = train_set.loader, test_set.loader  # the plain torch DataLoaders
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
@@ -257,9 +262,9 @@ def _compiled_run(model_name: str, data: Any, v: Variant, *, dataset: str, batch
         model = model.to(memory_format=torch.channels_last)
     graphed = v.engine == "graph"
     if graphed:
-        compiled = torch.compile(model, dynamic=False)  # one static specialisation per batch size
+        compiled = _compile(model, dynamic=False)  # one static specialisation per batch size
     else:
-        compiled = torch.compile(model, mode=v.compile_mode)
+        compiled = _compile(model, mode=v.compile_mode)
     spe = len(train_loader)
     total = (1 + epochs) * spe
     # the engine's step around the compiled model (plain cross-entropy, GoogLeNet's aux heads weighted)
@@ -418,7 +423,7 @@ class _StepVariant:
             model = model.to(memory_format=torch.channels_last)
         cfg = RunConfig(lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         optimizer = build_optimizer(cfg, model.parameters())
-        net = torch.compile(model, mode=v.compile_mode) if v.compile_mode else model
+        net = _compile(model, mode=v.compile_mode) if v.compile_mode else model
         self.step = TrainStep(net, nn.CrossEntropyLoss(), optimizer, self.prec, device,
                               channels_last=v.channels_last, aux_weight=AUX_LOSS_WEIGHT)
         x, y = batch

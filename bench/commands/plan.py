@@ -185,7 +185,8 @@ def power_table(study: Study, profile: str, results_dir: str | Path, overrides: 
         elif o is not None and o.spread_sd is not None and o.spread_sd == o.spread_sd and o.estimate is not None:
             sd, needed = float(o.spread_sd), float(o.seeds_needed or math.nan)
             method = o.estimate.method
-            source = f"recorded runs ({o.estimate.n} {'pairs' if method == 'paired' else 'seeds' if method != 'Welch' else 'per side'})"
+            unit = "pairs" if method == "paired" else "seeds" if method != "Welch" else "per side"
+            source = f"recorded runs ({o.estimate.n} {unit})"
         else:
             base = prior_sd if prior_sd is not None else PRIOR_SD_PCT if claim.metric.endswith("_pct") else None
             if base is None:
@@ -199,8 +200,9 @@ def power_table(study: Study, profile: str, results_dir: str | Path, overrides: 
                 source += "; counts only if its precondition holds"
         extra = int(max(0.0, needed - len(seeds))) if needed == needed and math.isfinite(needed) else None
         secs = sum(per_arm.get(a, math.nan) for a in arms) * extra if extra else 0.0
-        for a in arms if extra else ():
-            arm_extra[a] = max(arm_extra.get(a, 0), extra)
+        if extra:
+            for a in arms:
+                arm_extra[a] = max(arm_extra.get(a, 0), extra)
         row.update({
             "spread_sd_metric_units": round(sd, 4) if sd == sd else None,
             "seeds needed": ("> 1000" if needed == math.inf else int(needed) if needed == needed else "—"),

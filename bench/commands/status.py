@@ -48,14 +48,16 @@ def _runs(study: str, store: ResultsStore, profile: str, overrides: dict[str, An
     latest = read_results(store.root, study)
     if latest.lists_cells_for(profile, overrides):
         return list(latest.runs)
-    return list(read_results(store.root, study, [c.identity() for c in get_study(study).cells(profile, overrides)]).runs)
+    cells = [c.identity() for c in get_study(study).cells(profile, overrides)]
+    return list(read_results(store.root, study, cells).runs)
 
 
 def status_frame(study: str, results_dir: str, profile: str | None = None,
                  overrides: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One row per cell (run_id, arm, seed, state, worker, host, heartbeat_age_s, slurm_job,
-    slurm_state, error: the one-line error of a failed, diverged or out-of-memory cell) and a header
-    dict (study, profile, counts by state, submitted Slurm arrays, where their states came from). ``slurm_state`` is what squeue (or sacct) says of the cell's latest task."""
+    """One row per cell (run_id, arm, seed, state, worker, host, heartbeat_age_s, slurm_job, slurm_state,
+    error: the one-line error of a failed, diverged or out-of-memory cell) and a header dict (study, profile,
+    counts by state, submitted Slurm arrays, where their states came from). ``slurm_state`` is what squeue (or
+    sacct) says of the cell's latest task."""
     from bench.executors.slurm import load_jobs
     from bench.executors.slurm_states import slurm_states
 

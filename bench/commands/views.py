@@ -139,7 +139,8 @@ class Measurement:
     def _repr_html_(self) -> str:
         from bench.commands.zoo import fmt_value
 
-        shown = self.frame().assign(value=lambda df: [fmt_value(k, v) for k, v in zip(df["quantity"], df["value"])])
+        shown = self.frame().assign(
+            value=lambda df: [fmt_value(k, v) for k, v in zip(df["quantity"], df["value"], strict=True)])
         out = shown.to_html(index=False)
         if self.layers is not None:
             out += "<h4>Layers</h4>" + self.layers.to_html(index=False)

@@ -20,6 +20,7 @@ __all__ = [
     "LoadedData",
     "Loader",
     "TorchLoader",
+    "available_locally",
     "channel_stats",
     "crop_windows",
     "default_cache_dir",

@@ -65,7 +65,7 @@ class GpuLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.num_samples = int(n)
-        self.out_size = output_size(h, image_size, crop_size)
+        output_size(h, image_size, crop_size)  # a crop that cannot fit is a UserError here, not in a batch
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
         # (x / 255 - mean) / std == x * scale + shift, one fused addcmul per batch
@@ -130,8 +130,8 @@ class GpuLoader:
                 x = crop_windows(x, top, left, c, c, flip)
                 flip = None
             else:
-                t, l = (x.shape[-2] - c) // 2, (s - c) // 2
-                x = x[:, :, t : t + c, l : l + c]
+                top0, left0 = (x.shape[-2] - c) // 2, (s - c) // 2
+                x = x[:, :, top0 : top0 + c, left0 : left0 + c]
         if flip is not None:
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
         x = torch.addcmul(self._shift, x, self._scale)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-CACHE_VERSION = "imagefolder-v1"  # bump when the cached arrays' meaning changes
+CACHE_VERSION = "imagefolder-v1"  # bump when the cached arrays' meaning changes: older caches are decoded again
 _CHUNK = 1000  # images per decode task: large enough that pickling overhead is negligible
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
@@ -74,8 +74,10 @@ def load_imagefolder(path: Path, cache_dir: Path, *, name: str | None = None, no
         how = "decoded"
         arrays = _decode(path)
         arrays["key"] = np.array(key)
+        arrays["version"] = np.array(CACHE_VERSION)
         try:
-            write_atomic(cache_file, lambda f: np.savez(f, **arrays), binary=True)
+            # numpy's stub types **arrays as if one of them could be allow_pickle
+            write_atomic(cache_file, lambda f: np.savez(f, **arrays), binary=True)  # type: ignore[arg-type]
         except OSError as e:  # an unwritable cache only costs time on the next load
             _warn(f"could not write the decoded-image cache {cache_file} ({e.strerror or e}); decoding again next time")
     classes = [str(c) for c in arrays["classes"]]
@@ -130,6 +132,9 @@ def _read_cache(cache_file: Path, key: str) -> dict[str, np.ndarray] | None:
             arrays = {k: z[k] for k in z.files}
         if str(arrays["key"]) != key:
             raise ValueError("content key mismatch")
+        made_by = str(arrays.pop("version", "imagefolder-v1"))  # caches from before the mark are v1
+        if made_by != CACHE_VERSION:
+            raise ValueError(f"made as {made_by}, this loader reads {CACHE_VERSION}")
         return arrays
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # an empty file: EOFError
         _warn(f"ignoring unreadable image cache {cache_file} ({' '.join(str(e).split())[:200]}); decoding again")
@@ -166,10 +171,14 @@ def _decode(path: Path) -> dict[str, np.ndarray]:
             submit()
         decoded = [a for fut in futures for a in fut.result()]
     keep = _choose_layout(path, prefixes)
-    records = [(k, a) for k, a, p in zip(keys, decoded, prefixes) if p == keep]
-    for (split, cls, fname), a in records:
+    records: list[tuple[tuple[str, str, str], np.ndarray]] = []
+    for k, a, p in zip(keys, decoded, prefixes, strict=True):
+        if p != keep:
+            continue
         if isinstance(a, str):
+            split, cls, fname = k
             raise UserError(f"cannot decode image {split}/{cls}/{fname} in {path}: {a}")
+        records.append((k, a))
     out = _assemble(path, records)
     log.info("decoded %d images in %.1f s", sum(len(out[f"{s}_labels"]) for s in SPLITS), time.perf_counter() - t0)
     return out
@@ -191,9 +200,9 @@ def _entries(path: Path):
             for m in tf:
                 parsed = _parse(m.name) if m.isfile() else None
                 if parsed:
-                    f = tf.extractfile(m)
-                    assert f is not None
-                    yield parsed[0], parsed[1], f.read()
+                    member = tf.extractfile(m)
+                    assert member is not None
+                    yield parsed[0], parsed[1], member.read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         why = "not a tar archive, or a compressed one cut short" if isinstance(e, tarfile.ReadError) else \
             " ".join(str(e).split())[:200] or type(e).__name__
@@ -251,7 +260,7 @@ def _assemble(path: Path, records: list[tuple[_Key, np.ndarray]]) -> dict[str, n
         imgs = []
         for _, a in by_split[s]:
             if a.shape[:2] != size:
-                a = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.BILINEAR))
+                a = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.Resampling.BILINEAR))
                 resized += 1
             if color and a.ndim == 2:
                 a = np.repeat(a[:, :, None], 3, axis=2)
@@ -271,7 +280,8 @@ def _decode_chunk(items: list[bytes | str]) -> list[np.ndarray | str]:
     out: list[np.ndarray | str] = []
     for item in items:
         try:
-            with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as im:
+            with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as opened:
+                im: Image.Image = opened
                 if im.mode in ("1", "I", "I;16", "F"):
                     im = im.convert("L")
                 elif im.mode not in ("L", "RGB"):
@@ -285,7 +295,7 @@ def _decode_chunk(items: list[bytes | str]) -> list[np.ndarray | str]:
 class _InlineExecutor(Executor):
     """Runs tasks at submission; used when a pool would not pay for itself."""
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+    def submit(self, fn, /, *args, **kwargs):
         fut: Future = Future()
         fut.set_result(fn(*args, **kwargs))
         return fut

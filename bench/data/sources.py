@@ -17,7 +17,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.error import URLError
 
 import torch
@@ -132,13 +132,15 @@ def input_shape(cfg: RunConfig, image_shape: tuple[int, int, int]) -> tuple[int,
     return (int(c), int(side or h), int(side or w))
 
 
-@DATASETS.register("synthetic", takes_arg=True, description="deterministic class-template images (options)")
-def _synthetic(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
+@DATASETS.register("synthetic", takes_arg=True)
+def _synthetic(arg: str | None, _data_dir: Path, _cache_dir: Path) -> LoadedData:
+    """Deterministic class-template images (options after the colon); nothing read from disk."""
     return make_synthetic(arg, name=f"synthetic:{arg}" if arg else "synthetic")
 
 
-@DATASETS.register("imagefolder", takes_arg=True, description="train/<class>/*, test/<class>/* folder or tar")
+@DATASETS.register("imagefolder", takes_arg=True)
 def _imagefolder(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
+    """A ``train/<class>/*``, ``test/<class>/*`` folder or tar file."""
     if not arg:
         raise UserError("imagefolder needs a path: imagefolder:<folder or .tar/.tar.gz>")
     path = Path(arg).expanduser()
@@ -154,27 +156,25 @@ def _imagefolder(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData
 # ---------------------------------------------------------------- torchvision sets
 
 
-def _torchvision(name: str, cls: type, description: str, shape: tuple[int, int, int], train_size: int) -> None:
-    def source(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
+def _torchvision(name: str, cls: type, shape: tuple[int, int, int], train_size: int) -> None:
+    def source(_arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
         return _load_torchvision(name, cls, data_dir, cache_dir)
 
-    DATASETS.add(name, source, description=description, torchvision=cls.__name__, shape=shape,
-                 train_size=train_size)
+    DATASETS.add(name, source, torchvision=cls.__name__, shape=shape, train_size=train_size)
 
 
-_torchvision("cifar10", datasets.CIFAR10, "CIFAR-10 (torchvision; or cifar10-jpeg.tar.gz in the data folder)",
-             (3, 32, 32), 50_000)
-_torchvision("cifar100", datasets.CIFAR100, "CIFAR-100 (torchvision)", (3, 32, 32), 50_000)
-_torchvision("mnist", datasets.MNIST, "MNIST (torchvision; raw .gz files accepted)", (1, 28, 28), 60_000)
-_torchvision("fashion_mnist", datasets.FashionMNIST, "Fashion-MNIST (torchvision; raw .gz files accepted)",
-             (1, 28, 28), 60_000)
+# cifar10 also reads cifar10-jpeg.tar.gz from the data folder; the MNIST pair their raw .gz files.
+_torchvision("cifar10", datasets.CIFAR10, (3, 32, 32), 50_000)
+_torchvision("cifar100", datasets.CIFAR100, (3, 32, 32), 50_000)
+_torchvision("mnist", datasets.MNIST, (1, 28, 28), 60_000)
+_torchvision("fashion_mnist", datasets.FashionMNIST, (1, 28, 28), 60_000)
 
 
 def _is_mnist_like(cls: type) -> bool:
     return issubclass(cls, datasets.MNIST)
 
 
-def _expected_files(cls: type, root: Path) -> list[Path]:
+def _expected_files(cls: type[Any], root: Path) -> list[Path]:
     """The files torchvision's loader reads (decompressed raw files, or the CIFAR pickles)."""
     if _is_mnist_like(cls):
         raw = root / cls.__name__ / "raw"
@@ -183,7 +183,7 @@ def _expected_files(cls: type, root: Path) -> list[Path]:
     return [root / cls.base_folder / n for n in names]
 
 
-def _load_torchvision(name: str, cls: type, data_dir: Path, cache_dir: Path) -> LoadedData:
+def _load_torchvision(name: str, cls: type[Any], data_dir: Path, cache_dir: Path) -> LoadedData:
     expected = _expected_files(cls, data_dir)
     note = ""
     root = data_dir
@@ -241,7 +241,7 @@ def _find_cifar10_jpeg(data_dir: Path) -> Path | None:
     return None
 
 
-def _decompress_raw(cls: type, data_dir: Path, cache_dir: Path) -> tuple[Path, str]:
+def _decompress_raw(cls: type[Any], data_dir: Path, cache_dir: Path) -> tuple[Path, str]:
     """Make the decompressed raw files exist; return the root torchvision should read and a note.
 
     Next to the ``.gz`` files when that folder is writable; otherwise under
@@ -269,12 +269,13 @@ def _decompress_raw(cls: type, data_dir: Path, cache_dir: Path) -> tuple[Path, s
             with gzip.open(src, "rb") as fin:
                 write_atomic(dest, lambda fout: shutil.copyfileobj(fin, fout, 1 << 20), binary=True)
         except (OSError, EOFError) as e:
-            raise UserError(f"cannot decompress {src} into {out_raw}: {e} (set BENCH_CACHE_DIR to a writable folder)")
+            raise UserError(f"cannot decompress {src} into {out_raw}: {e} "
+                            "(set BENCH_CACHE_DIR to a writable folder)") from e
     where = "in place" if out_raw == raw else f"into {out_raw}"
     return root, f"decompressed {len(gz)} .gz file(s) from {raw} {where}"
 
 
-def _download(name: str, cls: type, data_dir: Path, expected: list[Path]) -> None:
+def _download(name: str, cls: type[Any], data_dir: Path, expected: list[Path]) -> None:
     """Try torchvision's downloader; offline or failing, raise a one-line UserError."""
     missing = [p for p in expected if not p.exists()]
     shown = ", ".join(str(p.relative_to(data_dir)) for p in missing[:4]) + (

@@ -73,7 +73,7 @@ def _stratified_pick(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Ten
         take[order[:short]] += 1
     rng = np.random.default_rng(seed)
     picked = []
-    for c, k in zip(classes, take):
+    for c, k in zip(classes, take, strict=True):
         members = np.flatnonzero(y == c)  # ascending, so the result depends only on labels and seed
         picked.append(rng.permutation(members)[:k])
     chosen = np.sort(np.concatenate(picked))

@@ -121,7 +121,7 @@ class TorchLoader:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         height, width = int(ds.images.shape[2]), int(ds.images.shape[3])
-        self.out_size = output_size(height, image_size, crop_size)
+        output_size(height, image_size, crop_size)  # a crop that cannot fit is a UserError here, not in a batch
         cuda = self.device.type == "cuda"
         if num_workers is None:
             num_workers = 4 if cuda else 0

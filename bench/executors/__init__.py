@@ -59,9 +59,7 @@ def run_with_executor(study: Study, profile: str, opts: RunOptions) -> dict[str,
     common: dict[str, Any] = {"device": opts.device, "data_dir": opts.data_dir, "measure": opts.measure,
                               "end_steps": opts.end_steps}
     if opts.executor == "local":
-        return run_local(study, profile, cells, todo, store, overrides=opts.overrides, parallel=opts.parallel,
-                         gpus=opts.gpus, **common)
+        return run_local(study, cells, todo, store, parallel=opts.parallel, gpus=opts.gpus, **common)
     params = build_slurm_parameters(study.name, partition=opts.slurm_partition, gpus_per_task=opts.gpus_per_task,
                                     timeout_min=opts.timeout_min, max_parallel=opts.max_parallel)
-    return run_submitit(study, profile, cells, todo, store, overrides=opts.overrides, cluster=opts.executor,
-                        parameters=params, **common)
+    return run_submitit(study, profile, cells, todo, store, cluster=opts.executor, parameters=params, **common)

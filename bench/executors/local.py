@@ -17,7 +17,6 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from bench.data.sources import input_shape
 from bench.device import parse_device
@@ -139,7 +138,7 @@ def _worker_main(spec: WorkSpec, cuda_visible: str | None, threads: int | None) 
         print(f"bench: error: worker {spec.worker}: {exc.strerror or exc}{where} "
               "(finished records are kept; fix this and rerun)", file=sys.stderr)
         sys.exit(2)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - the worker's last word: its traceback, then a failed exit
         traceback.print_exc()
         sys.exit(1)
 
@@ -215,12 +214,10 @@ def _start_pinned(p: mp.process.BaseProcess, visible: str | None) -> None:
 
 def run_local(
     study: Study,
-    profile: str,
     cells: Sequence[Cell],
     todo: Sequence[Cell],
     store: ResultsStore,
     *,
-    overrides: dict[str, Any],
     parallel: int | None,
     gpus: str | None,
     device: str,
@@ -284,9 +281,9 @@ def _run_workers(spec: WorkSpec, slots: Sequence[int | None], per_slot: int, tod
             wspec = replace(spec, worker=name, device="cpu" if slot is None else "cuda",
                             shared_gpu=slot is not None and per_slot > 1)
             visible = None if slot is None else _physical_gpu(slot)
-            p = ctx.Process(target=_worker_main, args=(wspec, visible, threads), name=name, daemon=False)
-            _start_pinned(p, visible)
-            procs.append((name, p))
+            proc = ctx.Process(target=_worker_main, args=(wspec, visible, threads), name=name, daemon=False)
+            _start_pinned(proc, visible)
+            procs.append((name, proc))
     print(f"bench: {len(todo)} cells on {n_workers} worker processes "
           f"({per_slot} per {'CPU' if slots == [None] else 'GPU'})", file=sys.stderr)
     bar = tqdm(total=len(todo), desc="cells", unit="run", disable=not sys.stderr.isatty())

@@ -23,7 +23,6 @@ from bench.report.power import Design
 from bench.store import ResultsStore, recorded_extra_seeds
 from bench.study import Selection, Study
 
-DECIDED = ("reproduced", "contradicted")
 POLL_S = 30.0  # how often a submitted (Slurm) round is checked for finished cells
 
 

@@ -192,7 +192,7 @@ def record_jobs(store: ResultsStore, study: str, profile: str, jobs: Sequence[su
         "submitted_at": time.time(),
         "host": socket.gethostname(),
         "parameters": parameters,
-        "tasks": {rid: jid for spec, jid in zip(specs, ids) for rid in spec.run_ids},
+        "tasks": {rid: jid for spec, jid in zip(specs, ids, strict=True) for rid in spec.run_ids},
     }
     path = slurm_dir(store, study) / JOBS_FILE
     with locks.hold(path.with_name(JOBS_FILE + ".lock")):
@@ -244,7 +244,6 @@ def run_submitit(
     todo: Sequence[Cell],
     store: ResultsStore,
     *,
-    overrides: dict[str, Any],
     cluster: str,
     parameters: dict[str, Any],
     device: str,

@@ -19,7 +19,7 @@ EXPORTS: Registry[Exporter] = Registry("export target")
 
 
 @EXPORTS.register("parquet")
-def export_parquet(study: str, results_dir: Path, args: argparse.Namespace) -> list[str]:
+def export_parquet(study: str, results_dir: Path, _args: argparse.Namespace) -> list[str]:
     """``<study>/runs.parquet`` (one row per run) and ``<study>/history.parquet`` (per run and epoch)."""
     from bench.frames import write_parquet
 

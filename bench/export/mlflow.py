@@ -83,7 +83,8 @@ def log_run(client: Any, experiment_id: str, run: Run, report: Path | None) -> s
         raise ValueError(f"run {run.run_id} has not finished: only finished runs are logged")
     status = rec.status
     tags = {RUN_ID_TAG: run.run_id, "bench.study": run.study, "bench.arm": str(run.cell.get("arm_label", "")),
-            "bench.seed": str(run.cell.get("seed")), "bench.status": status, "bench.profile": str(run.cell.get("profile"))}
+            "bench.seed": str(run.cell.get("seed")), "bench.status": status,
+            "bench.profile": str(run.cell.get("profile"))}
     if rec.outcome.error:
         tags["bench.error"] = str(rec.outcome.error)[:5000]
     started, finished = (t if math.isfinite(t) else time.time() for t in (rec.placement.started_at,

@@ -105,7 +105,8 @@ def measure_model(
     """
     from bench.models import create_model, model_info  # late: the zoo imports many modules
 
-    shape = tuple(int(s) for s in (input_shape or model_info(model_name)["input_size"]))
+    c, h, w = (int(s) for s in (input_shape or model_info(model_name)["input_size"]))
+    shape = (c, h, w)
     with torch.device("meta"):  # sized before anything is allocated: counted here if too large
         meta = create_model(model_name, num_classes=num_classes, in_channels=shape[0], **(model_kwargs or {}))
     params, activations = footprint(meta, shape)

@@ -19,7 +19,8 @@ from bench.models.outputs import AUX_LOSS_WEIGHT, split_outputs
 from bench.train.step import TrainStep
 from bench.train.optim import build_optimizer
 
-__all__ = ["DEFAULT_OPTIMIZER", "MODES", "OptimizerFactory", "build_step", "check_choices", "make_input", "private_copy", "resolve_device"]
+__all__ = ["DEFAULT_OPTIMIZER", "MODES", "OptimizerFactory", "build_step", "check_choices", "make_input",
+           "private_copy", "resolve_device"]
 
 MODES = ("infer", "train")
 
@@ -44,7 +45,7 @@ def private_copy(model: nn.Module, device: torch.device, channels_last: bool) ->
     return m
 
 
-def make_input(input_shape: tuple[int, int, int], batch_size: int, device: torch.device,
+def make_input(input_shape: tuple[int, ...], batch_size: int, device: torch.device,
                channels_last: bool) -> torch.Tensor:
     """Random normal batch ``[batch_size, *input_shape]``, made once: the step times compute only."""
     if batch_size < 1:

@@ -50,7 +50,7 @@ def quiet_fvcore() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, lvl in zip(loggers, levels):
+        for lg, lvl in zip(loggers, levels, strict=True):
             lg.setLevel(lvl)
 
 
@@ -66,7 +66,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = t
 
 
-def sample_input(model: nn.Module, input_shape: tuple[int, int, int]) -> torch.Tensor:
+def sample_input(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
     """A zero batch of one on the model's device and in its floating dtype."""
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
@@ -114,7 +114,7 @@ def _count(model: nn.Module, x: torch.Tensor) -> dict[str, int | str]:
             model(x)
     conv_linear = sum(int(v) for k, v in by_op.items() if k in CONV_LINEAR_OPS)
     skipped_text = ",".join(f"{k}:{v}" for k, v in sorted(skipped.items()))
-    return dict(zip(COMPUTE_KEYS, (total, int(conv_linear), int(counter.get_total_flops()), skipped_text)))
+    return dict(zip(COMPUTE_KEYS, (total, int(conv_linear), int(counter.get_total_flops()), skipped_text), strict=True))
 
 
 def count_compute_meta(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int | str | None]:
@@ -128,7 +128,7 @@ def count_compute_meta(model: nn.Module, input_shape: tuple[int, int, int]) -> d
             model(torch.zeros(1, *input_shape))
     flops = int(counter.get_total_flops())
     return dict(zip(COMPUTE_KEYS, (None, flops // 2, flops,
-                                   "not counted (too large to allocate: counted on the meta device)")))
+                                   "not counted (too large to allocate: counted on the meta device)"), strict=True))
 
 
 def footprint(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:

@@ -11,7 +11,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,6 @@ class CpuMark:
     """CPU time counters at one moment: the machine's busy and total jiffies (/proc/stat, None where
     there is none) and this process's own CPU seconds (its threads, reaped children and live children)."""
 
-    wall: float
     busy_ticks: int | None
     total_ticks: int | None
     own_cpu_s: float
@@ -179,7 +177,7 @@ def _own_cpu_s() -> float:
 def cpu_mark() -> CpuMark:
     """The counters now (see :class:`CpuMark`)."""
     busy, total = _proc_stat()
-    return CpuMark(time.time(), busy, total, _own_cpu_s())
+    return CpuMark(busy, total, _own_cpu_s())
 
 
 _last_mark: CpuMark | None = None

@@ -41,7 +41,7 @@ def measure_memory(
     check_choices(mode, precision, dev)
     keys = memory_keys(mode)
     if dev.type != "cuda":
-        return dict(zip(keys, (None, None, False)))
+        return dict(zip(keys, (None, None, False), strict=True))
     m = private_copy(model, dev, channels_last)
     x = make_input(tuple(input_shape), batch_size, dev, channels_last)
     step = build_step(m, x, mode, precision, dev, optimizer)
@@ -55,7 +55,7 @@ def measure_memory(
         step()
         torch.cuda.synchronize(dev)
     allocated, reserved = memory_peaks(dev)
-    out = dict(zip(keys, (allocated, reserved, True)))
+    out = dict(zip(keys, (allocated, reserved, True), strict=True))
     del step, m, x
     release_cached_memory(dev)
     return out

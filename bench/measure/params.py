@@ -19,4 +19,4 @@ def count_params(model: nn.Module) -> dict[str, int]:
         total += n
         if p.requires_grad:
             trainable += n
-    return dict(zip(PARAM_KEYS, (int(total), int(trainable))))
+    return dict(zip(PARAM_KEYS, (int(total), int(trainable)), strict=True))

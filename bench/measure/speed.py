@@ -140,7 +140,7 @@ def measure_speed(
     q1, med, q3 = _quartiles(times)
     return dict(zip(speed_keys(mode), (
         batch_size / (med / 1e3) if med > 0 else float("inf"), med, q3 - q1, latency, int(repeats), int(per),
-        int(batch_size), load["load_avg_1min"], load["other_cpu_pct"])))
+        int(batch_size), load["load_avg_1min"], load["other_cpu_pct"]), strict=True))
 
 
 def speed_keys(mode: str) -> tuple[str, ...]:

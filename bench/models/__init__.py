@@ -15,7 +15,7 @@ from bench.models._registry import MODELS, create_model, list_models, model_info
 from bench.models.norms import NORM_TABLE, NORMS, make_norm_layer
 
 # Imported for their registrations.
-from bench.models import cifar_resnet, classic, mnist, torchvision_resnet  # noqa: E402,F401  isort: skip
+from bench.models import cifar_resnet, classic, mnist, torchvision_resnet  # noqa: F401  isort: skip
 
 __all__ = [
     "MODELS",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -16,6 +16,7 @@ from bench.errors import UserError, unknown_value
 from bench.registry import Registry
 
 ModelFn = Callable[..., nn.Module]
+F = TypeVar("F", bound=ModelFn)
 
 MODELS: Registry[ModelFn] = Registry("model")
 
@@ -26,14 +27,14 @@ def register_model(
     input_size: tuple[int, int, int] = (3, 32, 32),
     family: str = "other",
     **meta: Any,
-) -> Callable[[ModelFn], ModelFn]:
+) -> Callable[[F], F]:
     """Decorator registering a model function ``fn(num_classes=10, in_channels=3, **options)``.
 
     ``input_size`` is the (C, H, W) the model is meant for by default; a second function under the
     same name raises ``ValueError``.
     """
 
-    def deco(fn: ModelFn) -> ModelFn:
+    def deco(fn: F) -> F:
         MODELS.add(name or fn.__name__, fn, input_size=tuple(input_size), family=family, **meta)
         return fn
 

@@ -133,7 +133,8 @@ def cifar_resnet(
 _DOCS = {
     BasicBlock: "ResNet-{d} for CIFAR (He et al. 2016): {n} basic blocks per stage, 16/32/64 channels.",
     PlainBlock: "Plain-{d} for CIFAR: ResNet-{d} without shortcuts (He et al. 2016 Sec. 4.2).",
-    PreActBottleneck: "Pre-activation bottleneck ResNet-{d}, He et al. 2016b: {n} bottlenecks per stage, 64/128/256 out.",
+    PreActBottleneck: ("Pre-activation bottleneck ResNet-{d}, He et al. 2016b: {n} bottlenecks per stage, "
+                       "64/128/256 out."),
 }
 CIFAR_VARIANTS: dict[str, dict] = {
     **{f"resnet{d}": dict(depth=d, block=BasicBlock, shortcut="A", family="cifar_resnet")
@@ -170,5 +171,5 @@ def _make_variant(
 
 
 for _name, _cfg in CIFAR_VARIANTS.items():
-    register_model(_name, family=_cfg["family"], depth=_cfg["depth"])(
+    register_model(_name, family=_cfg["family"])(
         _make_variant(_name, _cfg["depth"], _cfg["block"], _cfg["shortcut"]))

@@ -45,7 +45,7 @@ from bench.models.torchvision_resnet import STEMS
 # --------------------------------------------------------------------------- AlexNet
 
 
-@register_model(input_size=(3, 64, 64), family="alexnet", source="torchvision")
+@register_model(input_size=(3, 64, 64), family="alexnet")
 def alexnet_cifar(num_classes: int = 10, in_channels: int = 3, *, dropout: float = 0.5) -> AlexNet:
     """AlexNet (torchvision's) for 64x64 CIFAR crops: 11x11/4 conv stem, 6x6 adaptive pool, dropout."""
     model = AlexNet(num_classes=num_classes, dropout=dropout)
@@ -94,13 +94,13 @@ def cifar_vgg(cfg: str, batch_norm: bool, num_classes: int, in_channels: int, dr
     return CifarVGG(features, num_classes, dropout=dropout)
 
 
-@register_model(family="vgg", source="torchvision")
+@register_model(family="vgg")
 def vgg16(num_classes: int = 10, in_channels: int = 3, *, dropout: float = 0.5) -> CifarVGG:
     """VGG-16 (torchvision cfg 'D') for 32x32 inputs: 512-512-num_classes head, no norm."""
     return cifar_vgg("D", False, num_classes, in_channels, dropout)
 
 
-@register_model(family="vgg", source="torchvision")
+@register_model(family="vgg")
 def vgg16_bn(num_classes: int = 10, in_channels: int = 3, *, dropout: float = 0.5) -> CifarVGG:
     """VGG-16 with BatchNorm (torchvision cfg 'D') for 32x32 inputs: 512-512-num_classes head."""
     return cifar_vgg("D", True, num_classes, in_channels, dropout)
@@ -109,7 +109,7 @@ def vgg16_bn(num_classes: int = 10, in_channels: int = 3, *, dropout: float = 0.
 # --------------------------------------------------------------------------- GoogLeNet
 
 
-@register_model(family="googlenet", source="torchvision", returns_aux_in_train=True)
+@register_model(family="googlenet", returns_aux_in_train=True)
 def googlenet(num_classes: int = 10, in_channels: int = 3, *, stem: str = "cifar") -> GoogLeNet:
     """GoogLeNet (torchvision's, with aux heads; train mode returns (logits, aux2, aux1)); CIFAR stem."""
     if stem not in STEMS:
@@ -128,7 +128,7 @@ def googlenet(num_classes: int = 10, in_channels: int = 3, *, stem: str = "cifar
 # --------------------------------------------------------------------------- DenseNet
 
 
-@register_model(family="densenet", source="torchvision")
+@register_model(family="densenet")
 def densenet121(num_classes: int = 10, in_channels: int = 3, *, stem: str = "cifar",
                 drop_rate: float = 0.0) -> DenseNet:
     """DenseNet-121 (torchvision's, growth 32, blocks 6/12/24/16); CIFAR stem 3x3/1 without pool."""

@@ -14,6 +14,8 @@ the input at 28x28.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -65,7 +67,7 @@ class ResizeResidualBlock(nn.Module):
 class MnistResNet(nn.Module):
     """A stack of residual ``blocks`` followed by flatten and one FC layer of ``fc_in`` inputs."""
 
-    def __init__(self, blocks: list[nn.Module], fc_in: int, num_classes: int = 10) -> None:
+    def __init__(self, blocks: Sequence[nn.Module], fc_in: int, num_classes: int = 10) -> None:
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(fc_in, num_classes)

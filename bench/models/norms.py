@@ -62,14 +62,14 @@ def _group_norm(groups: int) -> NormLayer:
     return group_norm
 
 
-def _layer_norm(groups: int) -> NormLayer:
+def _layer_norm(_groups: int) -> NormLayer:
     def layer_norm(channels: int) -> nn.Module:
         return nn.GroupNorm(1, channels)
 
     return layer_norm
 
 
-def _instance_norm(groups: int) -> NormLayer:
+def _instance_norm(_groups: int) -> NormLayer:
     def instance_norm(channels: int) -> nn.Module:
         return nn.GroupNorm(channels, channels)
 
@@ -77,11 +77,11 @@ def _instance_norm(groups: int) -> NormLayer:
 
 
 NORM_TABLE: dict[str, Norm] = {
-    "bn": Norm("BatchNorm", lambda groups: nn.BatchNorm2d, nn.BatchNorm2d),
+    "bn": Norm("BatchNorm", lambda _groups: nn.BatchNorm2d, nn.BatchNorm2d),
     "gn": Norm("GroupNorm", _group_norm, nn.GroupNorm),
     "ln": Norm("LayerNorm", _layer_norm, nn.GroupNorm),
     "in": Norm("InstanceNorm", _instance_norm, nn.GroupNorm),
-    "none": Norm("no norm", lambda groups: None, None),
+    "none": Norm("no norm", lambda _groups: None, None),
 }
 NORMS: tuple[str, ...] = tuple(NORM_TABLE)  # the accepted values of norm=, in table order
 
@@ -100,7 +100,7 @@ def norm_or_identity(norm_layer: NormLayer | None, channels: int) -> nn.Module:
     return nn.Identity() if norm_layer is None else norm_layer(channels)
 
 
-def identity_norm(channels: int) -> nn.Module:
+def identity_norm(_channels: int) -> nn.Module:
     """A norm factory that normalises nothing; for code (torchvision's) that insists on one."""
     return nn.Identity()
 
@@ -127,7 +127,9 @@ def init_weights(model: nn.Module) -> nn.Module:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, norm_types) and getattr(m, "weight", None) is not None:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        elif isinstance(m, norm_types):
+            weight, bias = getattr(m, "weight", None), getattr(m, "bias", None)
+            if isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor):  # affine ones only
+                nn.init.ones_(weight)
+                nn.init.zeros_(bias)
     return model

@@ -20,7 +20,6 @@ from bench.models._registry import register_model
 from bench.models.norms import identity_norm, make_norm_layer, restore_conv_biases
 
 STEMS: tuple[str, ...] = ("cifar", "imagenet")
-STEM_INPUT_SIZES: dict[str, tuple[int, int, int]] = {"cifar": (3, 32, 32), "imagenet": (3, 224, 224)}
 
 # Variants as data, as in torchvision: block class and blocks per stage.
 TV_RESNET_CFGS: dict[str, dict] = {
@@ -67,7 +66,7 @@ def torchvision_resnet(
     return model
 
 
-@register_model(family="resnet", source="torchvision", input_size_by_stem=STEM_INPUT_SIZES)
+@register_model(family="resnet")
 def resnet18(num_classes: int = 10, in_channels: int = 3, *, stem: str = "cifar", norm: str = "bn",
              groups: int = 32, zero_init_residual: bool = False) -> ResNet:
     """ResNet-18 from torchvision's ResNet/BasicBlock; stem 'cifar' (3x3, no max-pool) or 'imagenet'."""
@@ -75,7 +74,7 @@ def resnet18(num_classes: int = 10, in_channels: int = 3, *, stem: str = "cifar"
                               zero_init_residual=zero_init_residual)
 
 
-@register_model(family="resnet", source="torchvision", input_size_by_stem=STEM_INPUT_SIZES)
+@register_model(family="resnet")
 def resnet34(num_classes: int = 10, in_channels: int = 3, *, stem: str = "cifar", norm: str = "bn",
              groups: int = 32, zero_init_residual: bool = False) -> ResNet:
     """ResNet-34 from torchvision's ResNet/BasicBlock; stem 'cifar' (3x3, no max-pool) or 'imagenet'."""

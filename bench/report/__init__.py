@@ -129,7 +129,8 @@ def build_index(results_dir: str | Path = "results") -> Path:
         counts = _html.state_counts(d.cells)
         report = root / name / "report.html"
         rows.append({"name": name, "question": d.desc.get("question", ""), "profile": d.profile,
-                     **index_entry(d), **counts, "total": int(len(d.cells)), "last_update": _html.when(_html.last_update(d)),
+                     **index_entry(d), **counts, "total": int(len(d.cells)),
+                     "last_update": _html.when(_html.last_update(d)),
                      "report": f"{name}/report.html" if report.exists() else None, "not_run": None})
     # the registered studies not run here yet, so the page shows what there is to run
     from bench.study import load_studies

@@ -141,14 +141,6 @@ def other_tag(d: ReportData, df: pd.DataFrame, exclude: str) -> str | None:
     return None
 
 
-def hue_colour(d: ReportData, col: str | None, value: Any, arm: str | None = None) -> str:
-    if col and col in d.palette.tags:
-        return d.palette.tag(col, value)
-    if arm is not None:
-        return d.palette.arm(arm)
-    return d.palette.tag(col or "", value)
-
-
 def hue_groups(d: ReportData, df: pd.DataFrame, hue: str | None) -> list[Any]:
     """Values of the hue column present in ``df``, in the palette's (report-wide) order."""
     if hue is None:

@@ -111,7 +111,8 @@ def evaluate(claim: Claim, table: pd.DataFrame, design: Design | None = None) ->
     assert side_a is not None
     pre = _precondition(claim, {"a": side_a, "b": side_b})
     if pre is not None and not pre[0]:
-        return Verdict(claim, "not tested", None, arms_a, arms_b, f"precondition not met: {pre[1]}; {pre[2]}", False, pre[1])
+        return Verdict(claim, "not tested", None, arms_a, arms_b, f"precondition not met: {pre[1]}; {pre[2]}",
+                       False, pre[1])
     out = _compare(claim, table, side_a, side_b, arms_a, arms_b, design)
     return out if pre is None else dataclasses.replace(out, precondition_held=True, checked=pre[1])
 
@@ -287,7 +288,8 @@ def _trend(claim: Claim, table: pd.DataFrame, design: Design | None = None) -> V
     rows = table[matches(table, claim.a)]
     rows = rows[pd.to_numeric(rows[tag], errors="coerce").notna()]
     if rows.empty:
-        return Verdict(claim, "not tested", None, (), (), f"no arm {selector_text(claim.a)} with a numeric {claim.over}")
+        return Verdict(claim, "not tested", None, (), (),
+                       f"no arm {selector_text(claim.a)} with a numeric {claim.over}")
     arms = tuple(rows["arm_label"].unique())
     ok = rows[rows["state"] == "ok"]
     vals = (pd.to_numeric(ok[claim.metric], errors="coerce") if claim.metric in ok

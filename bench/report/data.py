@@ -132,7 +132,7 @@ def config_difference(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
         return pd.DataFrame(), {}
     configs = {rid: _flat(c) for rid, c in configs.items()}
     fixed, varied = split_fixed_varied(list(configs.values()))
-    label_of = dict(zip(data.cells["run_id"], data.cells["arm_label"]))
+    label_of = dict(zip(data.cells["run_id"], data.cells["arm_label"], strict=True))
     rows: dict[str, dict[str, Any]] = {}
     for rid, c in configs.items():
         rows.setdefault(label_of.get(rid, rid), {k: _short(c.get(k)) for k in varied})

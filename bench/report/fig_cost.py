@@ -109,7 +109,7 @@ def batch_time(d: ReportData) -> Figure:
     groups = hue_groups(d, ok, hue)
     with style():
         fig, axes = panels(2, width=4.6, height=3.4)
-        for ax, y in zip(axes, ("_t", "_r")):  # every point an arm in its own colour, grey lines per group
+        for ax, y in zip(axes, ("_t", "_r"), strict=True):  # every point an arm in its own colour, grey lines per group
             arms_by_group(ax, ok, "_x", y, hue=hue, groups=groups, arm_order=d.arm_order, colour_of=d.palette.arm)
         if ok["_m"].notna().any():
             m = ok.groupby("_x")["_m"].median()

@@ -46,7 +46,7 @@ def curves_iter(d: ReportData) -> Figure:
     chance = runs_chance_error_pct(d.runs)
     with style():
         fig, axes = panels(len(nets), sharey=True)
-        for ax, net in zip(axes, nets):
+        for ax, net in zip(axes, nets, strict=True):
             sub = h if net is None else h[h["tag_net"] == net]
             for arm in [a for a in d.arm_order if a in set(sub["arm"])]:
                 s = sub[sub["arm"] == arm]
@@ -63,7 +63,7 @@ def curves_iter(d: ReportData) -> Figure:
         # One legend for all panels, right of the last: inside, it covered the 56-layer curves.
         handles, labels = [], []
         for ax in axes:
-            for hd, lb in zip(*ax.get_legend_handles_labels()):
+            for hd, lb in zip(*ax.get_legend_handles_labels(), strict=True):
                 if lb not in labels:
                     handles.append(hd)
                     labels.append(lb)
@@ -95,7 +95,7 @@ def _curves(d: ReportData, kind: str, x: str, xlabel: str, title: str) -> Figure
     chance = runs_chance_error_pct(d.runs)
     with style():
         fig, axes = panels(len(splits), sharey=True)
-        for ax, split in zip(axes, splits):
+        for ax, split in zip(axes, splits, strict=True):
             for arm in arms:
                 mean_band(ax, h[h["arm"] == arm], "epoch", "_x", f"{split}_err", color=d.palette.arm(arm),
                           label=short(arm))

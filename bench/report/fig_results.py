@@ -68,7 +68,7 @@ def _xy_by_hue(d: ReportData, kind: str, title: str, xcol: str, xlabel: str, log
     chance = runs_chance_error_pct(d.runs) if metric.endswith("_error_pct") else None
     with style():
         fig, axes = panels(len(metrics), width=5.0 if len(metrics) > 1 else 5.6, height=3.6)
-        for ax, m in zip(axes, metrics):
+        for ax, m in zip(axes, metrics, strict=True):
             data = ok.assign(_y=d.col(ok, m))
             arms_by_group(ax, data, "_x", "_y", hue=hue, groups=hue_groups(d, data, hue), arm_order=d.arm_order,
                           colour_of=d.palette.arm, bounds=metric_bounds(m))
@@ -188,7 +188,8 @@ def bn_mode_gap(d: ReportData) -> Figure:
         fig, axes = panels(2, width=4.4, height=0.9 + 0.3 * len(arms), sharey=True)
         for i, arm in enumerate(arms):
             sub = ok[ok["arm_label"] == arm]
-            tm, em = 100 * d.col(sub, "final_train_acc_trainmode").mean(), 100 * d.col(sub, "final_train_acc_evalmode").mean()
+            tm = 100 * d.col(sub, "final_train_acc_trainmode").mean()
+            em = 100 * d.col(sub, "final_train_acc_evalmode").mean()
             axes[0].plot([tm, em], [i, i], color="#999", lw=1, zorder=1)
             axes[0].scatter([tm], [i], color="#1f77b4", marker="o", s=28, label="train mode", zorder=2)
             axes[0].scatter([em], [i], color="#d62728", marker="s", s=28, label="eval mode", zorder=2)
@@ -256,7 +257,8 @@ def bubble(d: ReportData) -> Figure:
                                                      ("params_total", "parameters")) if d.has(ok, c)),
                                (None, ""))
     g = ok.assign(_m=d.col(ok, macs) / 1e6, _a=100 * d.col(ok, "final_test_acc"),
-                  _s=d.col(ok, size_col) if size_col else 1.0).groupby("arm_label", sort=False)[["_m", "_a", "_s"]].mean()
+                  _s=d.col(ok, size_col) if size_col else 1.0
+                  ).groupby("arm_label", sort=False)[["_m", "_a", "_s"]].mean()
     smax = float(g["_s"].max()) or 1.0
     with style():
         fig, (ax,) = panels(1, width=6.4, height=4.2)

@@ -43,7 +43,7 @@ def render_figures(d: ReportData, kinds: list[str]) -> list[Figure]:
             continue
         try:
             out.append(fn(d))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("figure %s of study %s failed", kind, d.study)
             out.append(Figure(kind, kind, note=f"figure failed: {reason(exc)}"))
     return out

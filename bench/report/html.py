@@ -13,9 +13,9 @@ import pandas as pd
 from bench.report.data import FAILED, ReportData
 
 TEMPLATES = Path(__file__).parent / "templates"
-SECTIONS = (("claims", "claims"), ("overview", "overview"), ("design", "design"), ("figures", "figures"), ("results", "results"),
-            ("cost", "cost"), ("details", "detail"), ("failures", "failures"), ("progress", "progress"),
-            ("files", "files"))
+SECTIONS = (("claims", "claims"), ("overview", "overview"), ("design", "design"), ("figures", "figures"),
+            ("results", "results"), ("cost", "cost"), ("details", "detail"), ("failures", "failures"),
+            ("progress", "progress"), ("files", "files"))
 STATE_CLASS = {"ok": "ok", "failed": "failed", "running": "running", "stale": "running", "pending": "pending",
                "damaged": "failed"}
 
@@ -88,7 +88,8 @@ def environment_rows(d: ReportData) -> list[tuple[str, str]]:
                                         if x)),
             ("hosts", _distinct(d, "host"))]
     if not d.runs.empty and "env_git_commit" in d.runs:
-        commits = [f"{str(c)[:10]}{' (dirty: uncommitted changes)' if dirty else ''}" for c, dirty in _commit_pairs(d.runs)]
+        commits = [f"{str(c)[:10]}{' (dirty: uncommitted changes)' if dirty else ''}"
+                   for c, dirty in _commit_pairs(d.runs)]
         rows.append(("commit", ", ".join(commits) + (" (mixed)" if len(commits) > 1 else "")))
     gpu = used_gpu(d)
     return [(k, v) for k, v in rows if v and (gpu or k not in GPU_ONLY_ROWS)]
@@ -96,7 +97,8 @@ def environment_rows(d: ReportData) -> list[tuple[str, str]]:
 
 def _commit_pairs(runs: pd.DataFrame) -> list[tuple[Any, bool]]:
     dirty = runs["env_git_dirty"] if "env_git_dirty" in runs else pd.Series(False, index=runs.index)
-    pairs = {(c, bool(x) if x == x else False) for c, x in zip(runs["env_git_commit"], dirty) if c is not None}
+    pairs = {(c, bool(x) if x == x else False)
+             for c, x in zip(runs["env_git_commit"], dirty, strict=True) if c is not None}
     return sorted(pairs, key=str)
 
 

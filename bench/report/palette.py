@@ -22,7 +22,7 @@ class Palette:
         n = max(len(arms), 1)
         # tab10 is the most distinguishable up to 10; husl keeps hues apart beyond that.
         colours = sns.color_palette("tab10" if n <= 10 else "husl", n)
-        self.arms: dict[str, str] = {a: _hex(c) for a, c in zip(arms, colours)}
+        self.arms: dict[str, str] = {a: _hex(c) for a, c in zip(arms, colours, strict=True)}
         self.tags: dict[str, dict[Any, str]] = {}
         for col, values in (tags or {}).items():
             uniq = list(dict.fromkeys(values))
@@ -32,7 +32,7 @@ class Palette:
                 cols = sns.color_palette("viridis_r" if len(uniq) > 2 else "dark", len(uniq))
             else:
                 cols = sns.color_palette("Set1" if len(uniq) <= 9 else "husl", len(uniq))
-            self.tags[col] = {v: _hex(c) for v, c in zip(uniq, cols)}
+            self.tags[col] = {v: _hex(c) for v, c in zip(uniq, cols, strict=True)}
 
     def arm(self, label: str) -> str:
         """The arm's colour (grey for an arm not known when the palette was built)."""

@@ -21,14 +21,14 @@ import matplotlib
 if "inline" not in os.environ.get("MPLBACKEND", ""):
     matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 DPI = 110
 PANEL = (4.6, 3.2)  # inches per panel: small enough that a report of 40 figures stays a few MB
-RC = {"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+RC: dict[str, Any] = {"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
       "legend.fontsize": 7.5, "legend.title_fontsize": 8, "figure.dpi": DPI}
 
 
@@ -46,7 +46,8 @@ class Figure:
 @contextmanager
 def style() -> Iterator[None]:
     """Seaborn's whitegrid look with small fonts, scoped so the caller's rcParams stay untouched."""
-    with sns.axes_style("whitegrid"), plt.rc_context(RC):
+    # matplotlib's stub types rc keys as a Literal of every known name; RC's are all known ones
+    with sns.axes_style("whitegrid"), plt.rc_context(RC):  # type: ignore[arg-type]
         yield
 
 
@@ -73,7 +74,8 @@ def array_png(img: np.ndarray, scale: int = 1) -> str:
     if scale > 1:
         img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
     buf = io.BytesIO()
-    kw: dict[str, Any] = {"cmap": "gray", "vmin": 0, "vmax": 1 if img.dtype != np.uint8 else 255} if img.ndim == 2 else {}
+    gray = {"cmap": "gray", "vmin": 0, "vmax": 1 if img.dtype != np.uint8 else 255}
+    kw: dict[str, Any] = gray if img.ndim == 2 else {}
     plt.imsave(buf, img, format="png", **kw)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -198,7 +200,7 @@ def chance_line(ax: plt.Axes, chance: float | None, *, vertical: bool = False) -
             ax.text(0.99, 0.99, f"↑ {label}: off the scale", transform=ax.transAxes, ha="right", va="top",
                     fontsize=7, color="#666")
         return
-    kw = dict(color="#888", ls=":", lw=1.2, zorder=0, label=label)
+    kw: dict[str, Any] = dict(color="#888", ls=":", lw=1.2, zorder=0, label=label)
     (ax.axvline if vertical else ax.axhline)(chance, **kw)
 
 
@@ -207,7 +209,7 @@ def legend_outside(ax: plt.Axes, *, source: list[plt.Axes] | None = None, **kw: 
     inside the axes it covered curves (e.g. the 56-layer ones)."""
     seen: dict[str, Any] = {}
     for a in source or [ax]:
-        for h, lab in zip(*a.get_legend_handles_labels()):
+        for h, lab in zip(*a.get_legend_handles_labels(), strict=True):
             if lab and not lab.startswith("_") and lab not in seen:
                 seen[lab] = h
     if seen:
@@ -218,7 +220,7 @@ def legend_outside(ax: plt.Axes, *, source: list[plt.Axes] | None = None, **kw: 
 def published_marker(ax: plt.Axes, x: Any, value: float, spread: float | None, *, color: str,
                      label: str | None, horizontal: bool = False) -> None:
     """A published figure: hollow star (with its spread as an error bar when given)."""
-    kw = dict(marker="*", ms=11, mfc="none", mec=color, mew=1.3, ls="none", label=label, zorder=4,
+    kw: dict[str, Any] = dict(marker="*", ms=11, mfc="none", mec=color, mew=1.3, ls="none", label=label, zorder=4,
               ecolor=color, capsize=2)
     err = spread if spread and not math.isnan(spread) else None
     if horizontal:
@@ -231,7 +233,7 @@ def dedupe_legend(ax: plt.Axes, **kw: Any) -> None:
     """Legend with each label once (several calls may use the same label)."""
     handles, labels = ax.get_legend_handles_labels()
     seen: dict[str, Any] = {}
-    for h, lab in zip(handles, labels):
+    for h, lab in zip(handles, labels, strict=True):
         if lab and not lab.startswith("_") and lab not in seen:
             seen[lab] = h
     if seen:

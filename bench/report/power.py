@@ -123,16 +123,8 @@ def boundaries(fractions: tuple[float, ...], kind: str = "obrien-fleming", alpha
             c = float(st.norm.isf(target / 2))
             cs.append(c)
         else:
-            step = math.sqrt(t[k] - t[k - 1])
-            w = _weights(z_prev)
-
-            def exit_prob(c: float, d: np.ndarray = dens, zp: np.ndarray = z_prev, wt: np.ndarray = w) -> float:
-                mu = zp * math.sqrt(t[k - 1])  # the score S_{k-1} = Z_{k-1} sqrt(t_{k-1})
-                hi = st.norm.sf((c * math.sqrt(t[k]) - mu) / step)
-                lo = st.norm.cdf((-c * math.sqrt(t[k]) - mu) / step)
-                return float(np.sum(wt * d * (hi + lo)))
-
-            c = float(optimize.brentq(lambda c: exit_prob(c) - target, 0.0, 40.0, xtol=1e-10))
+            look = (dens, z_prev, float(t[k - 1]), float(t[k]))
+            c = float(optimize.brentq(lambda c, at=look, tg=target: _exit_prob(c, *at) - tg, 0.0, 40.0, xtol=1e-10))
             cs.append(c)
         # the density of Z_k on (-c, c), from that of Z_{k-1}
         z = np.linspace(-min(c, 12.0), min(c, 12.0), grid_n)
@@ -188,6 +180,16 @@ def t_boundaries(n0: int, n_max: int, kind: str = "obrien-fleming", alpha: float
         alive &= ~hit
         out.append(c)
     return tuple(out)
+
+
+def _exit_prob(c: float, dens: np.ndarray, z_prev: np.ndarray, t_prev: float, t_now: float) -> float:
+    """P(|Z_k| >= c) over the paths still going at the previous look (density ``dens`` of Z_{k-1} on
+    the grid ``z_prev``), information fractions ``t_prev`` then ``t_now``."""
+    step = math.sqrt(t_now - t_prev)
+    mu = z_prev * math.sqrt(t_prev)  # the score S_{k-1} = Z_{k-1} sqrt(t_{k-1})
+    hi = st.norm.sf((c * math.sqrt(t_now) - mu) / step)
+    lo = st.norm.cdf((-c * math.sqrt(t_now) - mu) / step)
+    return float(np.sum(_weights(z_prev) * dens * (hi + lo)))
 
 
 def _weights(z: np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ import numpy as np
 from scipy import stats as st
 
 LEVEL = 0.95
+Floats = Sequence[float] | np.ndarray  # a side's values: a list, or a column as an array
+Ints = Sequence[int] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,8 @@ class Estimate:
         return f"{self.value:+.{digits}f} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}]"
 
 
-def difference(a: Sequence[float], b: Sequence[float], seeds_a: Sequence[int] | None = None,
-               seeds_b: Sequence[int] | None = None, level: float = LEVEL) -> Estimate:
+def difference(a: Floats, b: Floats, seeds_a: Ints | None = None, seeds_b: Ints | None = None,
+               level: float = LEVEL) -> Estimate:
     """mean(a) - mean(b). Paired over seeds when both sides hold one value per seed for the same
     seeds (seed-to-seed noise such as the data order then cancels), else Welch's unequal-variance
     test. Each side needs >= 2 values (ValueError otherwise)."""
@@ -119,7 +121,7 @@ def slope(x: Sequence[float], y: Sequence[float]) -> Estimate:
                     str(xa.size), "slope")
 
 
-def seed_slopes(x: Sequence[float], y: Sequence[float], seeds: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+def seed_slopes(x: Floats, y: Floats, seeds: Ints) -> tuple[np.ndarray, list[int]]:
     """One least-squares slope of y over x per seed (units of y per unit of x), for the seeds that
     ran at every distinct x; returns (slopes, the seeds used), in seed order."""
     xa, ya, sa = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(seeds)
@@ -134,7 +136,7 @@ def seed_slopes(x: Sequence[float], y: Sequence[float], seeds: Sequence[int]) ->
     return np.array(out, dtype=float), used
 
 
-def slope_over_seeds(x: Sequence[float], y: Sequence[float], seeds: Sequence[int], level: float = LEVEL) -> Estimate:
+def slope_over_seeds(x: Floats, y: Floats, seeds: Ints, level: float = LEVEL) -> Estimate:
     """The mean of the per-seed slopes (:func:`seed_slopes`) with its one-sample t interval over
     seeds (n - 1 df, n = seeds): runs of one seed are not independent, so the seed, not the run, is
     the unit. With two levels of x each seed's slope is its paired difference over the x step, so the
@@ -158,7 +160,7 @@ def finite(values: Iterable[object]) -> np.ndarray:
     return np.array(out, dtype=float)
 
 
-def _same_seeds(a: Sequence[int], b: Sequence[int]) -> bool:
+def _same_seeds(a: Ints, b: Ints) -> bool:
     return len(set(a)) == len(a) and len(set(b)) == len(b) and set(a) == set(b)
 
 

@@ -41,7 +41,7 @@ def _environment(cuda: bool) -> dict[str, Any]:
             "git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": True}
 
 
-def _target_error(cell: Cell, rng: np.random.Generator, arm_index: int) -> float:
+def _target_error(cell: Cell, arm_index: int) -> float:
     tags = cell.tags
     if "depth" in tags:  # He et al.: plain nets degrade with depth, residual ones improve
         d = float(tags["depth"])
@@ -74,7 +74,8 @@ def _metrics(cell: Cell, rows: list[EpochRow], status: str, steps: int, classes:
     trainer measures after a finished run."""
     h = [r.to_dict() for r in rows]
     last = h[-1]
-    extra = {"final_train_acc_evalmode": last["train_acc"] - 0.01, "final_train_acc_trainmode": last["train_acc"] + 0.005,
+    extra = {"final_train_acc_evalmode": last["train_acc"] - 0.01,
+             "final_train_acc_trainmode": last["train_acc"] + 0.005,
              "resumed_from_epoch": 0} if status == "ok" else {}
     m = summarise(cell.config, h, extra=extra, iterations_done=last["iteration"], steps_per_epoch=steps,
                   train_time_s=last["elapsed_train_time_s"], precision_used="fp32", classes=classes, sizes=sizes,
@@ -85,11 +86,12 @@ def _metrics(cell: Cell, rows: list[EpochRow], status: str, steps: int, classes:
     return m
 
 
-def _measurements(cell: Cell, rng: np.random.Generator, cuda: bool) -> dict[str, Any]:
+def _measurements(cell: Cell, cuda: bool) -> dict[str, Any]:
     p = 2.7e5 * (1 + len(cell.config.model) % 5)
     step = 20.0 + 0.1 * cell.config.batch_size
     return {"params_total": p, "params_trainable": p, "macs_conv_linear": 4.1e7 * (1 + len(cell.config.model) % 4),
-            "macs_fvcore_total": 4.2e7 * (1 + len(cell.config.model) % 4), "flops_torch": 8.4e7 * (1 + len(cell.config.model) % 4),
+            "macs_fvcore_total": 4.2e7 * (1 + len(cell.config.model) % 4),
+            "flops_torch": 8.4e7 * (1 + len(cell.config.model) % 4),
             "infer_samples_per_s": 3 * 1000 * cell.config.batch_size / step, "infer_step_time_ms": step / 3,
             "infer_step_time_ms_iqr": 0.1, "train_samples_per_s": 1000 * cell.config.batch_size / step,
             "train_step_time_ms": step, "train_step_time_ms_iqr": 0.3,
@@ -136,7 +138,7 @@ def write_synthetic_study(root: str | Path, study: str, profile: str = "smoke", 
         classes = CIFAR_CLASSES if ch == 3 else [str(k) for k in range(10)]
         bs = cell.config.batch_size
         steps = math.ceil(384 / bs)
-        err = _target_error(cell, rng, arms.index(cell.label)) + rng.normal(0, 0.3)
+        err = _target_error(cell, arms.index(cell.label)) + rng.normal(0, 0.3)
         if i >= n - pending - running:
             store.write_history(study, cell.run_id, _history(err, epochs, steps, bs, rng, cuda, stop=epochs // 2))
             write_atomic(rd / "claim.lock", json.dumps({"token": "x", "host": "elsewhere", "pid": 1,
@@ -156,7 +158,7 @@ def write_synthetic_study(root: str | Path, study: str, profile: str = "smoke", 
             error = "loss became non-finite at iteration 13" if status == "diverged" else None
             record = RunRecord(cell, Outcome(status, error), placement,
                                metrics=_metrics(cell, h, status, steps, classes, (320, 64, 128)),
-                               measurements=_measurements(cell, rng, cuda), environment=_environment(cuda),
+                               measurements=_measurements(cell, cuda), environment=_environment(cuda),
                                history=tuple(h))
             if artifacts and status == "ok":
                 _artifacts(rd / "artifacts.npz", rng, classes, ch, side, 128, err)

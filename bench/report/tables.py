@@ -128,7 +128,8 @@ def results_table(d: ReportData, comparable: bool = False) -> Table:
             spread_txt = f" ± {p['spread']:g}" if p.get("spread") else ""
             shown_value = f"{float(p['value']):.2f}{spread_txt}" + ("" if pm == main else f" ({metric_label(pm)})")
             if comparable and p.get("comparable", True):
-                ours = spreads[pm][arm].mean if pm in spreads else float(d.col(d.ok[d.ok["arm_label"] == arm], pm).mean())
+                ours = (spreads[pm][arm].mean if pm in spreads
+                        else float(d.col(d.ok[d.ok["arm_label"] == arm], pm).mean()))
                 diff = ours - float(p["value"]) if ours == ours else math.nan
                 r["ours_minus_published"] = diff
                 s["published (%)"] = shown_value
@@ -177,13 +178,14 @@ def selection_table(d: ReportData) -> Table | None:
     sel = select_lr(d)
     if sel.empty:
         return None
+    def with_std(means: pd.Series, stds: pd.Series) -> list[str]:
+        return [num(m) + ("" if s != s else f" ± {s:.2f}") for m, s in zip(means, stds, strict=True)]
+
     shown = pd.DataFrame({
         "optimizer": sel["optimizer"], "lr grid": sel["grid"], "chosen lr": [f"{v:g}" for v in sel["chosen lr"]],
         "seeds": sel["n seeds"].astype(str),
-        "validation accuracy (%)": [num(m) + ("" if s != s else f" ± {s:.2f}") for m, s in
-                                    zip(sel["val acc (%)"], sel["val acc std"])],
-        "test error at best-val epoch (%)": [num(m) + ("" if s != s else f" ± {s:.2f}") for m, s in
-                                             zip(sel["test error at best val (%)"], sel["test error std"])],
+        "validation accuracy (%)": with_std(sel["val acc (%)"], sel["val acc std"]),
+        "test error at best-val epoch (%)": with_std(sel["test error at best val (%)"], sel["test error std"]),
         "95% CI": sel["test error 95% CI"], "final test error (%)": [num(v) for v in sel["final test error (%)"]],
     })
     return Table("selection", sel, styled(shown, table_id="selection-table"))
@@ -205,7 +207,8 @@ def cost_table(d: ReportData) -> Table:
         n_shared = int(sub["shared_gpu"].fillna(False).astype(bool).sum()) if "shared_gpu" in sub else 0
         mem = med["train_peak_allocated_bytes"]
         mem = med["peak_allocated_bytes"] if mem != mem else mem
-        dev = sub["env_device_name"].dropna().iloc[0] if "env_device_name" in sub and sub["env_device_name"].notna().any() else ""
+        named = "env_device_name" in sub and sub["env_device_name"].notna().any()
+        dev = sub["env_device_name"].dropna().iloc[0] if named else ""
         # The runner records a failed measurement as measure_error instead of failing the run.
         merr = next((str(e) for e in sub.get("measure_error", pd.Series(dtype=object)).dropna()), "")
         load = _timing_load(d, sub)
@@ -256,7 +259,8 @@ def _timing_load(d: ReportData, sub: pd.DataFrame) -> dict[str, Any]:
         epoch.append(under_load(d.col(sub, "env_other_cpu_pct").iloc[i], d.col(sub, "env_load_avg_1min").iloc[i],
                                 cpus.iloc[i]))
     others = pd.concat([d.col(sub, c) for c in ("train_other_cpu_pct", "infer_other_cpu_pct")])
-    return {"step_runs_under_load": sum(v is True for v in step), "step_runs_load_unknown": sum(v is None for v in step),
+    return {"step_runs_under_load": sum(v is True for v in step),
+            "step_runs_load_unknown": sum(v is None for v in step),
             "epoch_runs_under_load": sum(v is True for v in epoch),
             "epoch_runs_load_unknown": sum(v is None for v in epoch),
             "step_other_cpu_pct_max": float(others.max()),
@@ -267,7 +271,8 @@ def _load_text(load: dict[str, Any], runs: int) -> str:
     """'quiet', or which timings were taken under load (other processes' largest CPU share), or unknown."""
     parts = []
     for what, key in (("steps", "step"), ("epochs", "epoch")):
-        n, unknown, top = load[f"{key}_runs_under_load"], load[f"{key}_runs_load_unknown"], load[f"{key}_other_cpu_pct_max"]
+        n, unknown = load[f"{key}_runs_under_load"], load[f"{key}_runs_load_unknown"]
+        top = load[f"{key}_other_cpu_pct_max"]
         if n:
             parts.append(f"{what}: {n}/{runs} runs under load {LOAD_MARK}"
                          + (f" (others up to {top:.0f}% CPU)" if top == top else ""))
@@ -336,17 +341,17 @@ def _has_aux_heads(model: Any) -> bool:
 # Config keys that matter only under a condition on a run's config and whether it ran on a GPU; the
 # held-fixed table leaves a key out when it applies to none of the runs (one rule per key, here only).
 APPLIES: dict[str, Any] = {
-    "betas": lambda c, gpu: c.get("optimizer") in ("adam", "adamw"),
-    "momentum": lambda c, gpu: c.get("optimizer") in ("sgd", "rmsprop"),
-    "nesterov": lambda c, gpu: c.get("optimizer") == "sgd",
-    "milestones": lambda c, gpu: c.get("schedule") == "multistep",
-    "gamma": lambda c, gpu: c.get("schedule") in ("multistep", "plateau"),
-    "aux_loss_weight": lambda c, gpu: _has_aux_heads(c.get("model")),
+    "betas": lambda c, _gpu: c.get("optimizer") in ("adam", "adamw"),
+    "momentum": lambda c, _gpu: c.get("optimizer") in ("sgd", "rmsprop"),
+    "nesterov": lambda c, _gpu: c.get("optimizer") == "sgd",
+    "milestones": lambda c, _gpu: c.get("schedule") == "multistep",
+    "gamma": lambda c, _gpu: c.get("schedule") in ("multistep", "plateau"),
+    "aux_loss_weight": lambda c, _gpu: _has_aux_heads(c.get("model")),
     "loader": lambda c, gpu: gpu or c.get("loader") != "gpu",
-    "crop_padding": lambda c, gpu: bool(c.get("augment", True)),
-    "hflip": lambda c, gpu: bool(c.get("augment", True)),
-    "epochs": lambda c, gpu: c.get("epochs") is not None or c.get("iterations") is None,
-    "iterations": lambda c, gpu: c.get("iterations") is not None,
+    "crop_padding": lambda c, _gpu: bool(c.get("augment", True)),
+    "hflip": lambda c, _gpu: bool(c.get("augment", True)),
+    "epochs": lambda c, _gpu: c.get("epochs") is not None or c.get("iterations") is None,
+    "iterations": lambda c, _gpu: c.get("iterations") is not None,
 }
 
 

@@ -151,7 +151,8 @@ def precondition_text(o: Verdict) -> str:
     if req is None:
         return "none (the claim holds at every stage of training)"
     pct = "%" if req.metric.endswith("_pct") else ""
-    arms = {"a": " + ".join(o.arms_a) or selector_text(o.claim.a), "b": " + ".join(o.arms_b) or selector_text(o.claim.b or {})}
+    arms = {"a": " + ".join(o.arms_a) or selector_text(o.claim.a),
+            "b": " + ".join(o.arms_b) or selector_text(o.claim.b or {})}
     where = " and ".join(arms[x] for x in req.sides) if o.claim.kind == "comparison" else (
         f"every arm of {selector_text(o.claim.a) or 'the study'}")
     stated = (f"{metric_label(req.metric).removesuffix(' (%)')} {req.bound} {req.threshold:g}{pct} on {where} "

@@ -131,13 +131,13 @@ class Snapshot:
         for t, saved in self.tensors:
             t.copy_(saved)
         for p, state in optimizer.state.items():
-            saved = self.opt_state.get(p, {})
+            saved_state = self.opt_state.get(p, {})
             for k, v in list(state.items()):
-                if k in saved:
+                if k in saved_state:
                     if torch.is_tensor(v):
-                        v.copy_(saved[k])
+                        v.copy_(saved_state[k])
                     else:
-                        state[k] = copy.deepcopy(saved[k])
+                        state[k] = copy.deepcopy(saved_state[k])
                 elif torch.is_tensor(v):
                     v.zero_()  # created by the warm-up: fresh state is zeros (see the module doc)
         self._restore_rng()
@@ -152,8 +152,8 @@ class Snapshot:
                 del optimizer.state[p]
         for p, s in self.opt_state.items():
             optimizer.state[p] = dict(s)
-        for group, saved in zip(optimizer.param_groups, self.groups):
-            group.update(saved)
+        for group, saved_group in zip(optimizer.param_groups, self.groups, strict=True):
+            group.update(saved_group)
         optimizer.zero_grad(set_to_none=True)
         self._restore_rng()
 

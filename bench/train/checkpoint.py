@@ -67,7 +67,7 @@ def load_checkpoint(path: Path, run_id: str) -> dict[str, Any] | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a truncated file cannot happen with os.replace, but a foreign one can
+    except Exception:  # noqa: BLE001 - a truncated file cannot happen with os.replace, but a foreign one can
         return None
     if not isinstance(state, dict) or state.get("run_id") != run_id:
         return None

@@ -361,7 +361,7 @@ class EagerEngine:
     def __init__(self, step: TrainStep, batches: Any) -> None:
         self.step, self.batches = step, batches
 
-    def train_epoch(self, epoch: int, start_iteration: int, max_iteration: int) -> EpochStats:
+    def train_epoch(self, _epoch: int, start_iteration: int, max_iteration: int) -> EpochStats:
         """One pass over the batches (the loop has set the loader's epoch) in train mode, stopping at
         ``max_iteration`` (global step count). The lr is set per step from the schedule (a host
         float: no sync); accuracy counts the main logits only."""

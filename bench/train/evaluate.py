@@ -105,7 +105,8 @@ def prediction_artifacts(
 
 def save_artifacts(path: str | Path, artifacts: dict[str, np.ndarray]) -> Path:
     """Write ``artifacts`` to ``path`` with ``np.savez_compressed``, atomically (tmp + rename)."""
-    return write_atomic(path, lambda f: np.savez_compressed(f, **artifacts))
+    # numpy's stub types **arrays as if one of them could be allow_pickle
+    return write_atomic(path, lambda f: np.savez_compressed(f, **artifacts))  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- end-of-run steps

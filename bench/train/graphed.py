@@ -30,19 +30,19 @@ created is zeroed, which is exactly a fresh state for Adam/AdamW/RMSprop and, fo
 The graphed run therefore follows the eager trajectory from the same initialisation (not bitwise:
 fused kernels and cuDNN algorithm choice differ).
 
-Partial batches. Eager keeps the last partial batch (``drop_last=False``); so does this engine: the
-tail size gets its own captured graph (allocating from the full batches' graph's memory pool: they
-never replay concurrently) over the same parameters, optimizer state and counters, so both engines take the same steps with the same batch-mean losses. (With
-``capture=False`` every step calls the same step function eagerly.)
+Partial batches. Eager keeps the last partial batch (``drop_last=False``); so does this engine: the tail size
+gets its own captured graph (allocating from the full batches' graph's memory pool: they never replay
+concurrently) over the same parameters, optimizer state and counters, so both engines take the same steps with
+the same batch-mean losses. (With ``capture=False`` every step calls the same step function eagerly.)
 
-Fallbacks (:func:`graph_decision`, :class:`GraphUnsupported`): no CUDA device, fp16 (GradScaler's
-dynamic scale and inf checks are host-side and not capturable), an optimizer without a tensor-lr
-capturable implementation, a step that synchronises with the host (``.item()`` or control flow on
-device values in a forward: the last warm-up step runs under ``set_sync_debug_mode('error')``, so
-such a step is rejected before capture begins, which on torch < 2.12 would leave the allocator
-broken for the rest of the process), or any other failure in warm-up or capture -> the eager loop,
-with the reason recorded in the run's summary. Not detectable: host-side state a forward reads without syncing (Python ``random``, a
-counter in a Python attribute) is frozen at capture; the zoo's models have none.
+Fallbacks (:func:`graph_decision`, :class:`GraphUnsupported`): no CUDA device, fp16 (GradScaler's dynamic
+scale and inf checks are host-side and not capturable), an optimizer without a tensor-lr capturable
+implementation, a step that synchronises with the host (``.item()`` or control flow on device values in a
+forward: the last warm-up step runs under ``set_sync_debug_mode('error')``, so such a step is rejected before
+capture begins, which on torch < 2.12 would leave the allocator broken for the rest of the process), or any
+other failure in warm-up or capture -> the eager loop, with the reason recorded in the run's summary. Not
+detectable: host-side state a forward reads without syncing (Python ``random``, a counter in a Python
+attribute) is frozen at capture; the zoo's models have none.
 
 The seam. The loop (:mod:`bench.train.engine`) knows this engine by :func:`graph_decision` (whether
 to try it), :func:`start_graph` (warm-up and capture, once; :class:`GraphUnsupported` with the reason
@@ -140,11 +140,11 @@ def lr_table_values(schedule: Schedule, base_lr: float, n: int) -> list[float]:
 class StaticStep:
     """One training step as a function of static device state: the body a CUDA graph captures.
 
-    The step itself is the run's :class:`~bench.train.step.TrainStep`, copied ``capturable`` (no
-    autocast weight cache, no GradScaler); around it, the 0-dim device tensors it reads and writes:
-    ``lr`` (every param group's lr), ``step`` (global iteration, int64), ``loss_sum`` (sum of
-    batch-mean loss x batch size) and ``correct`` (main-head argmax hits). Called directly it is an ordinary eager step, on any device
-    and any batch size: the same code path as the captured one, minus the capture.
+    The step itself is the run's :class:`~bench.train.step.TrainStep`, copied ``capturable`` (no autocast
+    weight cache, no GradScaler); around it, the 0-dim device tensors it reads and writes: ``lr`` (every param
+    group's lr), ``step`` (global iteration, int64), ``loss_sum`` (sum of batch-mean loss x batch size) and
+    ``correct`` (main-head argmax hits). Called directly it is an ordinary eager step, on any device and any
+    batch size: the same code path as the captured one, minus the capture.
     """
 
     def __init__(self, step: TrainStep, lr_table: torch.Tensor) -> None:
@@ -301,7 +301,7 @@ class GraphTrainer:
             ops.synchronize()
             snap.restore_in_place(self.optimizer)  # the graphed run starts from the eager starting point
             ops.synchronize()
-        except Exception as exc:  # noqa: BLE001 - any failure means: train this run eagerly
+        except Exception as exc:  # any failure means: train this run eagerly
             self.graphs.clear()
             with contextlib.suppress(Exception):
                 ops.synchronize()
@@ -313,13 +313,13 @@ class GraphTrainer:
 
     def restore_eager_optimizer(self) -> None:
         """Give the optimizer its float lr and flags back (after a failed setup, or to hand it over)."""
-        for group, saved in zip(self.optimizer.param_groups, self._groups_before):
+        for group, saved in zip(self.optimizer.param_groups, self._groups_before, strict=True):
             group.update(saved)
 
     def optimizer_state_dict(self) -> dict[str, Any]:
         """``optimizer.state_dict()`` with the param groups as the eager engine would save them."""
         sd = self.optimizer.state_dict()
-        for group, saved in zip(sd["param_groups"], self._groups_before):
+        for group, saved in zip(sd["param_groups"], self._groups_before, strict=True):
             group.update({k: v for k, v in saved.items() if k in ("lr", "capturable")})
         return sd
 

@@ -93,12 +93,12 @@ def _unit(cfg: RunConfig, steps_per_epoch: int) -> int:
 
 
 @SCHEDULES.register("constant")
-def _constant(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
-    return lambda i: 1.0
+def _constant(_cfg: RunConfig, _steps_per_epoch: int, _total_steps: int) -> Callable[[int], float]:
+    return lambda _i: 1.0
 
 
 @SCHEDULES.register("multistep")
-def _multistep(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+def _multistep(cfg: RunConfig, steps_per_epoch: int, _total_steps: int) -> Callable[[int], float]:
     # He et al. (CIFAR): milestones=(32000, 48000), schedule_unit='iter', gamma=0.1, iterations=64000.
     marks = sorted(m * _unit(cfg, steps_per_epoch) for m in cfg.milestones)
     gamma = cfg.gamma
@@ -114,7 +114,7 @@ def _cosine(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Callable[
 
 
 @SCHEDULES.register("onecycle")
-def _onecycle(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+def _onecycle(_cfg: RunConfig, _steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
     # torch.optim.lr_scheduler.OneCycleLR's default two-phase cosine shape, with max_lr = cfg.lr.
     pct_start, div, final_div = 0.3, 25.0, 1e4
     initial = 1.0 / div
@@ -194,9 +194,9 @@ class PlateauSchedule(Schedule):
 
 
 @SCHEDULES.register("plateau", schedule_type=PlateauSchedule)
-def _plateau(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+def _plateau(_cfg: RunConfig, _steps_per_epoch: int, _total_steps: int) -> Callable[[int], float]:
     # The per-iteration shape is flat; PlateauSchedule.step_epoch applies the reductions.
-    return lambda i: 1.0
+    return lambda _i: 1.0
 
 
 def build_schedule(cfg: RunConfig, steps_per_epoch: int, total_steps: int) -> Schedule:
