@@ -15,10 +15,11 @@ ARGS    ?=
 BENCH   := $(PY) -m bench --results-dir $(RESULTS_DIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 STUDIES  = $(shell $(PY) -m bench list --studies --names-only 2>/dev/null)
 
-.PHONY: install test bench perf report clean ablation-all help
+.PHONY: install lint test bench perf report clean ablation-all help
 
 help:
-	@echo "make install | test | bench | perf | report | clean"
+	@echo "make install | lint | test | bench | perf | report | clean"
+	@echo "  lint: ruff and mypy (settings in pyproject.toml); make test runs it first"
 	@echo "make ablation-<study> [PROFILE=auto|full|quick|cpu|smoke] [ARGS='--set key=value ...'] [DATA_DIR=...]"
 	@echo "  PROFILE=auto (default): quick on a CUDA GPU; on a CPU the study's cpu profile when its real"
 	@echo "  data set is in DATA_DIR (residual, residual-mnist), else smoke"
@@ -33,7 +34,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# mypy keeps its cache in .mypy_cache: a second run reads only what changed
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(if $(DATA_DIR),BENCH_DATA_DIR=$(DATA_DIR) )$(PY) -m pytest -q tests --benchmark-disable-gc
 
 bench: $(STAMP)
@@ -57,4 +63,4 @@ report: $(STAMP)
 	$(BENCH) report --all
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks *.egg-info
+	rm -rf $(VENV) .pytest_cache .benchmarks .mypy_cache .ruff_cache *.egg-info

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ def real_data_dir() -> Path | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``cuda`` skip, with the reason, where no CUDA GPU is visible (``pytest -m cuda``
     selects them all on a GPU machine)."""
     if torch.cuda.is_available():
@@ -35,16 +34,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One intra-op thread for tiny models: on a busy 2-core machine, OpenMP threads waiting for
-    each other made such tests up to 10x slower, and one thread gives one float summation order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

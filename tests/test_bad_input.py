@@ -50,7 +50,8 @@ BAD_SETS = [
     ("model_kwargs.num_classes=1000000000", "num_classes"), ("model_kwargs.width=NaN", "nan"),
     ("model_kwargs.width=-Infinity", "-inf"), ("model_kwargs.x=" + "[" * 12 + "1" + "]" * 12, "nested deeper"),
     # data-set specs: an option given twice, a rule broken by a default, values out of their field
-    ("dataset=synthetic:size=8,size=16", "size given twice"), ("dataset=synthetic:train=64,train=64", "train given twice"),
+    ("dataset=synthetic:size=8,size=16", "size given twice"),
+    ("dataset=synthetic:train=64,train=64", "train given twice"),
     ("dataset=synthetic:classes=3000", "classes=3000"), ("dataset=synthetic:classes=20,train=10", "train=10"),
     ("dataset=synthetic:seed=99999999999999999999999", "seed=99999999999999999999999"),
     ("dataset=synthetic:size=1.5", "size='1.5'"), ("dataset=synthetic:noise=NaN", "noise='nan'"),
@@ -222,7 +223,8 @@ def test_results_dir_unusable_via_subprocess(where: str, tmp_path: Path) -> None
 def test_bad_set_via_subprocess(records: tuple[Path, dict[str, str]]) -> None:
     root, before = records
     r = _bench("--results-dir", str(root), "run", STUDY, "--profile", "smoke", "--set", "epochs=NaN")
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["bench: error: bad epochs nan (accepted: a finite number)"]
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["bench: error: bad epochs nan (accepted: a finite number)"]
     assert _snapshot(root) == before
 
 
@@ -293,7 +295,8 @@ def test_a_bad_bench_fault_via_subprocess(records: tuple[Path, dict[str, str]]) 
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines() == [
-        "bench: error: BENCH_FAULT=checkpoint:explode: 'explode' is not an action; accepted: kill, raise, pause=<seconds>"]
+        "bench: error: BENCH_FAULT=checkpoint:explode: 'explode' is not an action; "
+        "accepted: kill, raise, pause=<seconds>"]
     assert _snapshot(root) == before
 
 
@@ -393,8 +396,7 @@ def test_an_integer_too_large_for_a_float_is_still_an_integer(item: str, capsys:
         capsys.readouterr().err
 
 
-def test_set_seed_on_a_multi_seed_profile_is_refused_and_seeds_picks_one(capsys: pytest.CaptureFixture[str],
-                                                                        tmp_path: Path) -> None:
+def test_set_seed_on_a_multi_seed_profile_is_refused_and_seeds_picks_one(tmp_path: Path) -> None:
     from bench.errors import UserError
 
     with pytest.raises(UserError, match="seed=5 makes every seed of the profile seed 5; pick among the profile's "
@@ -491,7 +493,7 @@ def test_the_statistics_refuse_to_count_one_run_twice(copies: int) -> None:
 
     def rows(arm: str, values: list[float], ids: list[str]) -> list[dict[str, object]]:
         return [{"run_id": rid, "arm_label": arm, "arm_model": arm, "seed": i, "state": "ok",
-                 "final_test_error_pct": v} for i, (v, rid) in enumerate(zip(values, ids))]
+                 "final_test_error_pct": v} for i, (v, rid) in enumerate(zip(values, ids, strict=True))]
 
     claim = Claim.compare("res < plain", metric="final_test_error_pct", a={"model": "res"}, b={"model": "plain"},
                           less_by=0.5, source="constructed")

@@ -32,7 +32,8 @@ SRC = "constructed"
 
 def table(arms: dict[str, list[float | None]], *, states: dict[str, list[str]] | None = None,
           metric: str = "final_test_error_pct", tags: dict[str, dict] | None = None,
-          seeds: dict[str, list[int]] | None = None, extra: dict[str, dict[str, list[float]]] | None = None) -> pd.DataFrame:
+          seeds: dict[str, list[int]] | None = None,
+          extra: dict[str, dict[str, list[float]]] | None = None) -> pd.DataFrame:
     """One row per (arm, seed): arm_model = the arm, state ok unless given, the metric's values."""
     rows = []
     for arm, vals in arms.items():

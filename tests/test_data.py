@@ -36,7 +36,7 @@ from bench.data import imagefolder, sources
 from bench.data.gpu_loader import epoch_seed
 from bench.errors import UserError
 
-from tests.conftest import real_data_dir  # noqa: E402
+from tests.conftest import real_data_dir
 
 
 def indexed(n: int = 103, c: int = 3, h: int = 8, w: int = 8, seed: int = 0) -> ArrayDataset:
@@ -80,7 +80,7 @@ def test_gpu_loader_every_sample_once_and_epoch_orders():
     # same (seed, epoch) -> same augmented pixels too
     loader.set_epoch(5)
     again.set_epoch(5)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(loader, again))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(loader, again, strict=True))
 
 
 def test_gpu_loader_drop_last_and_eval_order():
@@ -484,7 +484,7 @@ def test_cifar10_jpeg_tarball():
     assert data.train.images.shape == (50000, 3, 32, 32) and data.test.images.shape == (10000, 3, 32, 32)
     assert torch.bincount(data.train.labels).tolist() == [5000] * 10
     assert torch.bincount(data.test.labels).tolist() == [1000] * 10
-    assert all(abs(m - r) < 0.01 for m, r in zip(data.mean, (0.4914, 0.4822, 0.4465)))
+    assert all(abs(m - r) < 0.01 for m, r in zip(data.mean, (0.4914, 0.4822, 0.4465), strict=True))
     assert "lossy JPEG" in data.source and "cifar10-jpeg.tar.gz" in data.source
     t0 = time.perf_counter()
     load_dataset("cifar10", root, cache_dir=default_cache_dir())

@@ -186,7 +186,8 @@ def test_auto_device_falling_back_to_the_cpu_is_one_line(monkeypatch: pytest.Mon
     from bench.device import auto_device_note
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert auto_device_note("auto") == auto_device_note(None) == "--device auto: no CUDA GPU is visible, running on the CPU"
+    note = "--device auto: no CUDA GPU is visible, running on the CPU"
+    assert auto_device_note("auto") == auto_device_note(None) == note
     assert auto_device_note("cpu") is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert auto_device_note("auto") is None

@@ -364,7 +364,7 @@ def test_slurm_submission_script_with_fake_sbatch(tmp_path: Path, monkeypatch: p
 
 def test_requeued_task_drops_its_own_old_claim(tmp_path: Path) -> None:
     cells = get_study(STUDY).cells(PROFILE, OVERRIDES)
-    for c, job in zip(cells[:2], ("77", "78")):
+    for c, job in zip(cells[:2], ("77", "78"), strict=True):
         lock = tmp_path / STUDY / "runs" / c.run_id / "claim.lock"
         lock.parent.mkdir(parents=True)
         lock.write_text(json.dumps({"token": "x", "host": "node9", "pid": 5, "slurm_job_id": job}))

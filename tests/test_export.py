@@ -47,7 +47,7 @@ def test_tensorboard_events_read_back(root: Path, tmp_path: Path, capsys: pytest
     logdir = tmp_path / "tb"
     assert main(["--results-dir", str(root), "export", "tensorboard", STUDY, "--logdir", str(logdir)]) == 0
     runs = finished(root)
-    assert "tensorboard: %d run(s) written, 0 already there" % len(runs) in capsys.readouterr().out
+    assert f"tensorboard: {len(runs)} run(s) written, 0 already there" in capsys.readouterr().out
     assert {p.name for p in logdir.iterdir()} == set(runs)
     for rid, (summary, hist) in runs.items():
         acc = EventAccumulator(str(logdir / rid))

@@ -173,7 +173,7 @@ def test_corrupt_measurement_cache_is_a_miss(tmp_path: Path) -> None:
     [path] = list((tmp_path / STUDY / "measurements").glob("*.json"))
     path.write_text('{"params_total": 12')  # truncated
     again = get_measurements(cfg, data, store, STUDY, "cpu")
-    assert again["params_total"] == m["params_total"] and json.loads(path.read_text())["params_total"] == m["params_total"]
+    assert again["params_total"] == m["params_total"] == json.loads(path.read_text())["params_total"]
 
 
 def test_empty_claim_judged_by_age(tmp_path: Path) -> None:

@@ -121,7 +121,8 @@ NAMED = {
     **{(d, c): "path" for d in SUMMARY_KINDS for c in ("show", "report")},
     **{(d, c): "damaged" for d in SUMMARY_KINDS for c in ("status", "plan", "claims")},
     **{(d, c): "path" for d in HISTORY_KINDS for c in ("show", "claims", "export", "report")},
-    **{(d, c): "path" for d in ("cell-garbage", "cell-deep", "cell-wrong-shape") for c in ("claims", "export", "report")},
+    **{(d, c): "path" for d in ("cell-garbage", "cell-deep", "cell-wrong-shape")
+       for c in ("claims", "export", "report")},
     ("cell-of-unfinished", "report"): "path",
     **{(d, "show"): "path" for d in ("config-of-unfinished", "config-deep-of-unfinished")},
     ("artifacts-cut", "report"): "path",
@@ -199,7 +200,8 @@ def test_a_damaged_history_is_named_once_with_what_to_do(pristine: Path, tmp_pat
     assert rd.name not in set(h1["run_id"]) and len(h1) == len(h2) > 0  # the other runs' epochs are there
 
 
-def test_run_sets_a_damaged_study_json_aside(pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_sets_a_damaged_study_json_aside(pristine: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
     from bench.runner import prepare

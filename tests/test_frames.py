@@ -55,7 +55,7 @@ def test_tables_are_tidy_with_units(root: Path) -> None:
     assert ok["cfg_model"] == summary["config"]["model"]
 
 
-def test_only_listed_cells_by_default(root: Path, tmp_path: Path) -> None:
+def test_only_listed_cells_by_default(tmp_path: Path) -> None:
     r = tmp_path / "r"
     write_synthetic_study(r, "residual", "quick", seeds=(0,), failed=0, diverged=0, artifacts=False, epochs=2)
     quick = set(read_results(r, "residual").runs_frame()["run_id"])

@@ -103,7 +103,7 @@ def test_speed_sanity_and_caller_model_unchanged() -> None:
         assert r["train_samples_per_s"] == pytest.approx(4 / (r["train_step_time_ms"] / 1e3))
     a, b = (r["train_step_time_ms"] for r in runs)
     assert max(a, b) / min(a, b) < 10  # same order of magnitude, not a speed threshold
-    assert all(torch.equal(p, q) for p, q in zip(before, m.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(before, m.parameters(), strict=True))
     assert m.training  # the caller's mode is untouched
 
 

@@ -3,7 +3,6 @@ images of a data set stored sorted by class (an image-folder cache is)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +56,7 @@ def test_misclassified_images_come_from_every_class_of_a_sorted_test_set() -> No
     assert np.array_equal(again["misclassified_true"], shown)
 
 
-def test_the_bn_gap_pass_runs_on_class_mixed_batches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_bn_gap_pass_runs_on_class_mixed_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Train a tiny run on a class-sorted data set and look at the batches the train-mode BN pass gets."""
     train = _sorted_by_class(40, side=8)
     test = _sorted_by_class(10, side=8)

@@ -88,7 +88,7 @@ def test_show_prints_accuracies_in_percent(tmp_path: Path, capsys: pytest.Captur
     assert m and m.group(1) == f"{metrics['train_time_s']:.4g}", out
 
 
-def test_host_load_share_of_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_load_share_of_other_processes() -> None:
     hz = os.sysconf("SC_CLK_TCK")
     start = CpuMark(busy_ticks=0, total_ticks=0, own_cpu_s=0.0)
     # 4 CPU-seconds passed (2 s on 2 CPUs), 1 s of them busy, 0.25 s of that ours: others took 0.75 of 4
@@ -153,7 +153,7 @@ def test_models_listing_counts_each_model_once(tmp_path: Path, monkeypatch: pyte
         zoo.zoo_table("resnet2*", cache_dir=str(tmp_path))
 
 
-def test_models_listing_survives_a_damaged_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_listing_survives_a_damaged_cache(tmp_path: Path) -> None:
     from bench.commands import zoo
 
     (tmp_path / zoo.COUNTS_FILE).write_text("{not json")

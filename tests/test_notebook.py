@@ -48,7 +48,8 @@ def test_example_notebook_runs_in_a_kernel(tmp_path: Path, monkeypatch: pytest.M
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not _outputs(nb) and all(c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), \
         "commit the notebook with its outputs cleared"
-    probe = "import sys, bench, matplotlib\nfor x in (sys.executable, bench.__file__, matplotlib.get_backend()): print(x)"
+    probe = ("import sys, bench, matplotlib\n"
+             "for x in (sys.executable, bench.__file__, matplotlib.get_backend()): print(x)")
     nb.cells.append(nbformat.v4.new_code_cell(probe))
     client = NotebookClient(nb, km=_kernel(tmp_path, results), timeout=300, allow_errors=False,
                             resources={"metadata": {"path": str(tmp_path)}})

@@ -43,7 +43,7 @@ def test_run_perf_on_cpu_writes_csv_and_json(results_dir: Path, capsys: pytest.C
     assert list(df["precision"]) == ["fp32", "fp32", "bf16"] and list(df["channels_last"]) == [False, False, True]
     memory = ["train_peak_reserved_MiB", "train_peak_alloc_MiB", "capture_peak_reserved_MiB", "run_peak_reserved_MiB"]
     assert df[memory].isna().all().all()  # CPU: no allocator peaks
-    assert df["step_ms"].isna().all() and (df["cuda_graphs_used"] == False).all()  # noqa: E712
+    assert df["step_ms"].isna().all() and (df["cuda_graphs_used"] == False).all()  # noqa: E712 - elementwise, on a column
     assert df["final_test_acc"].between(0, 1).all()
 
     rec = json.loads(jsons[0].read_text())
@@ -164,7 +164,8 @@ def test_cpu_peak_estimate_from_flags_clock_and_cores(monkeypatch: pytest.Monkey
 @pytest.mark.cuda
 def test_cuda_perf_memory_columns_and_compiled_variant_in_its_own_process(results_dir: Path) -> None:
     args = argparse.Namespace(models="resnet20", batch_size=64, epochs=1, device="cuda",
-                              dataset="synthetic:train=512,test=128,size=32", variants="eager_fp32,graph_fp32,compile_ro",
+                              dataset="synthetic:train=512,test=128,size=32",
+                              variants="eager_fp32,graph_fp32,compile_ro",
                               results_dir=str(results_dir))
     assert run_perf(args) == 0
     df = pd.read_csv(next((results_dir / "perf").glob("perf-*.csv"))).set_index("variant")

@@ -180,7 +180,7 @@ def test_plan_sizes_each_claim_from_a_stated_prior_then_from_the_recorded_runs(t
     power = power_table(study, "cpu", tmp_path, None, df)
     claims = [c for c in study.claims if c.applies_to("cpu")]
     assert list(power["claim"]) == [c.sentence for c in claims]
-    for c, (_, row) in zip(claims, power.iterrows()):
+    for c, (_, row) in zip(claims, power.iterrows(), strict=True):
         assert "prior: std 1" in row["spread from"]
         if c.kind == "comparison":
             assert row["seeds needed"] == seeds_needed("paired", c.effect, math.sqrt(2) * PRIOR_SD_PCT)
@@ -210,7 +210,7 @@ def test_the_terminal_power_table_fits_a_row_on_a_line_and_says_every_source(tmp
     at = lines.index("spread from:")
     rows, said = lines[1:at], lines[at + 1:]
     assert len(rows) == len(power) and max(map(len, rows)) < CLAIM_WIDTH + 100
-    for i, (row, claim) in enumerate(zip(rows, power["claim"]), 1):
+    for i, (row, claim) in enumerate(zip(rows, power["claim"], strict=True), 1):
         assert row.split()[0] == str(i) and claim[:CLAIM_WIDTH - 1] in row
     groups = {}
     for part in said:

@@ -24,7 +24,8 @@ def test_a_run_whose_output_goes_to_a_file_says_each_cell(tmp_path: Path, capsys
     lines = [ln for ln in err.splitlines() if re.match(r"bench: (plain|resnet)\d+ seed 0: ", ln)]
     assert len(lines) == 4, err
     for i, ln in enumerate(lines, 1):
-        assert re.search(r": ok, final training error \d+\.\d%, final test error \d+\.\d%, (\d+ s|[\d.]+ min|[\d.]+ h); ", ln), ln
+        assert re.search(r": ok, final training error \d+\.\d%, final test error \d+\.\d%, "
+                         r"(\d+ s|[\d.]+ min|[\d.]+ h); ", ln), ln
         assert f"; {i}/4 done, " in ln
     assert "left at this pace" in lines[0] and lines[-1].split("4/4 done, ")[1].startswith("all in ")
     # --device auto (the default) falling back to the CPU says so once, before the cells

@@ -254,7 +254,7 @@ def test_cpu_run_overview_shows_no_cuda(tmp_path: Path) -> None:
     assert "CUDA / cuDNN" in _section(build_report("residual", tmp_path / "gpu").read_text(), "overview")
 
 
-def test_held_fixed_lists_only_settings_that_apply(results: Path, reports: dict[str, Path]) -> None:
+def test_held_fixed_lists_only_settings_that_apply(reports: dict[str, Path]) -> None:
     """residual trains ResNets with SGD: no Adam betas, no aux_loss_weight (no auxiliary heads), and
     on a CPU no GPU loader; they are named as left out, not listed."""
     for study, cpu in (("residual", STUDIES.index("residual") % 2 == 1),):

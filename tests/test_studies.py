@@ -68,6 +68,7 @@ def test_profile_descriptions_state_the_real_length(name: str) -> None:
             assert steps == {n}, (pname, prof.description, steps)
         for m in re.finditer(r"(\d+) epochs of (\d+) steps", prof.description):
             epochs, per = int(m.group(1)), int(m.group(2))
-            sizes = {train_size(c.config) for c in cells}
-            assert all(s is not None and -(-s // c.config.batch_size) == per for s, c in zip(sizes, cells)), sizes
+            # every cell's epoch: its training images over its batch size, rounded up
+            sizes = [(train_size(c.config), c.config.batch_size) for c in cells]
+            assert all(s is not None and -(-s // b) == per for s, b in sizes), (pname, sizes)
             assert steps == {epochs * per}, (pname, steps)

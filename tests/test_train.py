@@ -102,7 +102,7 @@ def test_linear_warmup_composes() -> None:
     s = build_schedule(cfg, 10, 100)
     ramp = [s(i) for i in range(50)]
     assert ramp[0] == pytest.approx(0.02) and ramp[49] == pytest.approx(1.0)
-    assert all(b > a for a, b in zip(ramp, ramp[1:]))
+    assert all(b > a for a, b in zip(ramp, ramp[1:], strict=False))
     assert s(50) == 1.0 and s(80) == pytest.approx(0.1)
     it = build_schedule(dataclasses.replace(cfg, schedule_unit="iter", warmup=100, milestones=()), 10, 1000)
     assert it(0) == pytest.approx(0.01) and it(99) == 1.0 and it(500) == 1.0
@@ -225,11 +225,13 @@ def test_end_of_run_steps_can_be_left_out(data: LoadedData) -> None:
     strip = lambda h: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in h]  # noqa: E731
     assert strip(bare.history) == strip(full.history) == strip(gap.history) == strip(arts.history)
     assert bare.artifacts == {} == gap.artifacts and set(arts.artifacts) == set(full.artifacts)
-    assert math.isnan(bare.summary["final_train_acc_evalmode"]) and math.isnan(arts.summary["final_train_acc_trainmode"])
+    assert math.isnan(bare.summary["final_train_acc_evalmode"])
+    assert math.isnan(arts.summary["final_train_acc_trainmode"])
     assert gap.summary["final_train_acc_trainmode"] == full.summary["final_train_acc_trainmode"]
     assert list(bare.summary) == list(full.summary)  # the record's schema does not depend on them
     assert bare.summary["resumed_from_epoch"] == 0
-    with pytest.raises(UserError, match=r"unknown end-of-run step 'bn-gap'; did you mean bn_gap\? \(accepted: artifacts, bn_gap\)"):
+    with pytest.raises(UserError, match=r"unknown end-of-run step 'bn-gap'; did you mean bn_gap\? "
+                                         r"\(accepted: artifacts, bn_gap\)"):
         train(cfg, data=data, end_steps=("bn-gap",))
 
 

@@ -95,7 +95,8 @@ def test_until_decided_adds_seeds_as_cells_and_stops_at_max_seeds(tmp_path: Path
 
 @pytest.mark.parametrize(("extra", "says"), [
     (["--until-decided", "--max-seeds", "0"], "--max-seeds 0: the profile 'smoke' already runs 1 seed"),
-    (["--until-decided", "--spending", "haybittle"], "unknown alpha spending 'haybittle' (accepted: obrien-fleming, pocock)"),
+    (["--until-decided", "--spending", "haybittle"],
+     "unknown alpha spending 'haybittle' (accepted: obrien-fleming, pocock)"),
     (["--until-decided", "--seeds", "0"], "--seeds with --until-decided"),
     (["--max-seeds", "3"], "--max-seeds 3 without --until-decided"),
 ])

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from bench.cli import main
 
@@ -27,7 +25,8 @@ def test_worker_processes_say_each_finished_cell(tmp_path: Path, capsys: pytest.
     lines = [ln for ln in err.splitlines() if re.match(r"bench: (plain|resnet)\d+ seed 0: ", ln)]
     assert len(lines) == 4, err  # one per cell, none twice
     for i, ln in enumerate(lines, 1):
-        assert re.search(r": ok, final training error \d+\.\d%, final test error \d+\.\d%, (\d+ s|[\d.]+ min|[\d.]+ h); ", ln), ln
+        assert re.search(r": ok, final training error \d+\.\d%, final test error \d+\.\d%, "
+                         r"(\d+ s|[\d.]+ min|[\d.]+ h); ", ln), ln
         assert f"; {i}/4 done, " in ln, ln
     assert lines[-1].split("4/4 done, ")[1].startswith("all in ")
     assert len({ln.split(":")[1] for ln in lines}) == 4  # four different cells

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 
-def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+def pytest_benchmark_update_machine_info(machine_info: dict[str, Any]) -> None:
     """Record what the timings depend on beyond pytest-benchmark's CPU info."""
     cuda = torch.cuda.is_available()
     machine_info["torch_version"] = torch.__version__
