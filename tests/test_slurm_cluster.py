@@ -30,8 +30,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 ROOT = Path(__file__).resolve().parents[1]
 STUDY, PROFILE, EPOCHS = "residual", "smoke", 10
 # a CPU-only cluster: no GPU asked for; one thread per task (the node has few cores)
+# no measurements, no end-of-run steps: what is checked here is the scheduling, the resume and the records
 RUN = ["run", STUDY, "--profile", PROFILE, "--executor", "slurm", "--gpus-per-task", "0", "--timeout-min", "10",
-       "--set", f"epochs={EPOCHS}"]
+       "--no-measure", "--no-extras", "--set", f"epochs={EPOCHS}"]
 WAIT_S = 240.0
 PAUSE_S = 1.0  # after each epoch's checkpoint (see env)
 ORDER = {"PENDING": 0, "CONFIGURING": 1, "RUNNING": 2, "COMPLETING": 3, "COMPLETED": 4}  # a task's life
