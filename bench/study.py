@@ -242,7 +242,7 @@ def register_study(study: Study) -> Study:
     A mistake is a UserError naming the bad value and the accepted ones."""
     from bench.study_checks import check_study
 
-    check_study(study)
+    check_study(study, PROFILES)
     return STUDIES.add(study.name, study)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,6 @@ from bench.claim import Claim, Selector, same_value
 from bench.config import RunConfig, apply_overrides
 from bench.errors import UserError, unknown_value
 from bench.figure_kinds import FIGURE_KINDS
-from bench.study import PROFILES
 
 if TYPE_CHECKING:
     from bench.study import Arm, Study
@@ -44,12 +43,13 @@ def metric_names(acc_thresholds: tuple[float, ...] = RunConfig().acc_thresholds)
     return frozenset(full) - frozenset(bare)
 
 
-def check_study(study: Study) -> None:
-    """Raise a UserError on the first mistake of ``study`` (see the module docstring)."""
-    missing = [p for p in PROFILES if p not in study.profiles]
+def check_study(study: Study, required: Sequence[str]) -> None:
+    """Raise a UserError on the first mistake of ``study`` (see the module docstring); ``required``: the
+    profiles every study has (``bench.study.PROFILES``, passed in: this module reads no study module)."""
+    missing = [p for p in required if p not in study.profiles]
     if missing:
         raise UserError(f"study {study.name!r} lacks the {missing[0]!r} profile (accepted: a study has the "
-                        f"profiles {', '.join(PROFILES)}, and any others)")
+                        f"profiles {', '.join(required)}, and any others)")
     for kind in study.figures:
         if kind not in FIGURE_KINDS:
             raise _in(study, "figures", unknown_value("figure", kind, FIGURE_KINDS))

@@ -239,7 +239,7 @@ def test_absurd_but_legal_is_planned_with_its_cost(records: tuple[Path, dict[str
     # optimizer steps: 320 training images in batches of 64 -> 5 per epoch, 4 cells
     assert "20,000,000,000 optimizer steps" in out and "5000000000" in out
     cost = next(ln for ln in out.splitlines() if ln.startswith("estimated cost:"))
-    assert re.search(r"about [0-9.e+]+ y at the speed of [1-9] recorded run\(s\) on ", cost), cost  # years
+    assert re.search(r"about [0-9.e+]+ y of training at the speed of [1-9] recorded run\(s\) on ", cost), cost  # years
     assert "note: 4 cell(s) would each train for more than 30 days" in out
     assert _snapshot(root) == before
 

@@ -56,7 +56,7 @@ def test_every_registered_study_passes_its_checks() -> None:
     names = load_studies().names()
     assert names
     for name in names:
-        check_study(STUDIES.get(name))
+        check_study(STUDIES.get(name), PROFILES)
 
 
 def test_a_good_study_registers() -> None:
@@ -102,7 +102,7 @@ def test_a_selector_value_is_compared_as_the_report_compares_it() -> None:
     # depth 20 is the tag's number; '20' and 20.0 name it too (as the verdicts match them)
     for depth in ("20", 20.0):
         check_study(_study(claims=(Claim.level("x", metric=METRIC, a={"net": "res", "depth": depth}, value=8.0,
-                                               within=1.0, source=SRC),)))
+                                               within=1.0, source=SRC),)), PROFILES)
 
 
 def test_a_profile_takes_its_name_from_its_key() -> None:

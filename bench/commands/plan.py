@@ -136,7 +136,8 @@ def plan_footer(df: pd.DataFrame) -> list[str]:
     lines = [f"{len(df)} cells ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); "
              f"estimated training compute {_number(df.attrs.get('total_TMACs', math.nan))} T multiply-adds "
              "(3 x forward conv+linear MACs per training image)"]
-    when = (f"about {human_duration(df.attrs['total_seconds'])} at {df.attrs['speed_from']}"
+    when = (f"about {human_duration(df.attrs['total_seconds'])} of training at {df.attrs['speed_from']} "
+            "(evaluation, measurements and end-of-run steps come on top)"
             if df.attrs.get("speed_from") and df.attrs.get("total_seconds") == df.attrs.get("total_seconds")
             else "time unknown until a run of this study is recorded")
     lines.append(f"estimated cost: {df.attrs.get('total_steps', 0):,} optimizer steps; {when}")
