@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from bench.models.units import UNITS
-from bench.models.classic import CONV_UNITS
+from bench.models.units import CONV_UNITS, UNITS
 from bench.study import Arm, Claim, Profile, Published, Study, register_study
 from experiments._common import HE2016_CIFAR, QUICK_15_EPOCHS, smoke_profile
 

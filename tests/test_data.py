@@ -352,7 +352,7 @@ def test_failed_download_is_a_user_error(tmp_path, monkeypatch):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried mirror, got: 404")
 
     monkeypatch.setattr(sources, "_reachable", lambda url: (True, ""))
-    monkeypatch.setattr(sources.datasets.MNIST, "download", broken)
+    monkeypatch.setattr(sources._tv_class("MNIST"), "download", broken)
     with pytest.raises(UserError, match=r"download failed \(Error downloading .* 404\).*BENCH_DATA_DIR"):
         load_dataset("fashion_mnist", tmp_path)
 

@@ -288,7 +288,7 @@ def test_norm_table_is_read_by_models_init_cli_and_study(monkeypatch: pytest.Mon
 
 def test_units_table_is_read_by_models_and_the_bn_placement_study(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.models.units import BasicBlock
-    from bench.models.classic import CONV_UNITS
+    from bench.models.units import CONV_UNITS
     from experiments.bn_placement import unit_arms
 
     arms = unit_arms("resnet20")

@@ -4,6 +4,8 @@ See ``docs/architecture.md`` (Data contract): sources give uint8 NCHW :class:`Ar
 with their mean/std; loaders yield normalised float batches on the device.
 """
 
+from typing import Any
+
 from bench.data.dataset import ArrayDataset, LoadedData, Loader, channel_stats, default_cache_dir, default_data_dir
 from bench.data.gpu_loader import GpuLoader, crop_windows
 from bench.data.imagefolder import load_imagefolder
@@ -11,7 +13,17 @@ from bench.data.loaders import make_loader
 from bench.data.sources import DATASETS, available_locally, load_dataset
 from bench.data.split import mixed_order, mixed_sample, split_train_val, stratified_subset
 from bench.data.synthetic import make_synthetic
-from bench.data.torch_loader import TorchLoader
+
+
+
+def __getattr__(name: str) -> Any:
+    # TorchLoader on first use: torchvision's transforms pull in torch._dynamo (~1.4 s of every start-up)
+    if name == "TorchLoader":
+        from bench.data.torch_loader import TorchLoader
+
+        return TorchLoader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DATASETS",

@@ -13,14 +13,22 @@ import torch
 
 from bench.data.dataset import ArrayDataset, LoadedData, Loader
 from bench.data.gpu_loader import GpuLoader
-from bench.data.torch_loader import TorchLoader
 from bench.errors import UserError
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
 
-# cfg.loader -> class; both take (ds, batch_size, **loader_kwargs(...)).
-LOADER_CLASSES: dict[str, Any] = {"gpu": GpuLoader, "torch": TorchLoader}
+
+
+def _torch_loader() -> type:
+    # imported when chosen: torchvision's transforms pull in torch._dynamo (~1.4 s of every start-up)
+    from bench.data.torch_loader import TorchLoader
+
+    return TorchLoader
+
+
+# cfg.loader -> a function giving its class; each class takes (ds, batch_size, **loader_kwargs(...)).
+LOADER_CLASSES: dict[str, Any] = {"gpu": lambda: GpuLoader, "torch": _torch_loader}
 
 
 def loader_kwargs(info: LoadedData, cfg: RunConfig, *, train: bool, device: torch.device | str) -> dict[str, Any]:
@@ -52,4 +60,4 @@ def make_loader(
     if cfg.loader not in LOADER_CLASSES:
         raise UserError(f"bad loader {cfg.loader!r} (accepted: {', '.join(LOADER_CLASSES)})")
     batch = cfg.batch_size if train else cfg.eval_batch_size
-    return LOADER_CLASSES[cfg.loader](ds, batch, **loader_kwargs(info, cfg, train=train, device=device))
+    return LOADER_CLASSES[cfg.loader]()(ds, batch, **loader_kwargs(info, cfg, train=train, device=device))

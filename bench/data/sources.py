@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.error import URLError
 
 import torch
-from torchvision import datasets
 
 from bench.data.dataset import (
     ArrayDataset,
@@ -39,6 +38,8 @@ from bench.files import write_atomic
 from bench.registry import Registry
 
 if TYPE_CHECKING:
+    from torchvision import datasets
+
     from bench.config import RunConfig
 
 # A source takes the text after ``name:`` (None if absent), the data folder and the cache folder.
@@ -78,7 +79,7 @@ def available_locally(name: str, data_dir: str | Path | None = None) -> bool:
     cls = DATASETS.meta(base).get("torchvision") if base in DATASETS.names() else None
     if cls is None:
         return False
-    tv = getattr(datasets, cls)
+    tv = _tv_class(cls)
     expected = _expected_files(tv, root)
     if all(_has_bytes(p) for p in expected):
         return True
@@ -156,22 +157,30 @@ def _imagefolder(arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData
 # ---------------------------------------------------------------- torchvision sets
 
 
-def _torchvision(name: str, cls: type, shape: tuple[int, int, int], train_size: int) -> None:
-    def source(_arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
-        return _load_torchvision(name, cls, data_dir, cache_dir)
+def _tv_class(cls_name: str) -> type[Any]:
+    """torchvision's data set class ``cls_name``, imported when a set is looked for: torchvision pulls
+    in torch._dynamo (~1.4 s of every start-up, also of commands that read no data)."""
+    from torchvision import datasets
 
-    DATASETS.add(name, source, torchvision=cls.__name__, shape=shape, train_size=train_size)
+    return getattr(datasets, cls_name)
+
+
+def _torchvision(name: str, cls_name: str, shape: tuple[int, int, int], train_size: int) -> None:
+    def source(_arg: str | None, data_dir: Path, cache_dir: Path) -> LoadedData:
+        return _load_torchvision(name, _tv_class(cls_name), data_dir, cache_dir)
+
+    DATASETS.add(name, source, torchvision=cls_name, shape=shape, train_size=train_size)
 
 
 # cifar10 also reads cifar10-jpeg.tar.gz from the data folder; the MNIST pair their raw .gz files.
-_torchvision("cifar10", datasets.CIFAR10, (3, 32, 32), 50_000)
-_torchvision("cifar100", datasets.CIFAR100, (3, 32, 32), 50_000)
-_torchvision("mnist", datasets.MNIST, (1, 28, 28), 60_000)
-_torchvision("fashion_mnist", datasets.FashionMNIST, (1, 28, 28), 60_000)
+_torchvision("cifar10", "CIFAR10", (3, 32, 32), 50_000)
+_torchvision("cifar100", "CIFAR100", (3, 32, 32), 50_000)
+_torchvision("mnist", "MNIST", (1, 28, 28), 60_000)
+_torchvision("fashion_mnist", "FashionMNIST", (1, 28, 28), 60_000)
 
 
 def _is_mnist_like(cls: type) -> bool:
-    return issubclass(cls, datasets.MNIST)
+    return issubclass(cls, _tv_class("MNIST"))
 
 
 def _expected_files(cls: type[Any], root: Path) -> list[Path]:

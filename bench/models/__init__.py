@@ -5,17 +5,32 @@
 >>> model_info("alexnet_cifar")["input_size"]
 (3, 64, 64)
 
-Importing this package imports the model modules, which register their models with
-:func:`register_model` (timm style).
+The model modules register their models with :func:`register_model` (timm style) when the zoo is
+first asked for (``MODELS``, ``create_model``, ``list_models``, ``model_info``), not when this package
+is imported: torchvision's model modules pull in torch._dynamo, ~1.4 s of every start-up of a
+command that builds no model (``bench list``, ``status``, ``claims``, ``report``).
 """
 
 from __future__ import annotations
 
-from bench.models._registry import MODELS, create_model, list_models, model_info, register_model
+import importlib
+from typing import Any
+
+from bench.models._registry import register_model
 from bench.models.norms import NORM_TABLE, NORMS, make_norm_layer
 
-# Imported for their registrations.
-from bench.models import cifar_resnet, classic, mnist, torchvision_resnet  # noqa: F401  isort: skip
+ZOO_MODULES = ("cifar_resnet", "classic", "mnist", "torchvision_resnet")  # each registers its models
+_ZOO_NAMES = ("MODELS", "create_model", "list_models", "model_info")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ZOO_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for mod in ZOO_MODULES:
+        importlib.import_module(f"{__name__}.{mod}")
+    from bench.models import _registry
+
+    return getattr(_registry, name)
 
 __all__ = [
     "MODELS",

@@ -20,14 +20,12 @@ Each reuses torchvision's implementation where one exists and changes only what 
 * ``simple_cnn``: the Keras ``cifar10_cnn`` example network (conv32 x2, pool, conv64 x2, pool,
   dense 512, dropout).
 * ``convnet``: a plain VGG-style net for the "norm before or after the activation" ablation, the
-  conv unit given as a block class: ``unit='bn_relu'`` (:class:`ConvNormReLU`) or ``'relu_bn'``
-  (:class:`ConvReLUNorm`).
+  conv unit given as a block class: ``unit='bn_relu'`` (:class:`~bench.models.units.ConvNormReLU`) or ``'relu_bn'``
+  (:class:`~bench.models.units.ConvReLUNorm`).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +38,7 @@ from torchvision.models.vgg import make_layers
 from bench.errors import UserError, unknown_value
 from bench.models._registry import register_model
 from bench.models.norms import NormLayer, make_norm_layer, norm_or_identity
+from bench.models.units import CONV_UNITS
 from bench.models.torchvision_resnet import STEMS
 
 # --------------------------------------------------------------------------- AlexNet
@@ -182,35 +181,6 @@ def simple_cnn(
     return SimpleCNN(num_classes, in_channels, make_norm_layer(norm, groups))
 
 
-class ConvNormReLU(nn.Sequential):
-    """conv3x3 -> norm -> ReLU (norm before the activation)."""
-
-    label: ClassVar[str] = "conv-BN-ReLU"
-
-    def __init__(self, cin: int, cout: int, norm_layer: NormLayer | None = nn.BatchNorm2d):
-        super().__init__(OrderedDict(
-            conv=nn.Conv2d(cin, cout, 3, padding=1, bias=norm_layer is None),
-            norm=norm_or_identity(norm_layer, cout),
-            relu=nn.ReLU(inplace=True),
-        ))
-
-
-class ConvReLUNorm(nn.Sequential):
-    """conv3x3 -> ReLU -> norm (norm after the activation); the conv keeps its bias, which the
-    ReLU sees before any norm could absorb it."""
-
-    label: ClassVar[str] = "conv-ReLU-BN"
-
-    def __init__(self, cin: int, cout: int, norm_layer: NormLayer | None = nn.BatchNorm2d):
-        super().__init__(OrderedDict(
-            conv=nn.Conv2d(cin, cout, 3, padding=1, bias=True),
-            relu=nn.ReLU(inplace=True),
-            norm=norm_or_identity(norm_layer, cout),
-        ))
-
-
-# unit= name -> plain conv unit (with its ``label``), read by the bn-placement study too.
-CONV_UNITS: dict[str, type[nn.Module]] = {"bn_relu": ConvNormReLU, "relu_bn": ConvReLUNorm}
 CONVNET_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, "M")
 
 

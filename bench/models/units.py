@@ -14,6 +14,7 @@ for a bare conv stem and a final norm + ReLU. The 3x3 conv of the bottleneck car
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import ClassVar
 
 import torch.nn.functional as F
@@ -253,3 +254,37 @@ UNITS: dict[str, type[Unit]] = {
     "plain": PlainBlock,
     "preact_bottleneck": PreActBottleneck,
 }
+
+
+# ---------------------------------------------------------------- plain conv units (no shortcut)
+
+
+class ConvNormReLU(nn.Sequential):
+    """conv3x3 -> norm -> ReLU (norm before the activation)."""
+
+    label: ClassVar[str] = "conv-BN-ReLU"
+
+    def __init__(self, cin: int, cout: int, norm_layer: NormLayer | None = nn.BatchNorm2d):
+        super().__init__(OrderedDict(
+            conv=nn.Conv2d(cin, cout, 3, padding=1, bias=norm_layer is None),
+            norm=norm_or_identity(norm_layer, cout),
+            relu=nn.ReLU(inplace=True),
+        ))
+
+
+class ConvReLUNorm(nn.Sequential):
+    """conv3x3 -> ReLU -> norm (norm after the activation); the conv keeps its bias, which the
+    ReLU sees before any norm could absorb it."""
+
+    label: ClassVar[str] = "conv-ReLU-BN"
+
+    def __init__(self, cin: int, cout: int, norm_layer: NormLayer | None = nn.BatchNorm2d):
+        super().__init__(OrderedDict(
+            conv=nn.Conv2d(cin, cout, 3, padding=1, bias=True),
+            relu=nn.ReLU(inplace=True),
+            norm=norm_or_identity(norm_layer, cout),
+        ))
+
+
+# unit= name -> plain conv unit (with its ``label``): the convnet's ``unit=`` and the bn-placement study.
+CONV_UNITS: dict[str, type[nn.Module]] = {"bn_relu": ConvNormReLU, "relu_bn": ConvReLUNorm}
