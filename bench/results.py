@@ -146,7 +146,9 @@ class Run:
         rec = self.record
         if rec is not None:
             row = rec.to_row()
-            if self.acc_thresholds is not None:
+            # recomputed only where the latest run asks for other thresholds than the run was trained
+            # with: the summary's own columns are those, and reading history.csv per run is the cost
+            if self.acc_thresholds is not None and self.acc_thresholds != tuple(rec.cell.config.acc_thresholds):
                 row = self._time_to_accuracy(row)
         else:
             row = {**identity_row(self.cell), "status": None, **config_columns(self.config or {})}

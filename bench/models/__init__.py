@@ -30,6 +30,7 @@ def __getattr__(name: str) -> Any:
         importlib.import_module(f"{__name__}.{mod}")
     from bench.models import _registry
 
+    globals().update({n: getattr(_registry, n) for n in _ZOO_NAMES})  # loaded once: later lookups are plain
     return getattr(_registry, name)
 
 __all__ = [
