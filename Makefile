@@ -36,8 +36,8 @@ install: $(STAMP)
 
 # mypy keeps its cache in .mypy_cache: a second run reads only what changed
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test: lint
 	$(if $(DATA_DIR),BENCH_DATA_DIR=$(DATA_DIR) )$(PY) -m pytest -q tests --benchmark-disable-gc

@@ -95,7 +95,7 @@ class Run:
     def record(self) -> RunRecord | None:
         """The finished run's :class:`RunRecord` (None until it finishes); RecordError naming the file
         for a record this version cannot read."""
-        return self.store.read_record(self.study, self.run_id) if self.finished else None
+        return self.store.record_from_summary(self.study, self.run_id, self.summary)  # read once, above
 
     @cached_property
     def own(self) -> dict[str, Any] | None:

@@ -405,7 +405,11 @@ class ResultsStore:
     def read_record(self, study: str, run_id: str, history: bool = False) -> RunRecord | None:
         """The finished run as a :class:`RunRecord` (None if unfinished); RecordError, one line naming
         the file, when its schema is not readable."""
-        s = self.summary(study, run_id)
+        return self.record_from_summary(study, run_id, self.summary(study, run_id), history)
+
+    def record_from_summary(self, study: str, run_id: str, s: dict[str, Any] | None,
+                            history: bool = False) -> RunRecord | None:
+        """:meth:`read_record` from a summary already read (:meth:`summary`), without reading it again."""
         if s is None:
             return None
         rows: list[dict[str, Any]] = []

@@ -19,6 +19,7 @@ from bench.claim import Claim, Selector, same_value
 from bench.config import RunConfig, apply_overrides
 from bench.errors import UserError, unknown_value
 from bench.figure_kinds import FIGURE_KINDS
+from bench.record import _is_number
 
 if TYPE_CHECKING:
     from bench.study import Arm, Study
@@ -148,11 +149,3 @@ def _check_claim(claim: Claim, profile: str, rows: list[_Cell], where: str, stud
 
 def _texts(values: Iterable[Any]) -> list[str]:
     return sorted({str(v) for v in values})
-
-
-def _is_number(v: Any) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return not isinstance(v, bool)

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def real_data_dir() -> Path | None:
-    """BENCH_DATA_DIR if set, else ../shared/data beside the repository, else None."""
-    for cand in (os.environ.get("BENCH_DATA_DIR"), REPO.parent / "shared" / "data"):
+    """bench's own rule (commands.defaults.default_data_dir) seen from the repository: BENCH_DATA_DIR if
+    set, else ../shared/data beside it, else its ./data; None when none is a folder."""
+    for cand in (os.environ.get("BENCH_DATA_DIR"), REPO.parent / "shared" / "data", REPO / "data"):
         if cand and Path(cand).is_dir():
             return Path(cand)
     return None

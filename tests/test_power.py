@@ -218,3 +218,24 @@ def test_the_terminal_power_table_fits_a_row_on_a_line_and_says_every_source(tmp
         assert m, part
         groups.update({int(n): m.group(2) for n in re.findall(r"#(\d+)", m.group(1))})
     assert groups == dict(enumerate(power["spread from"], 1))
+
+
+def test_the_power_table_counts_the_seeds_until_decided_added(tmp_path) -> None:
+    """After --until-decided added seeds to some arms (study.json's extra_seeds), a claim's 'seeds now'
+    is the fewest any of its arms has, as the plan's cell table counts them."""
+    import json
+
+    from bench.commands.plan import plan_table, power_table
+    from bench.report.synthetic import write_synthetic_study
+    from bench.study import get_study
+
+    study = get_study("residual")
+    write_synthetic_study(tmp_path, "residual", "quick", seeds=(0, 1, 2), artifacts=False)
+    path = tmp_path / "residual" / "study.json"
+    desc = json.loads(path.read_text())
+    path.write_text(json.dumps({**desc, "extra_seeds": {"plain20": [3, 4], "plain56": [3, 4]}}))
+    power = power_table(study, "quick", tmp_path, None, plan_table(study, "quick", tmp_path, None))
+    now = dict(zip(power["claim"], power["seeds now"], strict=True))
+    assert now["plain56 ends with a higher training error than plain20 (degradation)"] == 5  # both arms added to
+    assert now["resnet56 ends with a lower test error than resnet20"] == 3  # neither arm added to
+    assert now["Training error rises with depth among plain nets"] == 3  # plain32, plain44, plain110 were not

@@ -14,8 +14,8 @@ import pytest
 from bench.claim import Claim, Precondition
 from bench.config import RunConfig
 from bench.errors import UserError
-from bench.figure_kinds import FIGURE_KINDS, attach
-from bench.study import PROFILES, STUDIES, Arm, Profile, Published, Study, load_studies, register_study
+from bench.figure_kinds import attach
+from bench.study import PROFILES, STUDIES, Arm, Profile, Published, Study, register_study
 from bench.study_checks import check_study, metric_names
 
 SRC = "constructed"
@@ -50,13 +50,6 @@ def _claim(**kw: Any) -> Callable[[], Study]:
     return lambda: _study(claims=(Claim.compare("x", **{**dict(metric=METRIC, a={"model": "res32"},
                                                                 b={"model": "plain32"}, less_by=0.5, source=SRC),
                                                          **kw}),))
-
-
-def test_every_registered_study_passes_its_checks() -> None:
-    names = load_studies().names()
-    assert names
-    for name in names:
-        check_study(STUDIES.get(name), PROFILES)
 
 
 def test_a_good_study_registers() -> None:
@@ -135,9 +128,8 @@ def test_the_metric_catalogue_is_built_from_the_record_types() -> None:
 
 
 def test_figure_kinds_are_the_reports_drawings() -> None:
-    from bench.report.figures import FIGURES
+    from bench.report.figures import FIGURES  # attach() ran at its import: the names and drawings agree
 
-    assert tuple(FIGURES) == FIGURE_KINDS
     with pytest.raises(ValueError, match="drawn but not named extra"):
         attach({**FIGURES, "extra": FIGURES["bubble"]})
     with pytest.raises(ValueError, match="named but not drawn bubble"):

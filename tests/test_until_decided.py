@@ -57,11 +57,9 @@ def _run(root: Path, *extra: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")  # restored afterwards: later tests keep their thread count
 def test_until_decided_adds_seeds_as_cells_and_stops_at_max_seeds(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    import torch
-
-    torch.set_num_threads(1)
     root = tmp_path / "results"
     # the seeds, looks and verdicts are checked, not the measurements or the end-of-run steps
     assert _run(root, "--until-decided", "--max-seeds", "3", "--no-measure", "--no-extras") == 0

@@ -51,6 +51,8 @@ import torch
 
 from bench.device import auto_device_note, on_device, release_cached_memory, resolve_device
 from bench.errors import UserError, reason, unknown_value
+# a training step as multiply-adds: forward x 3, the run-cost estimates' one rule
+from bench.measure.estimate import TRAIN_MACS_PER_FORWARD as TRAIN_MACS_FACTOR
 from bench.files import clean_json, write_atomic
 from bench.commands.perf_runs import (
     EVAL_BATCH,
@@ -83,8 +85,6 @@ COLUMNS = (
 )
 COMPILE_TIMEOUT_S = 1200.0  # one compile_* / graph_compile_* variant, in its own process
 STEP_ROUNDS, STEP_STEPS = 7, 5  # step variants: rounds, and back-to-back steps per variant per round
-# A training step as multiply-adds: forward MACs x 3 (backward ~ 2x forward: input and weight grads)
-TRAIN_MACS_FACTOR = 3
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("usual", "usual", "tutorial loop: DataLoader + PIL transforms, 4 workers, pinned per-batch copy, "

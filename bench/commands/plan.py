@@ -164,8 +164,12 @@ def power_table(study: Study, profile: str, results_dir: str | Path, overrides: 
     from bench.report.claims import matches
     from bench.report.power import seeds_needed
 
-    cells = study.cells(profile, overrides)
-    seeds = sorted({c.seed for c in cells})
+    # with the seeds --until-decided added (as plan_table plans them): a claim's seeds now are its arms'
+    cells = study.cells(profile, overrides, recorded_extra_seeds(ResultsStore(results_dir), study.name, profile,
+                                                                 overrides))
+    seeds_of: dict[str, set[int]] = {}
+    for c in cells:
+        seeds_of.setdefault(c.label, set()).add(c.seed)
     grid = pd.DataFrame([{"arm_label": c.label, **{f"arm_{k}": v for k, v in c.arm.items()},
                           **{f"tag_{k}": v for k, v in c.tags.items()}} for c in cells]).drop_duplicates("arm_label")
     recorded = _recorded_verdicts(study, profile, results_dir, overrides)
@@ -177,7 +181,8 @@ def power_table(study: Study, profile: str, results_dir: str | Path, overrides: 
                       | (set(grid[matches(grid, claim.b)]["arm_label"]) if claim.b is not None else set()))
         method = {"comparison": "paired", "level": "one-sample", "trend": "per-seed slopes"}[claim.kind]
         o = recorded.get(claim.sentence)
-        row: dict[str, Any] = {"claim": claim.sentence, "test": method, "seeds now": len(seeds)}
+        now = min((len(seeds_of[a]) for a in arms), default=0)  # the arm with fewest seeds decides
+        row: dict[str, Any] = {"claim": claim.sentence, "test": method, "seeds now": now}
         needed, sd, source = math.nan, math.nan, ""
         if claim.exact:
             source = "exact metric: one run suffices"
@@ -199,7 +204,7 @@ def power_table(study: Study, profile: str, results_dir: str | Path, overrides: 
                 source = f"prior: std {base:g} per run ({said})"
             if claim.requires is not None:
                 source += "; counts only if its precondition holds"
-        extra = int(max(0.0, needed - len(seeds))) if needed == needed and math.isfinite(needed) else None
+        extra = int(max(0.0, needed - now)) if needed == needed and math.isfinite(needed) else None
         secs = sum(per_arm.get(a, math.nan) for a in arms) * extra if extra else 0.0
         if extra:
             for a in arms:

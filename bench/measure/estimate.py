@@ -64,20 +64,17 @@ def model_key(cfg: RunConfig, shape: tuple[int, int, int] | None) -> str:
 @lru_cache(maxsize=256)
 def _forward_macs(key: str) -> float:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
+    from bench.measure.compute import count_compute_meta
     from bench.models import create_model
 
     name, kwargs, shape = json.loads(key)
     try:
-        with torch.device("meta"), torch.no_grad():
-            model = create_model(name, in_channels=shape[0], **kwargs).eval()
-            counter = FlopCounterMode(display=False)
-            with counter:
-                model(torch.zeros(1, *shape))
+        with torch.device("meta"):
+            model = create_model(name, in_channels=shape[0], **kwargs)
+        return float(count_compute_meta(model, tuple(shape))["macs_conv_linear"])  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - an estimate only: unknown, not a failure
         return math.nan
-    return counter.get_total_flops() / 2  # FLOPs count 2 per multiply-add
 
 
 def train_macs(cfg: RunConfig) -> float:

@@ -19,8 +19,9 @@ stops at the budget); otherwise ``cfg.epochs`` full epochs.
 Synchronisation. The step loop never reads a device value: losses and correct counts stay on the
 device and are read once per epoch (see :mod:`bench.train.step` for the divergence check).
 
-Engines. ``cfg.engine='eager'`` runs :class:`EagerEngine`. 'graph', and 'auto' on a CUDA device,
-capture the whole training step in a CUDA graph and replay it per batch (:mod:`bench.train.graphed`,
+Engines. ``cfg.engine='eager'`` runs :class:`EagerEngine`; 'auto' does too until
+``graphed.AUTO_USES_GRAPH`` is turned on. 'graph' on a CUDA device captures the whole training
+step in a CUDA graph and replays it per batch (:mod:`bench.train.graphed`,
 behind :func:`~bench.train.graphed.graph_decision` and :func:`~bench.train.graphed.start_graph`);
 the warm-up and capture run before the first epoch and are timed separately (``capture_time_s``, not
 in ``epoch_time_s``). Where a run cannot be graphed (CPU, fp16 with GradScaler, an optimizer without a

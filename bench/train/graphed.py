@@ -103,7 +103,6 @@ GRAPH_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 # is opt-in with engine='graph'.
 AUTO_USES_GRAPH = False
 WARMUP_STEPS = 3  # per captured batch size, on a side stream (PyTorch's CUDA-graph notes use 3)
-_REASON_CHARS = 300
 
 
 def graph_decision(cfg: RunConfig, device: torch.device, prec: Precision) -> tuple[bool, str | None]:
@@ -173,10 +172,6 @@ class StaticStep:
         self.loss_sum += loss.float() * n
         self.correct += (main.argmax(1) == y).sum()
         self.step += 1
-
-
-def _first_line(exc: BaseException) -> str:
-    return reason(exc, _REASON_CHARS)
 
 
 class GraphTrainer:
@@ -289,7 +284,7 @@ class GraphTrainer:
                         except RuntimeError as exc:
                             if "synchroniz" not in str(exc):  # torch: "called a synchronizing CUDA operation"
                                 raise
-                            raise HostSync(f"the training step synchronises with the host ({_first_line(exc)}); "
+                            raise HostSync(f"the training step synchronises with the host ({reason(exc)}); "
                                            "rejected before capture, trained with the eager loop") from exc
             ops.synchronize()
             gen = self.feed.gen if isinstance(self.feed, DeviceFeed) else None
@@ -309,7 +304,7 @@ class GraphTrainer:
             self.restore_eager_optimizer()
             if isinstance(exc, HostSync):
                 raise
-            raise GraphUnsupported(f"capture failed ({_first_line(exc)}); trained with the eager loop") from exc
+            raise GraphUnsupported(f"capture failed ({reason(exc)}); trained with the eager loop") from exc
 
     def restore_eager_optimizer(self) -> None:
         """Give the optimizer its float lr and flags back (after a failed setup, or to hand it over)."""
