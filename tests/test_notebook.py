@@ -51,10 +51,15 @@ def test_example_notebook_runs_in_a_kernel(tmp_path: Path, monkeypatch: pytest.M
     probe = ("import sys, bench, matplotlib\n"
              "for x in (sys.executable, bench.__file__, matplotlib.get_backend()): print(x)")
     nb.cells.append(nbformat.v4.new_code_cell(probe))
-    client = NotebookClient(nb, km=_kernel(tmp_path, results), timeout=300, allow_errors=False,
+    km = _kernel(tmp_path, results)
+    client = NotebookClient(nb, km=km, timeout=300, allow_errors=False,
                             resources={"metadata": {"path": str(tmp_path)}})
     start = time.perf_counter()
-    client.execute()  # raises CellExecutionError naming the cell on any error
+    try:
+        client.execute()  # raises CellExecutionError naming the cell on any error
+    finally:  # a kernel manager handed in is not shut down by nbclient: the kernel would outlive the test
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     print(f"notebook executed in {time.perf_counter() - start:.1f} s")
 
     outputs = _outputs(nb)
