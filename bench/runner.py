@@ -23,6 +23,7 @@ from bench.data.sources import input_shape
 from bench.device import release_cached_memory
 from bench.errors import UserError, first_line, reason
 from bench.faults import fault_point
+from bench.measure.env import CpuMark, cpu_mark, environment
 from bench.measure.estimate import train_macs
 from bench.files import write_atomic
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
@@ -78,8 +79,6 @@ def execute_cell(
     """
     import torch
 
-    from bench.measure import environment
-
     claim = store.claim(cell.study, cell.run_id, worker=worker, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
     if claim is None:
         return None
@@ -102,6 +101,7 @@ def execute_cell(
         metrics: dict[str, Any] = {}
         measurements: dict[str, Any] = {}
         status, error, used = "ok", None, device  # the trainer's device (cuda:0) once it has run
+        trained_from: CpuMark | None = None  # the record's other_cpu_pct covers the training, nothing before
         try:
             data = load_data(cell.config.dataset, data_dir)
             if measure:
@@ -113,6 +113,7 @@ def execute_cell(
 
             from bench.train import save_artifacts, train
 
+            trained_from = cpu_mark()
             result = train(cell.config, device=device, data_dir=data_dir, run_dir=rd, on_epoch=on_epoch,
                            progress=progress, data=data, drop_checkpoint=False, end_steps=end_steps)
             history = list(result.rows) or history
@@ -133,7 +134,8 @@ def execute_cell(
                               host=socket.gethostname(), device=used,
                               shared_gpu=shared_gpu, worker=worker, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
         record = RunRecord(cell=cell, outcome=Outcome(status, error), placement=placement, metrics=metrics,
-                           measurements=measurements, environment=environment(used), history=tuple(history))
+                           measurements=measurements, environment=environment(used, since=trained_from),
+                           history=tuple(history))
         fault_point("before-summary")
         store.write_record(record)
         # Only now is the checkpoint redundant: a kill before this line resumes, never retrains.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,6 +222,71 @@ def test_environment_keys() -> None:
     assert env["git_dirty"] in (None, True, False)
     env["torch_version"] = "changed"
     assert environment()["torch_version"] == torch.__version__  # the cache hands out copies
+
+
+def test_host_load_counts_the_other_processes_share() -> None:
+    """Between two marks the machine was busy 1.5 of its 2 CPU-seconds, 0.5 of them ours (this process
+    and its children): other processes used 1.0 of 2, 50%. Our own work is never counted as load."""
+    from bench.measure.env import CpuMark, host_load
+
+    hz = os.sysconf("SC_CLK_TCK")
+    start = CpuMark(busy_ticks=10 * hz, total_ticks=40 * hz, own_cpu_s=3.0)
+    assert host_load(start, CpuMark(int(11.5 * hz), 42 * hz, 3.5))["other_cpu_pct"] == 50.0
+    assert host_load(start, CpuMark(int(11.5 * hz), 42 * hz, 4.5))["other_cpu_pct"] == 0.0  # all ours
+    assert host_load(start, CpuMark(None, None, 4.0))["other_cpu_pct"] is None  # no /proc/stat
+    assert host_load(None)["other_cpu_pct"] is None
+
+
+def test_environment_measures_the_load_from_the_mark_it_is_given() -> None:
+    """Without a mark there is no window to measure: other_cpu_pct is None, however often it is called
+    (it once counted from the previous call in the process, whatever happened between)."""
+    from bench.measure.env import cpu_mark
+
+    assert environment()["other_cpu_pct"] is None and environment()["other_cpu_pct"] is None
+    mark = cpu_mark()
+    sum(i * i for i in range(200_000))  # some CPU time of our own, which is not load
+    env = environment(since=mark)
+    assert {"load_avg_1min", "load_avg_5min", "other_cpu_pct"} <= set(env)
+    if Path("/proc/stat").exists():
+        assert 0.0 <= env["other_cpu_pct"] <= 100.0
+
+
+def test_a_records_load_window_is_its_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record's other_cpu_pct covers the cell's training: the mark is taken after the measurement
+    (which has its own windows) and right before train(), and the record's environment is taken from it."""
+    import bench.runner as runner
+    import bench.train
+    from bench.store import ResultsStore
+    from bench.study import get_study
+
+    events: list[Any] = []
+    real_mark, real_env, real_train = runner.cpu_mark, runner.environment, bench.train.train
+
+    def mark() -> Any:
+        events.append("mark")
+        m = real_mark()
+        events.append(m)
+        return m
+
+    def env(device: Any = None, since: Any = None) -> dict[str, Any]:
+        events.append(("environment", since))
+        return real_env(device, since=since)
+
+    def train(*args: Any, **kwargs: Any) -> Any:
+        events.append("train")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "cpu_mark", mark)
+    monkeypatch.setattr(runner, "environment", env)
+    monkeypatch.setattr(runner, "get_measurements", lambda *a, **k: events.append("measure") or {})
+    monkeypatch.setattr(bench.train, "train", train)  # the runner imports it when a cell starts
+    cell = get_study("residual").cells("smoke")[0]
+    record = runner.execute_cell(cell, ResultsStore(tmp_path), measure=True, end_steps=())
+    assert record is not None and record.outcome.status == "ok"
+    assert [e for e in events if isinstance(e, str)] == ["measure", "mark", "train"], events
+    assert events[-1] == ("environment", events[events.index("mark") + 1])
+    if Path("/proc/stat").exists():
+        assert 0.0 <= record.environment["other_cpu_pct"] <= 100.0
 
 
 def test_git_state_outside_a_checkout(tmp_path) -> None:

@@ -128,16 +128,6 @@ def test_speed_measurement_records_the_load() -> None:
         assert 0.0 <= out["infer_other_cpu_pct"] <= 100.0
 
 
-def test_environment_carries_the_load() -> None:
-    from bench.measure import environment
-
-    environment()
-    env = environment()
-    assert {"load_avg_1min", "load_avg_5min", "other_cpu_pct"} <= set(env)
-    if Path("/proc/stat").exists():
-        assert env["other_cpu_pct"] is None or 0.0 <= env["other_cpu_pct"] <= 100.0
-
-
 def test_models_listing_counts_each_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     from bench.commands import zoo

@@ -62,8 +62,6 @@ def cached_measurements(cfg: RunConfig, shape: tuple[int, int, int], num_classes
     from bench.measure import environment, measure_model
     from bench.measure.env import device_name
 
-    # the device's name only: environment() would also take a CPU-load mark, shortening the window
-    # the run's record reports
     path = folder / f"{measurement_key(cfg, shape, num_classes, device_name(device) + device)}.json"
     cached = _read(path)
     if cached is not None:

@@ -108,22 +108,19 @@ def device_name(device: str | torch.device | None) -> str:
     return cpu_model()
 
 
-def environment(device: str | torch.device | None = None) -> dict[str, Any]:
+def environment(device: str | torch.device | None = None, since: CpuMark | None = None) -> dict[str, Any]:
     """Versions (python, torch, torchvision, CUDA, cuDNN, driver), hardware (device_name = the GPU of
     ``device`` when it is a CUDA device, the current GPU when none is given, else the CPU model;
     gpu_count, cpu_model, cpu_count), hostname, platform, git_commit and git_dirty, probed once per
-    process (cached), plus the machine's load now (:func:`host_load`): ``load_avg_1min``,
-    ``load_avg_5min`` and ``other_cpu_pct``, the share of all CPUs' time other processes used since
-    the previous call in this process (for a run's record: about its training, after its
-    measurement). Each call returns a fresh copy.
+    process (cached), plus the machine's load (:func:`host_load`): ``load_avg_1min`` and
+    ``load_avg_5min`` now, and ``other_cpu_pct``, the share of all CPUs' time other processes used
+    since the mark ``since`` (for a run's record: taken as its training starts; None without a mark).
+    Each call returns a fresh copy.
     """
-    global _last_mark
     env = dict(_environment())
     if device is not None:
         env["device_name"] = device_name(device)
-    mark = cpu_mark()
-    env.update(host_load(_last_mark, mark))
-    _last_mark = mark
+    env.update(host_load(since))
     return env
 
 
@@ -179,8 +176,6 @@ def cpu_mark() -> CpuMark:
     busy, total = _proc_stat()
     return CpuMark(busy, total, _own_cpu_s())
 
-
-_last_mark: CpuMark | None = None
 
 
 def host_load(start: CpuMark | None, end: CpuMark | None = None) -> dict[str, Any]:
