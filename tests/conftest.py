@@ -38,9 +38,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["OMP_NUM_THREADS"] = str(share)
 
 
+def _start_order(item: pytest.Item) -> int:
+    """The Slurm cluster's tests (a minute, mostly waiting on the scheduler), then the other slow ones, then
+    the rest: with several workers, the long tests then run beside the short ones instead of last, alone."""
+    if item.get_closest_marker("slurm") is not None:
+        return 0
+    return 1 if item.get_closest_marker("slow") is not None else 2
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``cuda`` skip, with the reason, where no CUDA GPU is visible (``pytest -m cuda``
-    selects them all on a GPU machine)."""
+    """The slow tests start first (:func:`_start_order`; the order is otherwise the files'). Tests
+    marked ``cuda`` skip, with the reason, where no CUDA GPU is visible (``pytest -m cuda`` selects
+    them all on a GPU machine)."""
+    items.sort(key=_start_order)  # stable: every worker collects the same order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (marked cuda; none is visible here)")

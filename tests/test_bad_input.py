@@ -194,6 +194,7 @@ def _bench(*args: str, shell_tail: str = "") -> subprocess.CompletedProcess[str]
 
 @pytest.mark.parametrize("argv", [["status", STUDY], ["plan", STUDY, "--profile", "smoke"], ["claims", STUDY],
                                   ["list"], ["models", "plain[25]*"]])  # two models: counting all takes a minute
+@pytest.mark.slow
 def test_closed_pipe_is_quiet(argv: list[str], records: tuple[Path, dict[str, str]]) -> None:
     root, before = records
     r = _bench("--results-dir", str(root), *argv, shell_tail=" | head -1")
@@ -203,6 +204,7 @@ def test_closed_pipe_is_quiet(argv: list[str], records: tuple[Path, dict[str, st
     assert _snapshot(root) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["file", "proc"])
 def test_results_dir_unusable_via_subprocess(where: str, tmp_path: Path) -> None:
     target = tmp_path / "a-file" if where == "file" else Path("/proc/nonexistent/results")

@@ -89,6 +89,7 @@ def test_dom_after_load(report: Path, tmp_path: Path) -> None:
     assert "Uncaught" not in out.stderr, re.findall(r".*Uncaught.*", out.stderr)[:3]
 
 
+@pytest.mark.slow
 def test_screenshot_not_blank(report: Path, tmp_path: Path) -> None:
     from PIL import Image
 

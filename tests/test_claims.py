@@ -285,6 +285,7 @@ def test_report_and_cli_agree(study: str, records: Path, capsys: pytest.CaptureF
     assert headline.group(1) in index
 
 
+@pytest.mark.slow
 def test_published_only_under_the_published_protocol(records: Path, tmp_path: Path) -> None:
     # quick profile (synthetic records): reference values only, with the reason
     build_report("residual", records)

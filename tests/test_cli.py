@@ -146,6 +146,7 @@ def test_killed_run_resumes(results_dir: Path) -> None:
         (["show", "ffffffffff"], "no run 'ffffffffff'"),
     ],
 )
+@pytest.mark.slow
 def test_user_errors_are_one_line_exit_2(argv: list[str], fragment: str, tmp_path: Path) -> None:
     res = _bench(*argv, results=tmp_path / "r")
     assert res.returncode == 2, res.stderr

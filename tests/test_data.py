@@ -469,6 +469,7 @@ def test_imagefolder_directory_grey_and_bad_layouts(tmp_path):
         load_dataset(f"imagefolder:{tmp_path / 'broken.tar.gz'}", cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_cifar10_jpeg_tarball():
     root = real_data_dir()

@@ -119,6 +119,7 @@ def test_a_bad_fault_spec_is_one_error_naming_it(spec: str, named: str, monkeypa
         faults.fault_point("checkpoint")
 
 
+@pytest.mark.slow
 def test_damaged_records_are_named_and_the_report_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root, store, rds = _finished(tmp_path)
     summary = rds[0] / "summary.json"
@@ -161,6 +162,7 @@ def test_damaged_study_json_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
         assert len(err) == 1 and "study.json is damaged" in err[0] and "bench run" in err[0], err
 
 
+@pytest.mark.slow
 def test_corrupt_measurement_cache_is_a_miss(tmp_path: Path) -> None:
     from bench.data import load_dataset
     from bench.runner import get_measurements
@@ -331,6 +333,7 @@ def test_worker_on_a_read_only_folder_says_one_line(small_fs: Path, capsys: pyte
     assert _one_line(capsys).startswith("bench: error: worker vm/cpu/w0: Read-only file system")
 
 
+@pytest.mark.slow
 def test_retry_failed_after_a_corrupt_measurement_cache(tmp_path: Path) -> None:
     """A cell that failed on a damaged cache entry (as it did before such an entry was a miss) is
     retried with the entry still damaged: measured again, trained, ok."""

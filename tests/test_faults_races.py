@@ -75,6 +75,7 @@ def _seed_locks(root: Path, dead_pid: int) -> None:
         # else: no lock at all
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runners,rounds", [(2, 8), (4, 8), (8, 60)])
 def test_concurrent_runners_never_run_a_cell_twice(runners: int, rounds: int, tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"])

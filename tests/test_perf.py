@@ -71,6 +71,7 @@ def test_variants_and_bad_arguments(results_dir: Path, capsys: pytest.CaptureFix
 STEP_SPEC = "synthetic:train=64,test=32,size=28,channels=1"
 
 
+@pytest.mark.slow
 def test_step_variants_smoke_on_cpu(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every CPU step variant runs (torch.compile included) in interleaved rounds; the derived columns
     follow from the measured ones."""
@@ -140,6 +141,7 @@ def _hangs() -> dict[str, Any]:
     return {}
 
 
+@pytest.mark.slow
 def test_run_isolated_result_failure_and_timeout() -> None:
     assert perf_runs.run_isolated(_returns, {"x": 3}, 60) == {"x": 3, "pid_differs": True}
     with pytest.raises(RuntimeError, match=r"^ValueError: compile error: no C\+\+ compiler$"):

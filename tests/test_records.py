@@ -184,6 +184,7 @@ print(json.dumps({"status": rec.status, "engine": [r.weight_norm for r in rec.hi
 """
 
 
+@pytest.mark.slow
 def test_a_new_per_epoch_metric_is_one_field_and_one_computation(tmp_path: Path) -> None:
     """Adding a metric to a copy of the code, as its author would (the EpochRow field, the engine's
     computation), and training a real run: the value reaches the engine's record, history.csv read

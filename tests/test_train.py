@@ -264,6 +264,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_history(data: LoadedData, tmp_path: Path) -> None:
     cfg = small_cfg(schedule="multistep", milestones=(2,), model_kwargs={"norm": "bn"})
     straight = train(cfg, data=data)
