@@ -17,6 +17,7 @@ from bench.report import FIGURES, build_index, build_report
 from bench.report.stats import spread
 from bench.report.synthetic import write_synthetic_study
 from bench.study import load_studies
+from tests.conftest import built_once
 
 STUDIES = load_studies().names()
 SECTION_IDS = ("claims", "overview", "design", "figures", "results", "cost", "details", "failures", "progress", "files")
@@ -73,26 +74,34 @@ def decode_png(src: str) -> bytes:
     return data
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _build(root: Path) -> None:
     """Every registered study with finished records (two seeds, one failed and one diverged cell),
-    and the residual study's quick profile half-way (running and pending cells)."""
-    root = tmp_path_factory.mktemp("results")
+    and the residual study's quick profile half-way (running and pending cells); their reports and
+    indexes."""
+    t = time.perf_counter()
     for i, name in enumerate(STUDIES):
         write_synthetic_study(root, name, "smoke", seeds=(0, 1), cuda=(i % 2 == 0))
     write_synthetic_study(root / "running", "residual", "quick", seeds=(0, 1, 2), failed=1, diverged=0,
                           running=2, pending=5, artifacts=False)
-    return root
+    for name in STUDIES:
+        build_report(name, root)
+    build_report("residual", root / "running")
+    build_index(root)
+    build_index(root / "running")
+    print(f"built {len(STUDIES) + 1} reports in {time.perf_counter() - t:.1f}s")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The records and reports of :func:`_build`, built once for all workers (the tests only read them)."""
+    return built_once(tmp_path_factory, "report-results", _build)
 
 
 @pytest.fixture(scope="module")
 def reports(results: Path) -> dict[str, Path]:
-    t = time.perf_counter()
-    out = {name: build_report(name, results) for name in STUDIES}
-    out["running/residual"] = build_report("residual", results / "running")
-    build_index(results)
-    build_index(results / "running")
-    print(f"built {len(out)} reports in {time.perf_counter() - t:.1f}s")
+    out = {name: results / name / "report.html" for name in STUDIES}
+    out["running/residual"] = results / "running" / "residual" / "report.html"
+    assert all(p.is_file() for p in out.values()), out
     return out
 
 
