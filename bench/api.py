@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 import experiments  # noqa: F401 - registers the studies (the top layer brings the registry in, as the CLI does)
-from bench.commands.defaults import (check_results_dir, default_data_dir, default_results_dir, recorded_or_auto,
-                                     resolve_profile)
+from bench.commands.defaults import (DEFAULT_PROFILE, check_results_dir, default_data_dir, default_results_dir,
+                                     recorded_or_auto, resolve_profile)
 from bench.commands.views import FigureImage, Measurement, Report
 from bench.errors import UserError
 from bench.results import read_results, require_results
+from bench.executors.options import RunOptions
 from bench.study import Selection
 
 if TYPE_CHECKING:
@@ -129,22 +130,24 @@ def _data(data_dir: str | Path | None) -> str:
     return str(data_dir) if data_dir is not None else default_data_dir()
 
 
-def run(study: str, profile: str = "smoke", *, only: Items = None, seeds: int | Sequence[int] | str | None = None,
-        sets: Items = None, device: str = "auto", executor: str = "local", parallel: str | int = "auto",
-        gpus: str | None = None, retry_failed: bool = False, results_dir: str | Path | None = None,
-        data_dir: str | Path | None = None, until_decided: bool = False, max_seeds: int | None = None,
-        spending: str = "obrien-fleming", slurm_partition: str | None = None, gpus_per_task: int = 1,
-        timeout_min: int = 240, max_parallel: int | None = None, measure: bool = True,
+def run(study: str, profile: str = DEFAULT_PROFILE, *, only: Items = None,
+        seeds: int | Sequence[int] | str | None = None, sets: Items = None, device: str = RunOptions.device,
+        executor: str = RunOptions.executor, parallel: str | int = "auto", gpus: str | None = None,
+        retry_failed: bool = False, results_dir: str | Path | None = None, data_dir: str | Path | None = None,
+        until_decided: bool = False, max_seeds: int | None = None, spending: str | None = None,
+        slurm_partition: str | None = None, gpus_per_task: int = RunOptions.gpus_per_task,
+        timeout_min: int = RunOptions.timeout_min, max_parallel: int | None = None, measure: bool = True,
         extras: bool = True) -> StudyResult:
     """Run a study's pending cells, as ``bench run``: ``only`` (``{"model": "plain20"}``) and ``seeds``
     select part of it, ``sets`` overrides config fields (``{"epochs": 2}``); finished cells are kept.
     ``results_dir``/``data_dir`` default to $BENCH_RESULTS_DIR (./results) and $BENCH_DATA_DIR.
-    ``until_decided``/``max_seeds``/``spending``: as ``bench run --until-decided`` (README "How many seeds");
+    ``until_decided``/``max_seeds``/``spending``: as ``bench run --until-decided`` (README "How many seeds";
+    None: the recorded design's, else the defaults);
     the ``slurm_*``/``gpus_per_task``/``timeout_min``/``max_parallel`` values: the Slurm job array.
     ``measure=False``/``extras=False``: as ``--no-measure``/``--no-extras``, the cells skip the model
     measurements / the end-of-run steps (BN gap, artifacts); the run ids stay the same."""
     from bench.executors import run_with_executor
-    from bench.executors.options import RunOptions, parse_executor, parse_parallel
+    from bench.executors.options import parse_executor, parse_parallel
     from bench.study import get_study
 
     root = _results(results_dir, write=True)

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from bench import faults
-from bench.commands.defaults import check_results_dir, default_data_dir, default_results_dir
+from bench.commands.defaults import DEFAULT_PROFILE, check_results_dir, default_data_dir, default_results_dir
 from bench.errors import UserError, error_line
+from bench.executors.options import EXECUTORS, RunOptions
 
 
 
@@ -60,21 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("run", help="run a study's pending cells")
     rn.add_argument("study")
-    rn.add_argument("--profile", default="auto", help=PROFILE_HELP)
+    rn.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
     _selection(rn)
-    rn.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    rn.add_argument("--device", default=RunOptions.device, help="auto | cpu | cuda | cuda:N")
     rn.add_argument("--retry-failed", action="store_true", help="run failed/oom cells again (old records kept)")
     rn.add_argument("--no-measure", action="store_true",
                     help="skip the model measurements (params, MACs, speed, memory): the records lack them")
     rn.add_argument("--no-extras", action="store_true",
                     help="skip the end-of-run steps (BN gap, artifacts): the records lack them")
-    rn.add_argument("--executor", default="local", help="local | slurm | debug")
+    rn.add_argument("--executor", default=RunOptions.executor, help=" | ".join(EXECUTORS))
     rn.add_argument("--parallel", default="auto",
                     help="cells trained at once per GPU (local executor); auto picks from the model size")
     rn.add_argument("--gpus", default=None, help="comma-separated GPU indices to use (default: all visible)")
     rn.add_argument("--slurm-partition", default=None, help="Slurm: partition to submit to")
-    rn.add_argument("--gpus-per-task", type=int, default=1, help="Slurm: GPUs per array task (default 1)")
-    rn.add_argument("--timeout-min", type=int, default=240, help="Slurm: time limit per task in minutes")
+    rn.add_argument("--gpus-per-task", type=int, default=RunOptions.gpus_per_task,
+                    help="Slurm: GPUs per array task (default %(default)s)")
+    rn.add_argument("--timeout-min", type=int, default=RunOptions.timeout_min,
+                    help="Slurm: time limit per task in minutes (default %(default)s)")
     rn.add_argument("--max-parallel", type=int, default=None, help="Slurm: array tasks running at once")
     _common_set(rn)
     rn.add_argument("--until-decided", action="store_true",
@@ -82,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "contradicted (group-sequential design; see README 'How many seeds')")
     rn.add_argument("--max-seeds", type=int, default=None,
                     help="--until-decided: seeds per arm at most (default: twice the profile's)")
-    rn.add_argument("--spending", default="obrien-fleming",
-                    help="--until-decided: alpha spending, obrien-fleming | pocock")
+    rn.add_argument("--spending", default=None,
+                    help="--until-decided: alpha spending, obrien-fleming (default) | pocock; a rerun keeps the "
+                         "recorded one")
 
     sh = sub.add_parser("show", help="one run's config, summary and history")
     sh.add_argument("run_id")

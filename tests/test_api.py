@@ -107,14 +107,14 @@ def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.mark.parametrize("call, argv", [
-    (lambda r: api.run("residul", results_dir=r), ["run", "residul", "--profile", "smoke"]),
+    (lambda r: api.run("residul", "smoke", results_dir=r), ["run", "residul", "--profile", "smoke"]),
     (lambda r: api.run(STUDY, "tiny", results_dir=r), ["run", STUDY, "--profile", "tiny"]),
-    (lambda r: api.run(STUDY, only={"model": "nope"}, results_dir=r), ["run", STUDY, "--profile", "smoke",
+    (lambda r: api.run(STUDY, "smoke", only={"model": "nope"}, results_dir=r), ["run", STUDY, "--profile", "smoke",
                                                                         "--only", "model=nope"]),
-    (lambda r: api.run(STUDY, seeds=[7], results_dir=r), ["run", STUDY, "--profile", "smoke", "--seeds", "7"]),
-    (lambda r: api.run(STUDY, sets={"lrr": 1}, results_dir=r), ["run", STUDY, "--profile", "smoke",
+    (lambda r: api.run(STUDY, "smoke", seeds=[7], results_dir=r), ["run", STUDY, "--profile", "smoke", "--seeds", "7"]),
+    (lambda r: api.run(STUDY, "smoke", sets={"lrr": 1}, results_dir=r), ["run", STUDY, "--profile", "smoke",
                                                                  "--set", "lrr=1"]),
-    (lambda r: api.run(STUDY, device="tpu", results_dir=r), ["run", STUDY, "--profile", "smoke",
+    (lambda r: api.run(STUDY, "smoke", device="tpu", results_dir=r), ["run", STUDY, "--profile", "smoke",
                                                               "--device", "tpu"]),
     (lambda r: api.runs(STUDY, results_dir=r), ["report", STUDY]),
     (lambda r: api.report("residul", results_dir=r), ["report", "residul"]),
@@ -128,6 +128,26 @@ def test_mistakes_are_the_commands_one_line_errors(call, argv: list[str], tmp_pa
         call(results)
     assert str(exc.value) == _cli_error(["--results-dir", str(results), *argv], capsys)
     assert not (results / STUDY / "runs").exists(), "a mistake writes no record"
+
+
+def test_run_defaults_are_the_commands() -> None:
+    """api.run and `bench run` take the same defaults (api.run once ran the smoke profile where the command
+    ran auto): every api.run keyword that is also a `bench run` option has that option's default."""
+    import argparse
+    import inspect
+
+    from bench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {a.dest: a.default for a in sub.choices["run"]._actions}
+    params = inspect.signature(api.run).parameters
+    # --only/--set gather into a list that starts empty; the API's "none" for them is None
+    lists = ("only", "sets")
+    compared = {name: p.default for name, p in params.items() if name in options and name not in ("study", *lists)}
+    assert all(params[name].default is None and options[name] == [] for name in lists)
+    assert {"profile", "device", "executor", "parallel", "gpus_per_task", "timeout_min", "spending",
+            "max_seeds"} <= set(compared)
+    assert compared == {name: options[name] for name in compared}
 
 
 def test_a_results_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:

@@ -26,15 +26,9 @@ import submitit
 import torch
 
 from bench.errors import UserError
-from bench.executors import (
-    RunOptions,
-    auto_parallel,
-    build_slurm_parameters,
-    parse_executor,
-    parse_gpus,
-    parse_parallel,
-    run_with_executor,
-)
+from bench.executors import RunOptions, parse_executor, parse_parallel, run_with_executor
+from bench.executors.local import auto_parallel, parse_gpus
+from bench.executors.slurm import build_slurm_parameters
 from bench.commands.status import status_frame, status_table
 from bench.executors import local as local_mod
 from bench.executors import slurm as slurm_mod

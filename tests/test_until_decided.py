@@ -107,6 +107,24 @@ def test_bad_sequential_options_are_one_line_before_anything_runs(tmp_path: Path
     assert not list(root.glob(f"{STUDY}/runs/*"))
 
 
+def test_a_rerun_keeps_the_recorded_design_unless_it_names_another(tmp_path: Path) -> None:
+    """No --spending (None) and no --max-seeds: the design recorded by the first --until-decided, Pocock
+    included (a default of obrien-fleming once refused a plain rerun of a Pocock design); naming another
+    is refused; with nothing recorded the defaults apply."""
+    from bench.errors import UserError
+    from bench.executors.options import RunOptions
+    from bench.executors.sequential import resolve_design
+    from bench.report.power import Design
+
+    study, opts = get_study(STUDY), RunOptions(results_dir=str(tmp_path))
+    recorded = {"profile": "smoke", "overrides": {}, "sequential": Design(1, 4, "pocock").to_dict()}
+    assert resolve_design(study, "smoke", opts, None, None, recorded) == Design(1, 4, "pocock")
+    assert resolve_design(study, "smoke", opts, 4, "pocock", recorded) == Design(1, 4, "pocock")
+    with pytest.raises(UserError, match="designed with --max-seeds 4 and --spending pocock"):
+        resolve_design(study, "smoke", opts, None, "obrien-fleming", recorded)
+    assert resolve_design(study, "smoke", opts, None, None, {}) == Design(1, 2, "obrien-fleming")
+
+
 def test_a_bad_prior_sd_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--results-dir", str(tmp_path), "plan", STUDY, "--profile", "smoke", "--prior-sd", "-1"]) == 2
     assert "bad --prior-sd -1.0 (accepted: a standard deviation > 0" in capsys.readouterr().err

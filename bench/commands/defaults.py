@@ -50,6 +50,10 @@ def check_results_dir(path: str, write: bool) -> None:
                         "accepted: a writable folder") from None
 
 
+# the profile of `bench run` and api.run when none is given: resolved by resolve_profile
+DEFAULT_PROFILE = "auto"
+
+
 def resolve_profile(profile: str, study: Any = None, data_dir: str | None = None) -> str:
     """'auto' -> 'quick' on a CUDA machine; on a CPU the study's 'cpu' profile (real data, minutes)
     when its data set is in ``data_dir``, else 'smoke' (synthetic, seconds). Said on stderr."""
@@ -87,4 +91,4 @@ def recorded_or_auto(study: Any, profile: str | None, overrides: dict[str, Any],
         if chosen is not None:
             print(f"bench: profile {chosen} (the last run's; --profile to choose another)", file=sys.stderr)
             return chosen, recorded
-    return resolve_profile(profile or "auto", study, data_dir), overrides
+    return resolve_profile(profile or DEFAULT_PROFILE, study, data_dir), overrides

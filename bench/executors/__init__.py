@@ -10,30 +10,26 @@ lock files and a cell that two workers or two submissions reach runs once.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.executors.options import EXECUTORS, RunOptions, parse_executor, parse_parallel
-from bench.executors.local import auto_parallel, parse_gpus, resolve_slots, run_local
-from bench.executors.slurm import build_slurm_parameters, run_submitit
-from bench.device import auto_device_note
-from bench.runner import prepare
-from bench.store import ResultsStore
-from bench.study import Study
 
-__all__ = [
-    "EXECUTORS",
-    "RunOptions",
-    "auto_parallel",
-    "build_slurm_parameters",
-    "parse_executor",
-    "parse_gpus",
-    "parse_parallel",
-    "run_with_executor",
-]
+if TYPE_CHECKING:
+    from bench.study import Study
+
+# The backends (torch, pandas, submitit) are imported when a run starts: `bench` reads RunOptions'
+# defaults for its command line, and its start-up must not wait for them.
+__all__ = ["EXECUTORS", "RunOptions", "parse_executor", "parse_parallel", "run_with_executor"]
 
 
 def run_with_executor(study: Study, profile: str, opts: RunOptions) -> dict[str, int] | None:
     """Run (or, for Slurm, submit) the study's pending cells; counts by state, or None once submitted."""
+    from bench.device import auto_device_note
+    from bench.executors.local import resolve_slots, run_local
+    from bench.executors.slurm import build_slurm_parameters, run_submitit
+    from bench.runner import prepare
+    from bench.store import ResultsStore
+
     if opts.executor == "local":
         resolve_slots(opts.device, opts.gpus)  # bad --device/--gpus: before any write
     if opts.executor == "slurm":

@@ -44,11 +44,12 @@ def undecided_arms(verdicts: list[Verdict]) -> set[str]:
 
 
 def resolve_design(study: Study, profile: str, opts: RunOptions, max_seeds: int | None,
-                   spending: str, recorded: dict[str, Any] | None = None) -> Design:
+                   spending: str | None, recorded: dict[str, Any] | None = None) -> Design:
     """The design of this study's sequential run: the one recorded by an earlier ``--until-decided``
     of the same profile and overrides (a design is fixed before the first look: a different
-    ``--max-seeds`` or spending is refused), else a new one with ``max_seeds`` (default twice the
-    profile's seeds). ``recorded``: the study.json already read (read here when None)."""
+    ``--max-seeds`` or spending is refused; None: not given), else a new one with ``max_seeds`` (default
+    twice the profile's seeds) and ``spending`` (default :class:`Design`'s). ``recorded``: the study.json
+    already read (read here when None)."""
     n0 = len(study.profile(profile).seeds)
     if recorded is None:
         recorded = ResultsStore(opts.results_dir).read_study(study.name) or {}
@@ -56,7 +57,7 @@ def resolve_design(study: Study, profile: str, opts: RunOptions, max_seeds: int 
     old = recorded.get("sequential") if same and isinstance(recorded.get("sequential"), dict) else None
     if old:
         design = Design.from_dict(old)
-        if (max_seeds is not None and max_seeds != design.n_max) or spending != design.spending:
+        if (max_seeds is not None and max_seeds != design.n_max) or spending not in (None, design.spending):
             raise UserError(f"--max-seeds {max_seeds} / --spending {spending}: this study's sequential run was "
                             f"designed with --max-seeds {design.n_max} and --spending {design.spending} before its "
                             f"first look (accepted: those; another design needs another --results-dir)")
@@ -64,11 +65,12 @@ def resolve_design(study: Study, profile: str, opts: RunOptions, max_seeds: int 
     if max_seeds is not None and max_seeds < n0:
         raise UserError(f"--max-seeds {max_seeds}: the profile {profile!r} already runs {n0} seeds "
                         f"(accepted: an integer >= {n0})")
-    return Design(n0, max_seeds if max_seeds is not None else 2 * n0, spending)
+    n_max = max_seeds if max_seeds is not None else 2 * n0
+    return Design(n0, n_max) if spending is None else Design(n0, n_max, spending)
 
 
 def run_until_decided(study: Study, profile: str, opts: RunOptions, max_seeds: int | None = None,
-                      spending: str = "obrien-fleming") -> dict[str, Any]:
+                      spending: str | None = None) -> dict[str, Any]:
     """Run rounds until every claim is decided or the budget is spent; returns ``design`` (its
     name), ``looks`` (rounds judged), ``seeds`` (per arm, at the end), ``verdicts`` (claim ->
     verdict) and ``counts`` (cells by state of the last round)."""

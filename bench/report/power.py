@@ -36,7 +36,7 @@ from bench.errors import UserError
 
 ALPHA = 0.05  # two-sided, the verdicts' 95%
 POWER = 0.8
-SPENDING = ("obrien-fleming", "pocock")
+SPENDING = ("obrien-fleming", "pocock")  # the first is the default
 SPENDING_NAMES = {"obrien-fleming": "O'Brien-Fleming", "pocock": "Pocock"}
 MAX_SEEDS = 1000  # a bound for the power search; more is reported as "more than"
 
@@ -88,7 +88,7 @@ def achieved_power(method: str, effect: float, sd: float, n: int, alpha: float =
     return float(TTestPower().power(effect_size=effect / sd, nobs=n, alpha=alpha, alternative="two-sided"))
 
 
-def spend(t: float | np.ndarray, kind: str = "obrien-fleming", alpha: float = ALPHA) -> Any:
+def spend(t: float | np.ndarray, kind: str = SPENDING[0], alpha: float = ALPHA) -> Any:
     """Cumulative two-sided alpha spent by information fraction ``t`` (0..1), Lan-DeMets:
     O'Brien-Fleming 2 - 2 Phi(z_{1-alpha/2} / sqrt(t)); Pocock alpha ln(1 + (e - 1) t)."""
     t = np.clip(np.asarray(t, dtype=float), 0.0, 1.0)
@@ -101,7 +101,7 @@ def spend(t: float | np.ndarray, kind: str = "obrien-fleming", alpha: float = AL
 
 
 @lru_cache(maxsize=256)
-def boundaries(fractions: tuple[float, ...], kind: str = "obrien-fleming", alpha: float = ALPHA) -> tuple[float, ...]:
+def boundaries(fractions: tuple[float, ...], kind: str = SPENDING[0], alpha: float = ALPHA) -> tuple[float, ...]:
     """Two-sided z boundaries c_k of a group-sequential test at the increasing information
     ``fractions`` (last one 1): under no effect, P(|Z_j| < c_j for j < k, |Z_k| >= c_k) is the alpha
     spent between looks k - 1 and k. Recursive numerical integration on a grid of the continuation
@@ -144,7 +144,7 @@ CALIBRATION_SEED = 2026  # fixed: the same design gives the same boundaries on e
 
 
 @lru_cache(maxsize=64)
-def t_boundaries(n0: int, n_max: int, kind: str = "obrien-fleming", alpha: float = ALPHA) -> tuple[float, ...]:
+def t_boundaries(n0: int, n_max: int, kind: str = SPENDING[0], alpha: float = ALPHA) -> tuple[float, ...]:
     """Two-sided boundaries on |t| (one-sample t, n - 1 df) at n = n0..n_max seeds that spend alpha as
     the z boundaries of :func:`boundaries` do at information fractions n / n_max, calibrated on
     :data:`CALIBRATION_PATHS` simulated sequences under no effect. With few seeds the t statistics of
@@ -207,7 +207,7 @@ class Design:
 
     n0: int
     n_max: int
-    spending: str = "obrien-fleming"
+    spending: str = SPENDING[0]
     alpha: float = ALPHA
 
     def __post_init__(self) -> None:
@@ -249,5 +249,5 @@ class Design:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Design:
-        return cls(int(d["n0"]), int(d["n_max"]), str(d.get("spending", "obrien-fleming")),
+        return cls(int(d["n0"]), int(d["n_max"]), str(d.get("spending", SPENDING[0])),
                    float(d.get("alpha", ALPHA)))
