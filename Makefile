@@ -19,7 +19,7 @@ STUDIES  = $(shell $(PY) -m bench list --studies --names-only 2>/dev/null)
 
 help:
 	@echo "make install | lint | test | bench | perf | report | clean"
-	@echo "  lint: ruff and mypy (settings in pyproject.toml); make test runs it first"
+	@echo "  lint: ruff and mypy (settings in pyproject.toml); make test runs ruff, then the tests, mypy among them"
 	@echo "make ablation-<study> [PROFILE=auto|full|quick|cpu|smoke] [ARGS='--set key=value ...'] [DATA_DIR=...]"
 	@echo "  PROFILE=auto (default): quick on a CUDA GPU; on a CPU the study's cpu profile when its real"
 	@echo "  data set is in DATA_DIR (residual, residual-mnist), else smoke"
@@ -47,13 +47,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# pytest-xdist workers, handed tests as they free up; tests/conftest.py gives each its share of the cores as
-# threads. One more worker than cores: tests also wait (on subprocesses, the Slurm scheduler, pauses), and
-# the spare worker fills those gaps (a 2-core machine, the suite alone: 2 workers 5 min 51 s, 3 workers
-# 4 min 47 s, 4 workers 5 min 41 s). The micro-benchmarks run once each, as tests (their timings: make bench).
-TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
-test: lint
-	$(if $(DATA_DIR),BENCH_DATA_DIR=$(DATA_DIR) )$(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist worksteal \
+# ruff, then the suite, mypy among its tests (tests/test_lint.py: it runs beside the others). One pytest-xdist
+# worker per core (tests/conftest.py gives each its share of the cores as threads), handed one test at a time,
+# the slow ones first (a fresh clone on 2 cores: 2 workers 5 min 33 s, 3 workers 6 min 5 s). The
+# micro-benchmarks run once each, as tests (their timings: make bench).
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(if $(DATA_DIR),BENCH_DATA_DIR=$(DATA_DIR) )$(PY) -m pytest -q tests -n auto --dist load --maxschedchunk 1 \
 	  --benchmark-disable
 
 bench: $(STAMP)
