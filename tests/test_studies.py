@@ -72,3 +72,18 @@ def test_profile_descriptions_state_the_real_length(name: str) -> None:
             sizes = [(train_size(c.config), c.config.batch_size) for c in cells]
             assert all(s is not None and -(-s // b) == per for s, b in sizes), (pname, sizes)
             assert steps == {epochs * per}, (pname, steps)
+
+
+@pytest.mark.parametrize("val_size", [0, 0.29, 0.1234, 100])
+@pytest.mark.parametrize("train_subset", [None, 500, 5000])
+def test_the_plans_train_size_is_the_trainers(val_size: float, train_subset: int | None) -> None:
+    """The plan's estimates count the training images the trainer takes: the validation split rounds a
+    fraction (0.29 of 1,234 is 358, where the estimate once truncated to 357) and a subset larger than
+    what the split leaves takes it all."""
+    from bench.config import RunConfig
+    from bench.measure.estimate import train_size
+    from bench.train.engine import prepare_splits
+
+    cfg = RunConfig(model="mnist_cnn", dataset="synthetic:train=1234,test=10,size=8,channels=1",
+                    val_size=val_size, train_subset=train_subset)
+    assert train_size(cfg) == len(prepare_splits(cfg, None, None).train.labels)

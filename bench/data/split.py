@@ -13,16 +13,15 @@ from bench.data.dataset import ArrayDataset
 from bench.errors import UserError
 
 
-def split_train_val(ds: ArrayDataset, val_size: float, seed: int) -> tuple[ArrayDataset, ArrayDataset | None]:
-    """Hold out a stratified validation set: ``val_size >= 1`` images, a fraction if ``< 1``, none if 0.
-
-    E.g. ``val_size=5000`` on CIFAR-10 gives the 45k/5k split of He et al. (2016), 500 per class.
-    """
-    n = len(ds)
+def val_count(n: int, val_size: float) -> int:
+    """Validation images held out of ``n``: ``val_size`` itself when ``>= 1`` (whole), the fraction
+    ``val_size`` of ``n`` rounded when ``< 1``, none when 0. The one rule, for the split and for the
+    plan's estimates (:mod:`bench.measure.estimate`); a size that leaves no training or no validation
+    image is a UserError."""
     if val_size < 0:
         raise UserError(f"val_size must be >= 0, got {val_size}")
     if val_size == 0:
-        return ds, None
+        return 0
     if val_size >= 1:
         if float(val_size) != int(val_size):
             raise UserError(f"val_size >= 1 is a number of images and must be whole, got {val_size}")
@@ -31,6 +30,17 @@ def split_train_val(ds: ArrayDataset, val_size: float, seed: int) -> tuple[Array
         n_val = int(round(val_size * n))
     if not 1 <= n_val < n:
         raise UserError(f"val_size {val_size} leaves no {'validation' if n_val < 1 else 'training'} images of {n}")
+    return n_val
+
+
+def split_train_val(ds: ArrayDataset, val_size: float, seed: int) -> tuple[ArrayDataset, ArrayDataset | None]:
+    """Hold out a stratified validation set of :func:`val_count` images.
+
+    E.g. ``val_size=5000`` on CIFAR-10 gives the 45k/5k split of He et al. (2016), 500 per class.
+    """
+    n_val = val_count(len(ds), val_size)
+    if n_val == 0:
+        return ds, None
     val_idx, train_idx = _stratified_pick(ds.labels, n_val, seed)
     return ds.subset(train_idx), ds.subset(val_idx)
 

@@ -14,17 +14,20 @@ from functools import lru_cache
 
 from bench.config import RunConfig
 from bench.data.sources import input_shape, stored_shape, stored_train_size
+from bench.data.split import val_count
 
 # forward + backward ~ 3 x the forward pass's multiply-adds (the backward computes two products per one)
 TRAIN_MACS_PER_FORWARD = 3
 
 
 def train_size(cfg: RunConfig) -> int | None:
-    """Training images one epoch goes through (after the validation split and subset), or None."""
+    """Training images one epoch goes through (after the validation split and subset, as the trainer
+    takes them), or None where the data set's size is not known without loading it."""
     n = stored_train_size(cfg.dataset)
     if n is None:
         return None
-    return cfg.train_subset or n - (int(cfg.val_size) if cfg.val_size >= 1 else int(n * cfg.val_size))
+    n_train = n - val_count(n, cfg.val_size)
+    return min(cfg.train_subset, n_train) if cfg.train_subset is not None else n_train
 
 
 def estimate_steps(cfg: RunConfig) -> int | None:
