@@ -34,7 +34,7 @@ import pandas as pd
 from bench.errors import UserError
 from bench.files import read_json
 from bench.record import IDENTITY_KEYS, RecordError, RunRecord, config_columns, identity_row
-from bench.store import ResultsStore
+from bench.store import ResultsStore, recorded_for
 
 __all__ = ["Run", "StudyResults", "has_results", "read_results", "require_results", "studies_with_results"]
 
@@ -207,7 +207,7 @@ class StudyResults:
     def lists_cells_for(self, profile: str | None, overrides: Mapping[str, Any] | None) -> bool:
         """True when study.json lists the cells of a run with this profile and these overrides."""
         return (any(isinstance(c, dict) and c.get("run_id") for c in self.desc.get("cells") or [])
-                and self.desc.get("profile") == profile and (self.desc.get("overrides") or {}) == (overrides or {}))
+                and recorded_for(self.desc, profile, overrides))
 
     def runs_frame(self, finished_only: bool = False) -> pd.DataFrame:
         """The runs table: one row per run with a folder (finished ones only, if asked)."""

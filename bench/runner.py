@@ -27,7 +27,7 @@ from bench.measure.env import CpuMark, cpu_mark, environment
 from bench.measure.estimate import train_macs
 from bench.files import write_atomic
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
-from bench.store import ResultsStore
+from bench.store import ResultsStore, recorded_for
 from bench.text import human_duration
 from bench.study import Selection, Study
 
@@ -292,7 +292,7 @@ def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str
         recorded = store.read_study(study.name) or {}
     except UserError:
         recorded = {}  # a damaged study.json: write_study sets it aside below
-    same = recorded.get("profile") == profile and (recorded.get("overrides") or {}) == (overrides or {})
+    same = recorded_for(recorded, profile, overrides)
     extra: dict[str, tuple[int, ...]] = {}
     kept = recorded.get("extra_seeds") if same else None
     kept = kept if isinstance(kept, dict) else {}

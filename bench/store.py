@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +80,17 @@ def _study_json_problem(desc: Any, study: str) -> str | None:
     return None
 
 
+def recorded_for(desc: Mapping[str, Any], profile: str | None, overrides: Mapping[str, Any] | None) -> bool:
+    """True when the study.json ``desc`` was written by a run of this profile with these overrides: its
+    cells, extra seeds and sequential design belong to that run only (the one rule for all readers)."""
+    return desc.get("profile") == profile and dict(desc.get("overrides") or {}) == dict(overrides or {})
+
+
 def recorded_extra_seeds(desc: dict[str, Any], profile: str,
                          overrides: dict[str, Any] | None) -> dict[str, tuple[int, ...]]:
     """Seeds added beyond the profile's (by ``bench run --until-decided``) that a study.json ``desc``
     records, when it was written for this profile and these overrides; else {}."""
-    if desc.get("profile") != profile or (desc.get("overrides") or {}) != (overrides or {}):
+    if not recorded_for(desc, profile, overrides):
         return {}
     extra = desc.get("extra_seeds")
     return {str(k): tuple(int(s) for s in v) for k, v in extra.items()} if isinstance(extra, dict) else {}

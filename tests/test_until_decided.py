@@ -144,3 +144,15 @@ def test_the_report_names_the_procedure_and_each_verdicts_look(tmp_path: Path) -
     assert html.escape(f"procedure: {design.name()}; looks taken: 1 of 3") in page
     level = f"look 1 of 3 ({100 * design.level(3):.3g}% interval)"
     assert level in page
+
+
+def test_a_study_json_belongs_to_one_profile_and_overrides() -> None:
+    """store.recorded_for, the one rule by which the runner, results, plan and the sequential design
+    decide that study.json's cells, extra seeds and design are those of this run."""
+    from bench.store import recorded_for
+
+    desc = {"profile": "smoke", "overrides": {"epochs": 2}}
+    assert recorded_for(desc, "smoke", {"epochs": 2})
+    assert not recorded_for(desc, "smoke", None) and not recorded_for(desc, "quick", {"epochs": 2})
+    assert recorded_for({"profile": "smoke"}, "smoke", None) and recorded_for({"profile": "smoke"}, "smoke", {})
+    assert not recorded_for({}, "smoke", None)

@@ -21,7 +21,7 @@ from bench.config import RunConfig
 from bench.measure.estimate import (TRAIN_MACS_PER_FORWARD, estimate_samples, estimate_shape, estimate_steps,
                                     forward_macs, model_key, train_macs)
 from bench.errors import UserError
-from bench.store import ResultsStore, warn_once
+from bench.store import ResultsStore, recorded_for, warn_once
 from bench.store import recorded_extra_seeds as extra_seeds_in
 from bench.text import human_duration
 from bench.study import Selection, Study
@@ -243,7 +243,7 @@ def _recorded_verdicts(study: Study, profile: str, results_dir: str | Path,
     from bench.report.verdicts import verdicts
 
     recorded = _recorded_study(ResultsStore(results_dir), study.name)
-    if not recorded or recorded.get("profile") != profile or (recorded.get("overrides") or {}) != (overrides or {}):
+    if not recorded or not recorded_for(recorded, profile, overrides):
         return {}
     return {o.claim.sentence: o for o in verdicts(load(study.name, results_dir)).per_claim}
 

@@ -20,7 +20,7 @@ from bench.errors import UserError
 from bench.executors.options import RunOptions
 from bench.report.claims import Verdict
 from bench.report.power import Design
-from bench.store import ResultsStore, recorded_extra_seeds
+from bench.store import ResultsStore, recorded_extra_seeds, recorded_for
 from bench.study import Selection, Study
 
 POLL_S = 30.0  # how often a submitted (Slurm) round is checked for finished cells
@@ -53,7 +53,7 @@ def resolve_design(study: Study, profile: str, opts: RunOptions, max_seeds: int 
     n0 = len(study.profile(profile).seeds)
     if recorded is None:
         recorded = ResultsStore(opts.results_dir).read_study(study.name) or {}
-    same = recorded.get("profile") == profile and (recorded.get("overrides") or {}) == opts.overrides
+    same = recorded_for(recorded, profile, opts.overrides)
     old = recorded.get("sequential") if same and isinstance(recorded.get("sequential"), dict) else None
     if old:
         design = Design.from_dict(old)
