@@ -27,7 +27,7 @@ from bench.measure.env import CpuMark, cpu_mark, environment
 from bench.measure.estimate import train_macs
 from bench.files import write_atomic
 from bench.record import Cell, EpochRow, Outcome, Placement, RunRecord
-from bench.store import ResultsStore, recorded_for
+from bench.store import ResultsStore, recorded_extra_seeds, recorded_for
 from bench.text import human_duration
 from bench.study import Selection, Study
 
@@ -294,8 +294,7 @@ def prepare(study: Study, profile: str, store: ResultsStore, overrides: dict[str
         recorded = {}  # a damaged study.json: write_study sets it aside below
     same = recorded_for(recorded, profile, overrides)
     extra: dict[str, tuple[int, ...]] = {}
-    kept = recorded.get("extra_seeds") if same else None
-    kept = kept if isinstance(kept, dict) else {}
+    kept = recorded_extra_seeds(recorded, profile, overrides)
     for label, seeds in [*kept.items(), *(extra_seeds or {}).items()]:
         extra[str(label)] = tuple(dict.fromkeys([*extra.get(str(label), ()), *(int(s) for s in seeds)]))
     design = sequential if sequential is not None else recorded.get("sequential") if same else None

@@ -50,6 +50,8 @@ def test_run_perf_on_cpu_writes_csv_and_json(results_dir: Path, capsys: pytest.C
     assert {"date", "torch_version", "gpu_name", "device", "environment", "settings", "notes", "rows"} <= set(rec)
     assert rec["torch_version"] == torch.__version__ and rec["gpu_name"] is None and rec["device"] == "cpu"
     assert {"torch_version", "device_name", "cpu_model", "git_commit"} <= set(rec["environment"])
+    if Path("/proc/stat").exists():  # other processes' share over the perf run, from its start
+        assert 0.0 <= rec["environment"]["other_cpu_pct"] <= 100.0
     assert rec["settings"]["train_size"] == 96 and rec["settings"]["batch_size"] == 32
     assert [r["variant"] for r in rec["rows"]] == list(df["variant"])
     assert set(rec["rows"][0]) == set(COLUMNS)

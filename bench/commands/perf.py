@@ -218,7 +218,7 @@ def run_perf(args: PerfOptions) -> int:
     import pandas as pd
 
     from bench.data import load_dataset
-    from bench.measure.env import cpu_peak_estimate, environment
+    from bench.measure.env import cpu_mark, cpu_peak_estimate, environment
     from bench.models import model_info
 
     asked = getattr(args, "device", "auto") or "auto"
@@ -245,6 +245,7 @@ def run_perf(args: PerfOptions) -> int:
     if auto_note:
         print(f"bench perf: {auto_note}")
     load_before = load_average()
+    started = cpu_mark()  # the record's other_cpu_pct: other processes' share over the whole perf run
     print(f"bench perf: {', '.join(models)} on {gpu_name or device} | {args.dataset} "
           f"({len(data.train)} train / {len(data.test)} test) | batch {args.batch_size} | "
           f"1 warm-up + {args.epochs} timed epoch(s) per epoch variant | 1-min load average {_load_text(load_before)}")
@@ -330,7 +331,7 @@ def run_perf(args: PerfOptions) -> int:
         "torch_version": torch.__version__,
         "gpu_name": gpu_name,
         "device": str(device),
-        "environment": environment(device),
+        "environment": environment(device, since=started),
         "load_1min_before": load_before,
         "load_1min_after": load_after,
         "torch_threads": torch.get_num_threads(),
