@@ -30,12 +30,13 @@ help:
 # the bytecode, as pip does: where PYTHONDONTWRITEBYTECODE is set nothing else would, and every process would
 # compile its imports again (torch, pandas and torchvision: 12 s instead of 4.5 here). uv reads its own
 # settings (uv.toml, UV_* variables), not pip's: the constraint files pip would apply (PIP_CONSTRAINT, else
-# its configuration files, as `pip config list` shows them, the environment's first) are passed on.
+# its configuration files, as `pip config list` shows them, the environment's first) are passed on. uv is pinned,
+# as the lint tools are: the version this was checked with.
 PIP_CONSTRAINT_FILES = $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^[^.]*\.constraint='\(.*\)'$$/\1/p" | head -1)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q uv
+	$(PY) -m pip install -q uv==0.13.9
 	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[dev,track]' \
 	  $(foreach f,$(PIP_CONSTRAINT_FILES),--constraint $(f))
 	touch $(STAMP)
